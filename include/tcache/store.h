@@ -1,0 +1,156 @@
+// tcache/store.h: a persistent, memory-mapped cache shared by processes.
+//
+// Thread safety: a Store may be used by any number of threads at once; every
+// member function below is safe to call concurrently with every other,
+// except the move operations and the destructor, which need exclusive access.
+//
+// Process safety: any number of processes may open the same file at once and
+// call get/put/erase/clear/stats concurrently. The data path takes no lock:
+// every change is one compare-and-swap on one 64-bit word, so a process
+// killed at any instruction leaves either a complete, published entry or a
+// leaked chunk that the next exclusive open (or `tcache-tool verify
+// --repair`) reclaims. See lib/format/FORMAT.md for the layout and
+// lib/store/INVARIANTS.md for the concurrency protocol.
+//
+// Exceptions: functions that may throw say so; they throw only tcache::Error.
+// A miss is not an error.
+
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tcache/error.h"
+
+namespace tcache {
+
+namespace detail {
+class StoreImpl;
+}
+
+// Options read when a file is opened. Geometry options (capacity_bytes,
+// expected_entry_bytes, page_bytes) take effect only when open() creates the
+// file; an existing file keeps the geometry it was created with.
+struct StoreOptions {
+  // Hard ceiling of the cache file's size in bytes. The file starts small and
+  // grows page by page up to this; past it, puts evict. Range 1 MiB .. 1 TiB.
+  std::uint64_t capacity_bytes = 1ull << 30;
+  // TTL used by put() when it is given none; 0 = entries never expire.
+  std::chrono::milliseconds default_ttl{0};
+  // Permissions of a newly created file (umask is not applied). Must not
+  // grant write to group/other unless allow_shared_access is set.
+  std::uint32_t mode = 0600;
+  // Open for reading only: put/erase/clear throw Errc::read_only. Stats
+  // counters of a read-only process are kept in memory, not in the file.
+  bool read_only = false;
+  // Accept a file owned by another user or writable by group/other (by
+  // default such a file is refused with Errc::unsafe_permissions).
+  bool allow_shared_access = false;
+  // Create the file if it does not exist (else Errc::io_error, ENOENT).
+  bool create_if_missing = true;
+  // Typical key + value size; sizes the hash index at creation so that
+  // capacity_bytes / expected_entry_bytes entries fit. Range 16 .. 1 MiB.
+  std::uint32_t expected_entry_bytes = 256;
+  // Slab page size in bytes at creation, a power of two from 64 KiB to
+  // 16 MiB; 0 = chosen from capacity_bytes (1 MiB for large files).
+  std::uint32_t page_bytes = 0;
+  // Values of at least this many bytes are LZ4-compressed when that saves
+  // space; 0 = never compress.
+  std::uint32_t compress_threshold = 4096;
+  // Receives one-line diagnostics (e.g. "disk full, evicting instead of
+  // growing"). Called from the thread that noticed; must be thread-safe.
+  // Empty = silent. The library never prints on its own.
+  std::function<void(std::string_view)> logger;
+};
+
+// A point-in-time summary. Counters are summed over every process that has
+// used the file (live processes' own lines plus the totals of those gone).
+struct StoreStats {
+  std::uint64_t entries = 0;         // live index slots (expired ones until swept)
+  std::uint64_t bytes = 0;           // bytes of the chunks those entries occupy
+  std::uint64_t capacity_bytes = 0;  // the file's ceiling
+  std::uint64_t file_bytes = 0;      // current size of the file
+  std::uint64_t index_slots = 0;     // slots in the hash index
+  std::uint64_t page_bytes = 0;      // slab page size
+  std::uint64_t pages_total = 0;     // pages the file may hold at capacity
+  std::uint64_t pages_used = 0;      // pages carved into size classes
+  std::uint64_t hits = 0;
+  std::uint64_t misses = 0;
+  std::uint64_t puts = 0;
+  std::uint64_t erases = 0;
+  std::uint64_t evictions = 0;           // entries removed to make room
+  std::uint64_t expirations = 0;         // entries found expired and removed
+  std::uint64_t checksum_failures = 0;   // entries whose checksum did not match (a miss)
+  std::uint64_t grow_failures = 0;       // times the file could not grow (disk full, limit)
+  std::uint64_t recoveries = 0;          // times a crashed user's leftovers were reclaimed
+  std::uint64_t attached_processes = 0;  // processes with the file open now
+};
+
+class Store {
+ public:
+  // Largest key accepted by put (longer: Errc::key_too_large).
+  static constexpr std::size_t kMaxKeyBytes = 16 * 1024;
+
+  // Opens (or creates, per options) the cache file at `file`.
+  // Throws Error: invalid_option, unsafe_permissions, not_a_cache_file,
+  // version_mismatch, corrupt_file, io_error. Safe to call from any thread
+  // and process at the same time as others open the same file: creation is
+  // atomic (a fully initialised file is renamed into place).
+  static Store open(const std::filesystem::path& file, const StoreOptions& options = {});
+
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  // Detaches this process from the file (its stats fold into the totals).
+  ~Store();
+
+  // Looks `key` up. Returns the value, or std::nullopt on a miss (absent,
+  // expired, or failing its checksum). Throws only std::bad_alloc.
+  std::optional<std::string> get(std::string_view key);
+  // As above, writing into `value` (its buffer is reused); false on a miss,
+  // in which case `value` is unspecified.
+  bool get(std::string_view key, std::string& value);
+  // Batched lookup: values[i] / found[i] for keys[i]. Overlaps the memory
+  // misses of many keys. REQUIRES: the three spans have the same size.
+  void get_many(std::span<const std::string_view> keys, std::span<std::string> values,
+                std::span<bool> found);
+  // True if `key` is present and unexpired (no value copy, no hit counted).
+  bool contains(std::string_view key);
+
+  // Stores `value` under `key`, replacing any previous value. `ttl` of zero
+  // means options.default_ttl. When the file is full, older entries are
+  // evicted (CLOCK). Throws Error: read_only, key_too_large, value_too_large,
+  // no_space (no room in this size class even after eviction), corrupt_file.
+  void put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl = {});
+  // Removes `key`. Returns whether it was present. Throws Error: read_only.
+  bool erase(std::string_view key);
+  // Removes every entry. Concurrent puts may survive it. Throws Error: read_only.
+  void clear();
+
+  // Sums counters and walks the index (O(index size)). Never throws.
+  StoreStats stats() const;
+  // Writes dirty pages to disk (msync). Throws Error: io_error.
+  void flush();
+
+  // The file this store was opened from.
+  const std::filesystem::path& path() const noexcept;
+
+  // Largest value put accepts for this file's geometry (longer:
+  // Errc::value_too_large).
+  std::size_t max_value_bytes() const noexcept;
+
+ private:
+  explicit Store(std::unique_ptr<detail::StoreImpl> impl);
+  std::unique_ptr<detail::StoreImpl> impl_;
+};
+
+}  // namespace tcache

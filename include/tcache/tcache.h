@@ -1,0 +1,38 @@
+// tcache/tcache.h: the umbrella header. Include this one.
+//
+// tcache is a persistent, memory-mapped cache that processes on one machine
+// share through a file. See store.h for tcache::Store and error.h for
+// tcache::Error.
+//
+// Caveats (read these once):
+//
+// - fork(): a Store opened before fork() must not be used by the child; the
+//   child opens its own (Store::open in the child). The parent's handle stays
+//   valid. Using the parent's handle in the child would attribute the child's
+//   counters to the parent and skip the child's attach record.
+// - Network file systems (NFS, SMB, sshfs) do not keep memory-mapped writes
+//   of different machines coherent; use tcache files on local disks or tmpfs
+//   only. Sharing across machines is what the Redis tier is for.
+// - Killed processes: SIGKILL at any instant never leaves a torn or wrong
+//   value. It may leak the one chunk the process was writing; the leak is
+//   reclaimed when the file is next opened by a process that finds itself
+//   alone (the open then takes a little longer), or by
+//   `tcache-tool verify --repair`.
+// - Permissions and umask: new files get exactly StoreOptions::mode (0600 by
+//   default) whatever the umask; a file owned by another user or writable by
+//   group/other is refused unless StoreOptions::allow_shared_access.
+// - Reserved address space: open() reserves capacity_bytes of virtual
+//   address space for the mapping, whatever the file's current size. Many
+//   large caches in one 64-bit process are fine; 32-bit builds are not
+//   supported.
+// - Disk space: the file grows with posix_fallocate before new pages are
+//   used, so a full disk makes puts evict (counted as grow_failures), never
+//   raises SIGBUS. Truncating the file from outside while it is open does.
+// - Clocks: TTLs are wall-clock (CLOCK_REALTIME) deadlines, so they survive
+//   restarts; setting the clock forward expires entries early.
+
+#pragma once
+
+#include "tcache/error.h"
+#include "tcache/store.h"
+#include "tcache/version.h"

@@ -1,0 +1,199 @@
+// format/layout.h: the on-disk layout of a tcache file (format version 1).
+//
+// Everything here is an ABI contract: structs live in a file that several
+// processes (and several builds) map at once. Fields are fixed width, there
+// are no pointers (only file offsets), contended words sit on their own cache
+// lines, and every struct's size and field offsets are static_asserted.
+// lib/format/FORMAT.md is the human description and must agree with this
+// file. DO NOT CHANGE a field's offset, width or meaning without bumping
+// kFileFormatVersion (see "Bump rules" in FORMAT.md).
+//
+// Thread safety: the helpers below are pure functions of their arguments.
+
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace tcache::detail {
+
+inline constexpr char kMagic[8] = {'T', 'C', 'A', 'C', 'H', 'E', '\0', '\x1a'};
+inline constexpr std::uint32_t kFileFormatVersion = 1;  // DO NOT CHANGE without a bump rule
+inline constexpr std::uint32_t kEndianCheck = 0x01020304u;
+
+inline constexpr std::size_t kCacheLine = 64;
+inline constexpr std::uint64_t kSuperblockBytes = 4096;
+inline constexpr std::uint32_t kMaxClasses = 128;
+inline constexpr std::uint32_t kMaxProcesses = 256;
+inline constexpr std::uint64_t kChunkAlign = 8;  // chunk offsets and sizes are multiples
+inline constexpr std::uint32_t kSlotsPerBucket = 8;
+inline constexpr std::uint64_t kBucketBytes = 64;
+inline constexpr std::uint8_t kPageUnassigned = 0xff;  // page-table byte of an uncarved page
+
+// ---------------------------------------------------------------------------
+// Superblock, at file offset 0, 4096 bytes.
+//
+// The immutable part (up to `header_checksum`) is written once at creation
+// and checksummed with XXH3-64; a mismatch is Errc::corrupt_file. The mutable
+// part follows on its own cache lines and is changed only with atomic
+// operations on naturally aligned 64-bit words.
+struct Superblock {
+  // --- immutable (checksummed) ---
+  char magic[8];                  // kMagic
+  std::uint32_t format_version;   // kFileFormatVersion
+  std::uint32_t endian_check;     // kEndianCheck as written by the creator
+  std::uint32_t layout_hash;      // layout_descriptor_hash() of the creating build
+  std::uint32_t page_bytes;       // slab page size, power of two
+  std::uint64_t capacity_bytes;   // ceiling of the file size
+  std::uint64_t created_unix_ms;  // creation time
+  std::uint64_t hash_seed;        // per-file random seed for XXH3 of keys
+  std::uint64_t bucket_count;     // index buckets (64 bytes each)
+  std::uint64_t class_table_offset;
+  std::uint64_t process_table_offset;
+  std::uint64_t page_table_offset;  // one byte per page: its size class or kPageUnassigned
+  std::uint64_t index_offset;
+  std::uint64_t pages_offset;               // first slab page
+  std::uint64_t max_pages;                  // pages that fit under capacity_bytes
+  std::uint32_t class_count;                // size classes in use (<= kMaxClasses)
+  std::uint32_t compress_threshold_unused;  // reserved, zero
+  std::uint32_t class_bytes[kMaxClasses];   // chunk size of each class, ascending
+  std::uint64_t header_checksum;            // XXH3-64 of bytes [0, offsetof(header_checksum))
+
+  std::uint8_t pad0_[kCacheLine * 14 - 632];
+
+  // --- mutable (atomics, one cache line each where processes contend) ---
+  alignas(kCacheLine) std::uint64_t next_page;  // pages carved so far (CAS to claim)
+  std::uint64_t file_bytes;                     // bytes allocated with posix_fallocate
+  std::uint64_t generation;                     // bumped by recovery and clear
+  std::uint64_t recoveries;                     // times a crashed user's leftovers were reclaimed
+  std::uint64_t needs_recovery;                 // 1 = a writer died or went untracked
+  std::uint8_t pad1_[kCacheLine - 40];
+
+  // Statistics of processes that have detached or died (folded in).
+  alignas(kCacheLine) std::uint64_t totals[8];
+
+  std::uint8_t pad2_[kSuperblockBytes - kCacheLine * 16];
+};
+
+// The statistics counters, in the order they appear in ProcessEntry::counters
+// and Superblock::totals. DO NOT CHANGE the order (it is in the file).
+enum Counter : std::uint32_t {
+  kHits = 0,
+  kMisses,
+  kPuts,
+  kErases,
+  kEvictions,
+  kExpirations,
+  kChecksumFailures,
+  kGrowFailures,
+  kCounterCount,
+};
+
+// Per size class state, one cache line each, kMaxClasses of them at
+// class_table_offset.
+struct ClassState {
+  std::uint64_t free_head;   // FreeHead encoding: ABA tag | chunk offset / 8
+  std::uint64_t clock_hand;  // chunk cursor of the CLOCK evictor
+  std::uint8_t pad_[kCacheLine - 16];
+};
+
+// One attached process, two cache lines; kMaxProcesses of them at
+// process_table_offset. A slot is claimed by CAS of `owner` from 0 to
+// (pid | 1 << 32) and released by storing 0. Only its owner writes counters.
+struct ProcessEntry {
+  std::uint64_t owner;       // 0 = free, else pid in the low 32 bits, 1 in bit 32
+  std::uint64_t start_time;  // the owner's start time (clock ticks since boot, /proc/pid/stat)
+  std::uint64_t attached_unix_ms;
+  std::uint8_t pad_[kCacheLine - 24];
+  std::uint64_t counters[8];  // Counter order
+};
+
+// ---------------------------------------------------------------------------
+// Chunk: a slab chunk holding one entry. Chunk offsets are multiples of 8.
+//
+//   off 0  u32 version     seqlock: odd = free or being written, even = stable
+//   off 4  u32 checksum    low 32 bits of XXH3-64(value, seed = key hash ^ meta)
+//   off 8  u64 meta        expiry unix ms (high 48 bits) | key length (low 16)
+//   off 16 u32 vlen_flags  stored value length (low 28 bits) | flags (high 4)
+//   off 20 key bytes, then the stored value bytes
+//
+// A free chunk keeps an odd version and stores the next free chunk's offset
+// / 8 in its meta word.
+inline constexpr std::uint32_t kChunkHeaderBytes = 20;
+inline constexpr std::uint32_t kChunkVersionOffset = 0;
+inline constexpr std::uint32_t kChunkChecksumOffset = 4;
+inline constexpr std::uint32_t kChunkMetaOffset = 8;
+inline constexpr std::uint32_t kChunkVlenOffset = 16;
+inline constexpr std::uint32_t kValueLenMask = (1u << 28) - 1;
+inline constexpr std::uint32_t kFlagCompressed = 1u << 28;  // value is [u32 raw length][LZ4 block]
+
+inline constexpr std::uint64_t meta_pack(std::uint64_t expiry_ms, std::uint32_t key_len) {
+  return (expiry_ms << 16) | key_len;
+}
+inline constexpr std::uint64_t meta_expiry(std::uint64_t meta) { return meta >> 16; }
+inline constexpr std::uint32_t meta_key_len(std::uint64_t meta) {
+  return static_cast<std::uint32_t>(meta & 0xffff);
+}
+inline constexpr std::uint64_t kMaxExpiryMs = (1ull << 48) - 1;
+
+// ---------------------------------------------------------------------------
+// Index slot: one 64-bit word; 0 = empty.
+//   bits 0..36  chunk offset / 8 (files up to 1 TiB)
+//   bit  37     CLOCK reference bit
+//   bits 38..63 tag: low 26 bits of the key's hash
+inline constexpr int kAddrBits = 37;
+inline constexpr std::uint64_t kAddrMask = (1ull << kAddrBits) - 1;
+inline constexpr std::uint64_t kRefBit = 1ull << kAddrBits;
+inline constexpr int kTagShift = 38;
+inline constexpr std::uint64_t kTagMask = (1ull << 26) - 1;
+inline constexpr std::uint64_t kMaxFileBytes = (kAddrMask + 1) * kChunkAlign;  // 1 TiB
+
+inline constexpr std::uint64_t slot_make(std::uint64_t tag, std::uint64_t chunk_off) {
+  return (tag << kTagShift) | (chunk_off / kChunkAlign);
+}
+inline constexpr std::uint64_t slot_offset(std::uint64_t w) {
+  return (w & kAddrMask) * kChunkAlign;
+}
+inline constexpr std::uint64_t slot_tag(std::uint64_t w) { return w >> kTagShift; }
+inline constexpr std::uint64_t hash_tag(std::uint64_t h) { return h & kTagMask; }
+
+// Free-list head: bits 0..36 chunk offset / 8 (0 = empty), bits 37..63 ABA tag.
+inline constexpr std::uint64_t head_make(std::uint64_t aba, std::uint64_t chunk_off) {
+  return (aba << kAddrBits) | (chunk_off / kChunkAlign);
+}
+inline constexpr std::uint64_t head_offset(std::uint64_t h) {
+  return (h & kAddrMask) * kChunkAlign;
+}
+inline constexpr std::uint64_t head_aba(std::uint64_t h) { return h >> kAddrBits; }
+
+// Bucket pair for a hash: the entry lives in one of two buckets.
+inline std::uint64_t bucket_of(std::uint64_t x, std::uint64_t bucket_count) {
+  __extension__ using u128 = unsigned __int128;
+  return static_cast<std::uint64_t>((static_cast<u128>(x) * bucket_count) >> 64);
+}
+inline std::uint64_t second_hash(std::uint64_t h) {
+  h ^= h >> 29;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 32;
+  return h;
+}
+
+// A hash of this build's struct sizes and field offsets; files created by a
+// build with a different layout are refused (Errc::version_mismatch).
+std::uint32_t layout_descriptor_hash();
+
+static_assert(sizeof(Superblock) == kSuperblockBytes);
+static_assert(offsetof(Superblock, next_page) == kCacheLine * 14);
+static_assert(offsetof(Superblock, totals) == kCacheLine * 15);
+static_assert(offsetof(Superblock, header_checksum) == 624);
+static_assert(sizeof(ClassState) == kCacheLine);
+static_assert(sizeof(ProcessEntry) == 2 * kCacheLine);
+static_assert(std::is_standard_layout_v<Superblock> && std::is_trivially_copyable_v<Superblock>);
+static_assert(std::is_standard_layout_v<ProcessEntry> && std::is_standard_layout_v<ClassState>);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(kCounterCount <= 8);
+
+}  // namespace tcache::detail

@@ -1,0 +1,232 @@
+#include "region/region.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/interprocess/detail/os_file_functions.hpp>
+#include <boost/interprocess/exceptions.hpp>
+#include <boost/interprocess/mapped_region.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <string>
+
+#include "util/fail.h"
+
+namespace tcache::detail {
+
+namespace bip = boost::interprocess;
+
+// Boost.Interprocess maps any object that yields a mapping handle; this one
+// wraps the descriptor we opened and checked ourselves, so the mapping is of
+// exactly the file we vetted (no second open by path).
+struct FdMappable {
+  int fd;
+  bip::mapping_handle_t get_mapping_handle() const {
+    return bip::ipcdetail::mapping_handle_from_file_handle(fd);
+  }
+};
+
+struct RegionMapping {
+  bip::mapped_region region;
+};
+
+namespace {
+
+int retry_eintr_open(const char* path, int flags, mode_t mode) {
+  int fd;
+  do {
+    fd = ::open(path, flags, mode);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+void check_ownership(int fd, const std::string& path, bool allow_shared) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail_errno(errno, "cannot stat", path, "");
+  if (!S_ISREG(st.st_mode)) {
+    fail(Errc::unsafe_permissions,
+         "'" + path + "' is not a regular file; point tcache at a regular cache file");
+  }
+  if (allow_shared) return;
+  if (st.st_uid != ::geteuid()) {
+    fail(Errc::unsafe_permissions,
+         "'" + path + "' is owned by uid " + std::to_string(st.st_uid) + ", not by you (uid " +
+             std::to_string(::geteuid()) +
+             "); another user could change what you read. Use your own file, or set "
+             "StoreOptions::allow_shared_access if sharing is intended");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    fail(Errc::unsafe_permissions,
+         "'" + path + "' has mode " + mode +
+             ", writable by group or others; run 'chmod go-w' on it, or set "
+             "StoreOptions::allow_shared_access if sharing is intended");
+  }
+}
+
+}  // namespace
+
+Region Region::open(const std::filesystem::path& path, const Options& options,
+                    std::uint64_t initial_bytes, const Initializer& init) {
+  Region r;
+  r.path_ = path;
+  r.read_only_ = options.read_only;
+  const std::string p = path.string();
+  const int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC;
+
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    r.fd_ = retry_eintr_open(p.c_str(), flags, 0);
+    if (r.fd_ >= 0) break;
+    const int err = errno;
+    if (err == ELOOP) {
+      fail(Errc::unsafe_permissions,
+           "'" + p +
+               "' is a symbolic link; tcache opens cache files only directly (O_NOFOLLOW). "
+               "Pass the link's target instead");
+    }
+    if (err != ENOENT || !options.create_if_missing || options.read_only) {
+      if (err == ENOENT) {
+        fail_errno(err, "cannot open cache file", p,
+                   "create it first (tcache-tool create) or allow creation");
+      }
+      fail_errno(err, "cannot open cache file", p,
+                 err == EACCES ? "check the file's and directory's permissions" : "");
+    }
+    // Create under a temporary name, initialise, then link into place.
+    std::uint64_t rnd = 0;
+    if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+      rnd = static_cast<std::uint64_t>(::getpid());
+    char suffix[64];
+    std::snprintf(suffix, sizeof suffix, ".tmp.%d.%016llx", static_cast<int>(::getpid()),
+                  static_cast<unsigned long long>(rnd));
+    const std::string tmp = p + suffix;
+    const int tfd = retry_eintr_open(
+        tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode & 0777);
+    if (tfd < 0) {
+      fail_errno(errno, "cannot create cache file", p,
+                 "check that the directory exists and is writable by you");
+    }
+    try {
+      if (::fchmod(tfd, options.mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
+      if (int err2 = ::posix_fallocate(tfd, 0, static_cast<off_t>(initial_bytes)); err2 != 0) {
+        fail_errno(err2, "cannot allocate space for new cache file", p,
+                   err2 == ENOSPC ? "free disk space or lower capacity_bytes" : "");
+      }
+      init(tfd);
+      if (::link(tmp.c_str(), p.c_str()) != 0) {
+        const int lerr = errno;
+        if (lerr != EEXIST) fail_errno(lerr, "cannot link new cache file into place", p, "");
+        // Another process created it first: use theirs.
+        ::unlink(tmp.c_str());
+        ::close(tfd);
+        continue;
+      }
+    } catch (...) {
+      ::unlink(tmp.c_str());
+      ::close(tfd);
+      throw;
+    }
+    ::unlink(tmp.c_str());
+    r.fd_ = tfd;
+    r.created_ = true;
+    break;
+  }
+  if (r.fd_ < 0) fail(Errc::io_error, "cannot open or create '" + p + "': it keeps changing");
+  check_ownership(r.fd_, p, options.allow_shared_access);
+  return r;
+}
+
+Region::Region(Region&& o) noexcept
+    : path_(std::move(o.path_)),
+      fd_(o.fd_),
+      read_only_(o.read_only_),
+      created_(o.created_),
+      base_(o.base_),
+      mapped_bytes_(o.mapped_bytes_),
+      mapping_(std::move(o.mapping_)) {
+  o.fd_ = -1;
+  o.base_ = nullptr;
+}
+
+Region& Region::operator=(Region&& o) noexcept {
+  if (this != &o) {
+    close();
+    path_ = std::move(o.path_);
+    fd_ = o.fd_;
+    read_only_ = o.read_only_;
+    created_ = o.created_;
+    base_ = o.base_;
+    mapped_bytes_ = o.mapped_bytes_;
+    mapping_ = std::move(o.mapping_);
+    o.fd_ = -1;
+    o.base_ = nullptr;
+  }
+  return *this;
+}
+
+Region::~Region() { close(); }
+
+void Region::close() noexcept {
+  mapping_.reset();
+  base_ = nullptr;
+  if (fd_ >= 0) ::close(fd_);  // also drops our flock
+  fd_ = -1;
+}
+
+void Region::map(std::uint64_t map_bytes) {
+  try {
+    auto m = std::make_unique<RegionMapping>();
+    m->region = bip::mapped_region(FdMappable{fd_}, read_only_ ? bip::read_only : bip::read_write,
+                                   0, static_cast<std::size_t>(map_bytes));
+    base_ = static_cast<char*>(m->region.get_address());
+    mapped_bytes_ = map_bytes;
+    mapping_ = std::move(m);
+  } catch (const bip::interprocess_exception& e) {
+    fail(Errc::io_error, "cannot map '" + path_.string() + "' (" + std::to_string(map_bytes) +
+                             " bytes): " + e.what() +
+                             "; check 'ulimit -v' or lower capacity_bytes");
+  }
+}
+
+bool Region::lock_exclusive_or_shared() {
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return true;
+  while (::flock(fd_, LOCK_SH) != 0) {
+    if (errno != EINTR) fail_errno(errno, "cannot lock", path_.string(), "");
+  }
+  return false;
+}
+
+void Region::downgrade_lock() {
+  while (::flock(fd_, LOCK_SH) != 0) {
+    if (errno != EINTR) fail_errno(errno, "cannot lock", path_.string(), "");
+  }
+}
+
+int Region::grow(std::uint64_t bytes) {
+  if (bytes > mapped_bytes_) return EFBIG;
+  int err;
+  do {
+    err = ::posix_fallocate(fd_, 0, static_cast<off_t>(bytes));
+  } while (err == EINTR);
+  return err;
+}
+
+void Region::flush() {
+  if (mapping_ == nullptr || read_only_) return;
+  const std::uint64_t size = std::min<std::uint64_t>(file_size(), mapped_bytes_);
+  if (!mapping_->region.flush(0, static_cast<std::size_t>(size), false)) {
+    fail_errno(errno, "cannot flush", path_.string(), "");
+  }
+}
+
+std::uint64_t Region::file_size() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) fail_errno(errno, "cannot stat", path_.string(), "");
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+}  // namespace tcache::detail

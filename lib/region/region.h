@@ -1,0 +1,89 @@
+// region/region.h: a cache file opened safely and mapped into memory.
+//
+// Thread safety: a Region is immutable after open() except grow(), which is
+// safe to call from many threads and processes at once (posix_fallocate of
+// overlapping ranges is idempotent). Destruction needs exclusive access.
+//
+// What this layer guarantees:
+//  1. A file is opened with O_NOFOLLOW and checked on the descriptor (fstat),
+//     never by path, so a swapped symlink cannot redirect it.
+//  2. A new file is created under a temporary name with O_EXCL, initialised,
+//     given its mode with fchmod (umask does not apply), and linked into
+//     place with link(2), which fails rather than replace a file another
+//     process created first. A reader therefore never sees a half-made file.
+//  3. The mapping reserves `map_bytes` of address space at once; only bytes
+//     below the size reached by posix_fallocate are ever touched, so a full
+//     disk is an error return from grow(), never SIGBUS.
+//  4. Every process holding the file open holds a shared flock on it; an
+//     exclusive flock therefore proves no other process has it open.
+
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+namespace tcache::detail {
+
+class Region {
+ public:
+  struct Options {
+    bool read_only = false;
+    bool create_if_missing = true;
+    bool allow_shared_access = false;
+    std::uint32_t mode = 0600;
+  };
+  // Called on a brand-new file descriptor (already sized to initial_bytes
+  // with posix_fallocate) before the file becomes visible under its name.
+  using Initializer = std::function<void(int fd)>;
+
+  // Opens `path`, creating it with `initial_bytes` and `init` when missing
+  // and allowed. Throws Error: unsafe_permissions, io_error,
+  // not_a_cache_file (too small to hold a superblock).
+  static Region open(const std::filesystem::path& path, const Options& options,
+                     std::uint64_t initial_bytes, const Initializer& init);
+
+  Region(Region&&) noexcept;
+  Region& operator=(Region&&) noexcept;
+  ~Region();
+
+  // Maps `map_bytes` bytes from offset 0 (may exceed the file's size).
+  // Throws Error: io_error.
+  void map(std::uint64_t map_bytes);
+
+  // Tries to become the only process with the file open (non-blocking).
+  // Returns true and holds an exclusive lock on success; then
+  // downgrade_lock() must follow. Otherwise waits for a shared lock.
+  bool lock_exclusive_or_shared();
+  void downgrade_lock();
+
+  // Extends the file's allocated size to at least `bytes` with
+  // posix_fallocate. Returns 0 or the errno (ENOSPC, EFBIG, ...).
+  int grow(std::uint64_t bytes);
+
+  // Writes dirty pages back (msync). Throws Error: io_error.
+  void flush();
+
+  std::uint64_t file_size() const;  // fstat now
+  char* base() const noexcept { return base_; }
+  std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_; }
+  int fd() const noexcept { return fd_; }
+  bool created() const noexcept { return created_; }
+  bool read_only() const noexcept { return read_only_; }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  Region() = default;
+  void close() noexcept;
+
+  std::filesystem::path path_;
+  int fd_ = -1;
+  bool read_only_ = false;
+  bool created_ = false;
+  char* base_ = nullptr;
+  std::uint64_t mapped_bytes_ = 0;
+  std::unique_ptr<struct RegionMapping> mapping_;
+};
+
+}  // namespace tcache::detail

@@ -1,0 +1,139 @@
+// store/recovery.cc: reclaiming what crashed processes left behind.
+//
+// A process killed at any instant leaves the file consistent for readers
+// (INVARIANTS.md) but may leak: a chunk popped from a free list and never
+// published, a chunk unpublished but not yet pushed back, a page claimed but
+// not carved. recover() runs when the opener holds the exclusive flock (no
+// other process has the file open) and rebuilds the allocator's state from
+// the one thing that is always authoritative, the index:
+//
+//   1. every slot is checked (bounds, class, chunk alignment, even version,
+//      key hash agrees with tag and bucket, checksum); bad ones are cleared;
+//   2. a chunk reachable from two slots, or a key present twice in its
+//      bucket pair, keeps only its first slot;
+//   3. every chunk of every carved page that no slot reaches goes back on
+//      its class's free list; pages claimed but never carved are given to
+//      the class with the most pages;
+//   4. dead processes' counters fold into the totals, the table is emptied.
+//
+// It is O(index + file) and runs only after a crash.
+
+#include <algorithm>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "store/store_impl.h"
+#include "util/proc.h"
+#include "util/racy.h"
+
+namespace tcache::detail {
+
+void StoreImpl::recover() {
+  const std::uint64_t pages = std::min(atom<std::uint64_t>(&sb_->next_page).load(), max_pages_);
+  const std::uint64_t chunk_units = (pages * page_bytes_) / kChunkAlign;
+  std::vector<std::uint64_t> live((chunk_units + 63) / 64, 0);
+  const auto unit = [&](std::uint64_t off) { return (off - pages_offset_) / kChunkAlign; };
+  const std::uint64_t now = now_unix_ms();
+
+  // Give never-carved pages (a claimer died before writing the page table)
+  // to the class that has the most pages.
+  std::vector<std::uint64_t> pages_per_class(class_count_, 0);
+  for (std::uint64_t p = 0; p < pages; ++p) {
+    if (page_table_[p] < class_count_) ++pages_per_class[page_table_[p]];
+  }
+  const auto busiest = static_cast<std::uint8_t>(
+      std::max_element(pages_per_class.begin(), pages_per_class.end()) - pages_per_class.begin());
+  std::vector<bool> uncarved(pages, false);
+  for (std::uint64_t p = 0; p < pages; ++p) {
+    if (page_table_[p] >= class_count_) {
+      page_table_[p] = busiest;
+      uncarved[p] = true;
+    }
+  }
+
+  // 1 and 2: validate slots, drop duplicates.
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  std::string key;
+  std::string other;
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    const std::uint64_t w = index_[i];
+    if (w == 0) continue;
+    bool ok = false;
+    const std::uint64_t off = slot_offset(w);
+    const int cls = chunk_class(off);
+    if (cls >= 0 && !uncarved[(off - pages_offset_) >> page_shift_] &&
+        ((off - pages_offset_) & (page_bytes_ - 1)) % class_bytes_[cls] == 0) {
+      const char* c = chunk(off);
+      const std::uint32_t version = atom<std::uint32_t>(c).load();
+      const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
+      const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
+      const std::uint32_t sum = atom<std::uint32_t>(c + kChunkChecksumOffset).load();
+      const std::uint32_t klen = meta_key_len(meta);
+      const std::uint32_t vlen = vf & kValueLenMask;
+      if ((version & 1) == 0 &&
+          kChunkHeaderBytes + std::uint64_t{klen} + vlen <= class_bytes_[cls]) {
+        key.assign(c + kChunkHeaderBytes, klen);
+        const std::uint64_t h = hash(key);
+        const Slots s = slots_for(h);
+        const std::uint64_t bucket = i / kSlotsPerBucket;
+        const bool in_pair = s.b[0] == index_ + bucket * kSlotsPerBucket ||
+                             s.b[1] == index_ + bucket * kSlotsPerBucket;
+        const std::uint64_t seed = h ^ meta ^ (std::uint64_t{vf} << 32);
+        const bool sum_ok = static_cast<std::uint32_t>(XXH3_64bits_withSeed(
+                                c + kChunkHeaderBytes + klen, vlen, seed)) == sum;
+        const bool fresh = meta_expiry(meta) == 0 || now < meta_expiry(meta);
+        const bool taken = (live[unit(off) / 64] >> (unit(off) % 64)) & 1;
+        ok = in_pair && hash_tag(h) == slot_tag(w) && sum_ok && fresh && !taken;
+        if (ok) {
+          // Keep only the first slot (in pair order) holding this key.
+          int mine = 0;
+          while (mine < kPairSlots && &s.at(mine) != &index_[i]) ++mine;
+          for (int j = 0; j < mine && ok; ++j) {
+            const std::uint64_t o = s.at(j);
+            if (o == 0 || slot_tag(o) != slot_tag(w)) continue;
+            if (chunk_has_key(o, key) == 1) ok = false;
+          }
+          if (ok) live[unit(off) / 64] |= 1ull << (unit(off) % 64);
+        }
+      }
+    }
+    if (!ok) index_[i] = 0;
+  }
+
+  // 3: rebuild every class's free list from the chunks nothing reaches.
+  std::vector<std::uint64_t> heads(class_count_, 0);
+  for (std::uint64_t p = 0; p < pages; ++p) {
+    const std::uint32_t cls = page_table_[p];
+    const std::uint32_t size = class_bytes_[cls];
+    const std::uint64_t first = pages_offset_ + p * page_bytes_;
+    for (std::uint64_t off = first; off + size <= first + page_bytes_; off += size) {
+      if ((live[unit(off) / 64] >> (unit(off) % 64)) & 1) continue;
+      char* c = chunk(off);
+      auto version = atom<std::uint32_t>(c);
+      if ((version.load() & 1) == 0) version.fetch_add(1);
+      atom<std::uint64_t>(c + kChunkMetaOffset).store(heads[cls] / kChunkAlign);
+      heads[cls] = off;
+    }
+  }
+  for (std::uint32_t cls = 0; cls < kMaxClasses; ++cls) {
+    const std::uint64_t aba = head_aba(atom<std::uint64_t>(&classes_[cls].free_head).load());
+    atom<std::uint64_t>(&classes_[cls].free_head)
+        .store(head_make(aba + 1, cls < class_count_ ? heads[cls] : 0));
+    atom<std::uint64_t>(&classes_[cls].clock_hand).store(0);
+  }
+
+  // 4: fold the dead processes' counters and empty the table.
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    fold_counters(procs_[i]);
+    atom<std::uint64_t>(&procs_[i].start_time).store(0);
+    atom<std::uint64_t>(&procs_[i].owner).store(0);
+  }
+  atom<std::uint64_t>(&sb_->needs_recovery).store(0);
+  atom<std::uint64_t>(&sb_->recoveries).fetch_add(1);
+  atom<std::uint64_t>(&sb_->generation).fetch_add(1);
+  log("reclaimed what exited processes left behind");
+}
+
+}  // namespace tcache::detail

@@ -1,0 +1,907 @@
+#include <lz4.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "format/geometry.h"
+#include "store/store_impl.h"
+#include "util/fail.h"
+#include "util/proc.h"
+#include "util/racy.h"
+
+namespace tcache {
+namespace detail {
+
+namespace {
+
+constexpr int kMaxProbeRetries = 16;
+constexpr int kMaxPublishRounds = 256;
+constexpr std::uint64_t kGrowRetryMs = 1000;
+constexpr std::uint64_t kOwnerLive = 1ull << 32;
+constexpr std::uint64_t kOwnerFolding = 1ull << 33;
+
+inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+
+inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
+                                    std::uint64_t meta, std::uint32_t vlen_flags) {
+  const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
+  return static_cast<std::uint32_t>(XXH3_64bits_withSeed(value, n, seed));
+}
+
+// Scratch space for compression, one per thread.
+std::string& scratch() {
+  thread_local std::string s;
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Opening and attaching
+
+StoreImpl::StoreImpl(Region region, const StoreOptions& options)
+    : region_(std::move(region)), options_(options) {
+  counters_ = local_counters_;
+  Superblock sb;
+  if (::pread(region_.fd(), &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
+    fail(Errc::not_a_cache_file, "'" + region_.path().string() +
+                                     "' is too short to be a tcache file; check the path, or "
+                                     "delete the file");
+  }
+  const std::uint64_t file_size = region_.file_size();
+  validate_superblock(sb, file_size, region_.path().string());
+  region_.map(sb.capacity_bytes);
+  base_ = region_.base();
+  sb_ = reinterpret_cast<Superblock*>(base_);
+  classes_ = reinterpret_cast<ClassState*>(base_ + sb.class_table_offset);
+  procs_ = reinterpret_cast<ProcessEntry*>(base_ + sb.process_table_offset);
+  page_table_ = reinterpret_cast<std::uint8_t*>(base_ + sb.page_table_offset);
+  index_ = reinterpret_cast<std::uint64_t*>(base_ + sb.index_offset);
+  bucket_count_ = sb.bucket_count;
+  pages_offset_ = sb.pages_offset;
+  max_pages_ = sb.max_pages;
+  hash_seed_ = sb.hash_seed;
+  page_bytes_ = sb.page_bytes;
+  page_shift_ = std::countr_zero(sb.page_bytes);
+  class_count_ = sb.class_count;
+  std::copy_n(sb.class_bytes, kMaxClasses, class_bytes_);
+  if (!region_.read_only()) {
+    // Never trust a recorded size the file does not have (pages beyond the
+    // real end would fault); growing again is harmless.
+    auto fb = atom<std::uint64_t>(&sb_->file_bytes);
+    std::uint64_t recorded = fb.load();
+    while (recorded > file_size && !fb.compare_exchange_weak(recorded, file_size)) {
+    }
+  }
+  open_attach();
+}
+
+StoreImpl::~StoreImpl() { detach_process(); }
+
+void StoreImpl::open_attach() {
+  const bool exclusive = region_.lock_exclusive_or_shared();
+  if (region_.read_only()) {
+    if (exclusive) region_.downgrade_lock();
+    return;
+  }
+  if (exclusive) {
+    // We hold the only descriptor with a lock. Entries of live processes can
+    // still appear while another opener converts its exclusive lock to a
+    // shared one (flock conversion is not atomic); then we are not alone.
+    bool anyone = false;
+    bool live = false;
+    for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+      const std::uint64_t owner = atom<std::uint64_t>(&procs_[i].owner).load();
+      if (owner == 0) continue;
+      anyone = true;
+      const std::uint64_t start = atom<std::uint64_t>(&procs_[i].start_time).load();
+      if (process_alive(static_cast<pid_t>(owner & 0xffffffffu), start)) live = true;
+    }
+    if (!live && (anyone || atom<std::uint64_t>(&sb_->needs_recovery).load() != 0)) recover();
+    attach_process();
+    region_.downgrade_lock();
+    return;
+  }
+  reclaim_dead_processes();
+  attach_process();
+}
+
+void StoreImpl::attach_process() {
+  const pid_t pid = ::getpid();
+  const std::uint64_t me = kOwnerLive | static_cast<std::uint32_t>(pid);
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    std::uint64_t expected = 0;
+    if (atom<std::uint64_t>(&procs_[i].owner).compare_exchange_strong(expected, me)) {
+      ProcessEntry& e = procs_[i];
+      atom<std::uint64_t>(&e.start_time).store(process_start_time(pid));
+      atom<std::uint64_t>(&e.attached_unix_ms).store(now_unix_ms());
+      for (auto& c : e.counters) atom<std::uint64_t>(&c).store(0);
+      proc_slot_ = static_cast<int>(i);
+      counters_ = e.counters;
+      return;
+    }
+  }
+  // Table full: work untracked, and have the next exclusive opener sweep.
+  atom<std::uint64_t>(&sb_->needs_recovery).store(1);
+  log("process table full (" + std::to_string(kMaxProcesses) +
+      " processes); this process's statistics stay private");
+}
+
+void StoreImpl::fold_counters(ProcessEntry& e) {
+  for (std::uint32_t c = 0; c < kCounterCount; ++c) {
+    const std::uint64_t v = atom<std::uint64_t>(&e.counters[c]).exchange(0);
+    if (v != 0) atom<std::uint64_t>(&sb_->totals[c]).fetch_add(v);
+  }
+}
+
+void StoreImpl::detach_process() noexcept {
+  if (proc_slot_ < 0 || sb_ == nullptr) return;
+  ProcessEntry& e = procs_[proc_slot_];
+  fold_counters(e);
+  atom<std::uint64_t>(&e.start_time).store(0);
+  atom<std::uint64_t>(&e.owner).store(0, std::memory_order_release);
+  proc_slot_ = -1;
+  counters_ = local_counters_;
+}
+
+void StoreImpl::reclaim_dead_processes() {
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    ProcessEntry& e = procs_[i];
+    std::uint64_t owner = atom<std::uint64_t>(&e.owner).load();
+    if (owner == 0 || (owner & kOwnerFolding) != 0) continue;
+    const std::uint64_t start = atom<std::uint64_t>(&e.start_time).load();
+    if (process_alive(static_cast<pid_t>(owner & 0xffffffffu), start)) continue;
+    if (!atom<std::uint64_t>(&e.owner).compare_exchange_strong(owner, owner | kOwnerFolding)) {
+      continue;
+    }
+    // It died attached: it may have leaked a chunk it was writing.
+    atom<std::uint64_t>(&sb_->needs_recovery).store(1);
+    fold_counters(e);
+    atom<std::uint64_t>(&e.start_time).store(0);
+    atom<std::uint64_t>(&e.owner).store(0, std::memory_order_release);
+  }
+}
+
+void StoreImpl::log(const std::string& line) const {
+  if (!options_.logger) return;
+  std::lock_guard<std::mutex> lock(log_mutex_);
+  options_.logger("tcache: " + region_.path().string() + ": " + line);
+}
+
+// ---------------------------------------------------------------------------
+// Addressing
+
+std::uint64_t StoreImpl::hash(std::string_view key) const noexcept {
+  return XXH3_64bits_withSeed(key.data(), key.size(), hash_seed_);
+}
+
+StoreImpl::Slots StoreImpl::slots_for(std::uint64_t h) const noexcept {
+  std::uint64_t b1 = bucket_of(h, bucket_count_);
+  std::uint64_t b2 = bucket_of(second_hash(h), bucket_count_);
+  if (b2 == b1) b2 = b1 + 1 == bucket_count_ ? 0 : b1 + 1;
+  return Slots{{index_ + b1 * kSlotsPerBucket, index_ + b2 * kSlotsPerBucket}};
+}
+
+int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
+  if (off < pages_offset_) return -1;
+  const std::uint64_t page = (off - pages_offset_) >> page_shift_;
+  if (page >= atom<std::uint64_t>(&sb_->next_page).load(std::memory_order_acquire)) return -1;
+  const std::uint32_t cls = atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire);
+  if (cls >= class_count_) return -1;
+  const std::uint64_t in_page = (off - pages_offset_) & (page_bytes_ - 1);
+  if (in_page + class_bytes_[cls] > page_bytes_) return -1;
+  return static_cast<int>(cls);
+}
+
+std::uint32_t StoreImpl::class_for(std::uint64_t bytes) const noexcept {
+  const auto* end = class_bytes_ + class_count_;
+  return static_cast<std::uint32_t>(std::lower_bound(class_bytes_, end, bytes) - class_bytes_);
+}
+
+std::size_t StoreImpl::max_value_bytes() const noexcept {
+  return page_bytes_ - kChunkHeaderBytes - 1;
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+template <bool kCopy>
+StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const Slots& s,
+                                  std::string* out) {
+  const std::uint64_t tag = hash_tag(h);
+  for (int i = 0; i < kPairSlots; ++i) {
+    std::uint64_t& slot = s.at(i);
+    const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+    if (w == 0 || slot_tag(w) != tag) continue;
+    const std::uint64_t off = slot_offset(w);
+    const int cls = chunk_class(off);
+    if (cls < 0) continue;  // damaged slot: never followed
+    const char* c = chunk(off);
+    const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
+    if ((v1 & 1) != 0) return Probe::retry;  // being retired; the slot is changing
+    const std::uint64_t meta =
+        atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+    const std::uint32_t vf =
+        atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
+    const std::uint32_t sum =
+        atom<std::uint32_t>(c + kChunkChecksumOffset).load(std::memory_order_relaxed);
+    const std::uint32_t klen = meta_key_len(meta);
+    const std::uint32_t vlen = vf & kValueLenMask;
+    bool same = klen == key.size() && kChunkHeaderBytes + klen + vlen <= class_bytes_[cls] &&
+                racy_equal(c + kChunkHeaderBytes, key.data(), klen);
+    if (same && kCopy) {
+      out->resize(vlen);
+      racy_read(out->data(), c + kChunkHeaderBytes + klen, vlen);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Probe::retry;
+    if (!same) continue;
+
+    // A consistent snapshot of this key's entry.
+    const std::uint64_t expiry = meta_expiry(meta);
+    if (expiry != 0 && now_unix_ms() >= expiry) {
+      if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
+      return Probe::miss;
+    }
+    if (!kCopy) return Probe::hit;
+    if (value_checksum(out->data(), vlen, h, meta, vf) != sum) {
+      count(kChecksumFailures);
+      if (!region_.read_only()) unlink(slot, w);
+      return Probe::miss;
+    }
+    if ((w & kRefBit) == 0 && !region_.read_only()) {
+      std::uint64_t expected = w;
+      atom<std::uint64_t>(&slot).compare_exchange_strong(expected, w | kRefBit,
+                                                         std::memory_order_relaxed);
+    }
+    if ((vf & kFlagCompressed) != 0) {
+      std::uint32_t raw = 0;
+      if (vlen < 4) return Probe::miss;
+      std::memcpy(&raw, out->data(), 4);
+      std::string& tmp = scratch();
+      tmp.resize(raw);
+      const int n = raw > kValueLenMask
+                        ? -1
+                        : LZ4_decompress_safe(out->data() + 4, tmp.data(),
+                                              static_cast<int>(vlen - 4), static_cast<int>(raw));
+      if (n != static_cast<int>(raw)) {
+        count(kChecksumFailures);
+        return Probe::miss;
+      }
+      out->swap(tmp);
+    }
+    return Probe::hit;
+  }
+  return Probe::miss;
+}
+
+bool StoreImpl::get(std::string_view key, std::string& value) {
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+    const Probe p = probe<true>(key, h, s, &value);
+    if (p == Probe::retry) continue;
+    count(p == Probe::hit ? kHits : kMisses);
+    return p == Probe::hit;
+  }
+  count(kMisses);
+  return false;
+}
+
+bool StoreImpl::contains(std::string_view key) {
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+    const Probe p = probe<false>(key, h, s, nullptr);
+    if (p != Probe::retry) return p == Probe::hit;
+  }
+  return false;
+}
+
+void StoreImpl::get_many(std::span<const std::string_view> keys, std::span<std::string> values,
+                         std::span<bool> found) {
+  if (values.size() != keys.size() || found.size() != keys.size()) {
+    fail(Errc::invalid_option, "get_many: keys, values and found must have the same size");
+  }
+  // Three passes over groups of keys, so that the memory misses of a group
+  // overlap: hash and prefetch both buckets; find each key's candidate chunk
+  // by tag and prefetch it; then read every key with the lines in cache.
+  constexpr std::size_t kGroup = 16;
+  std::uint64_t hs[kGroup];
+  Slots ss[kGroup];
+  for (std::size_t base = 0; base < keys.size(); base += kGroup) {
+    const std::size_t n = std::min(kGroup, keys.size() - base);
+    for (std::size_t i = 0; i < n; ++i) {
+      hs[i] = hash(keys[base + i]);
+      ss[i] = slots_for(hs[i]);
+      prefetch(ss[i].b[0]);
+      prefetch(ss[i].b[1]);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t tag = hash_tag(hs[i]);
+      for (int j = 0; j < kPairSlots; ++j) {
+        const std::uint64_t w = atom<std::uint64_t>(&ss[i].at(j)).load(std::memory_order_relaxed);
+        if (w != 0 && slot_tag(w) == tag) {
+          const std::uint64_t off = slot_offset(w);
+          if (off < region_.mapped_bytes() - 128) {
+            prefetch(base_ + off);
+            prefetch(base_ + off + 64);
+          }
+          break;
+        }
+      }
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      Probe p = Probe::retry;
+      for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
+        p = probe<true>(keys[base + i], hs[i], ss[i], &values[base + i]);
+      }
+      found[base + i] = p == Probe::hit;
+      count(p == Probe::hit ? kHits : kMisses);
+    }
+  }
+}
+
+int StoreImpl::chunk_has_key(std::uint64_t w, std::string_view key) const noexcept {
+  const std::uint64_t off = slot_offset(w);
+  const int cls = chunk_class(off);
+  if (cls < 0) return 0;
+  const char* c = chunk(off);
+  const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
+  if ((v1 & 1) != 0) return -1;
+  const std::uint64_t meta =
+      atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+  const std::uint32_t klen = meta_key_len(meta);
+  const bool same = klen == key.size() && kChunkHeaderBytes + klen <= class_bytes_[cls] &&
+                    racy_equal(c + kChunkHeaderBytes, key.data(), klen);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return -1;
+  return same ? 1 : 0;
+}
+
+bool StoreImpl::unlink(std::uint64_t& slot, std::uint64_t w) {
+  std::uint64_t expected = w;
+  if (!atom<std::uint64_t>(&slot).compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+    return false;
+  }
+  retire(slot_offset(w));
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Chunk allocation
+
+std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
+  auto head = atom<std::uint64_t>(&classes_[cls].free_head);
+  std::uint64_t h = head.load(std::memory_order_acquire);
+  for (;;) {
+    const std::uint64_t off = head_offset(h);
+    if (off == 0) return 0;
+    if (chunk_class(off) != static_cast<int>(cls)) {
+      // A damaged free list: drop it (its chunks leak until recovery).
+      if (head.compare_exchange_strong(h, head_make(head_aba(h) + 1, 0))) {
+        atom<std::uint64_t>(&sb_->needs_recovery).store(1);
+        log("free list of size class " + std::to_string(cls) + " was damaged; dropped it");
+        return 0;
+      }
+      continue;
+    }
+    // The chunk may be popped and reused by someone else between these two
+    // loads; then `next` is garbage, but the ABA tag makes the CAS fail.
+    const std::uint64_t next =
+        atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load(std::memory_order_relaxed);
+    if (head.compare_exchange_weak(h, head_make(head_aba(h) + 1, (next & kAddrMask) * kChunkAlign),
+                                   std::memory_order_acquire, std::memory_order_acquire)) {
+      return off;
+    }
+  }
+}
+
+void StoreImpl::push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last) {
+  auto head = atom<std::uint64_t>(&classes_[cls].free_head);
+  std::uint64_t h = head.load(std::memory_order_relaxed);
+  for (;;) {
+    atom<std::uint64_t>(chunk(last) + kChunkMetaOffset)
+        .store(head_offset(h) / kChunkAlign, std::memory_order_relaxed);
+    if (head.compare_exchange_weak(h, head_make(head_aba(h) + 1, first), std::memory_order_release,
+                                   std::memory_order_relaxed)) {
+      return;
+    }
+  }
+}
+
+void StoreImpl::retire(std::uint64_t off) {
+  const int cls = chunk_class(off);
+  if (cls < 0) return;
+  // Odd version first: a reader still holding this address sees the change.
+  auto version = atom<std::uint32_t>(chunk(off));
+  if ((version.fetch_add(1, std::memory_order_acq_rel) & 1) != 0) {
+    version.fetch_add(1, std::memory_order_acq_rel);  // was odd (damaged): keep it odd
+  }
+  push_chain(static_cast<std::uint32_t>(cls), off, off);
+}
+
+bool StoreImpl::carve_page(std::uint32_t cls) {
+  auto next_page = atom<std::uint64_t>(&sb_->next_page);
+  const std::uint64_t np = next_page.load(std::memory_order_acquire);
+  if (np >= max_pages_) return false;
+  const std::uint64_t need = pages_offset_ + (np + 1) * page_bytes_;
+  auto file_bytes = atom<std::uint64_t>(&sb_->file_bytes);
+  std::uint64_t have = file_bytes.load(std::memory_order_acquire);
+  if (have < need) {
+    const std::uint64_t now = now_unix_ms();
+    if (now < grow_retry_after_ms_.load(std::memory_order_relaxed)) return false;
+    // Grow by an eighth of the file (at least one page) to keep fallocate rare.
+    const std::uint64_t limit = pages_offset_ + max_pages_ * page_bytes_;
+    std::uint64_t target = std::max(need, have + have / 8);
+    target = std::min(
+        pages_offset_ + ((target - pages_offset_ + page_bytes_ - 1) >> page_shift_ << page_shift_),
+        limit);
+    int err = region_.grow(target);
+    if (err != 0 && target > need) {
+      target = need;
+      err = region_.grow(target);
+    }
+    if (err != 0) {
+      count(kGrowFailures);
+      grow_retry_after_ms_.store(now + kGrowRetryMs, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(log_mutex_);
+      if (logged_grow_errno_ != err && options_.logger) {
+        logged_grow_errno_ = err;
+        options_.logger("tcache: " + region_.path().string() + ": cannot grow the file to " +
+                        std::to_string(target) + " bytes (" + std::strerror(err) +
+                        "); evicting instead. Free disk space or lower capacity_bytes");
+      }
+      return false;
+    }
+    while (have < target &&
+           !file_bytes.compare_exchange_weak(have, target, std::memory_order_acq_rel)) {
+    }
+  }
+  std::uint64_t expected = np;
+  if (!next_page.compare_exchange_strong(expected, np + 1, std::memory_order_acq_rel)) {
+    return true;  // someone else carved a page; look at the free list again
+  }
+  // The page is ours. Thread its chunks into a chain, then publish the chain.
+  const std::uint64_t first = pages_offset_ + np * page_bytes_;
+  const std::uint32_t size = class_bytes_[cls];
+  const std::uint32_t n = page_bytes_ / size;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    char* c = chunk(first + std::uint64_t{i} * size);
+    atom<std::uint32_t>(c).store(1, std::memory_order_relaxed);
+    const std::uint64_t next = i + 1 < n ? (first + std::uint64_t{i + 1} * size) / kChunkAlign : 0;
+    atom<std::uint64_t>(c + kChunkMetaOffset).store(next, std::memory_order_relaxed);
+  }
+  atom<std::uint8_t>(&page_table_[np])
+      .store(static_cast<std::uint8_t>(cls), std::memory_order_release);
+  push_chain(cls, first, first + std::uint64_t{n - 1} * size);
+  return true;
+}
+
+std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
+  const std::uint64_t pages = atom<std::uint64_t>(&sb_->next_page).load(std::memory_order_acquire);
+  const std::uint32_t size = class_bytes_[cls];
+  const std::uint64_t per_page = page_bytes_ / size;
+  const std::uint64_t total = pages * per_page;
+  if (total == 0) return 0;
+  auto hand = atom<std::uint64_t>(&classes_[cls].clock_hand);
+  std::string key;
+  // Two sweeps over the class clear every reference bit and then find a
+  // victim, unless other threads keep setting them.
+  const std::uint64_t budget = 2 * total + 2 * per_page;
+  for (std::uint64_t step = 0; step < budget; ++step) {
+    const std::uint64_t pos = hand.fetch_add(1, std::memory_order_relaxed) % total;
+    const std::uint64_t page = pos / per_page;
+    if (atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire) != cls) {
+      // Skip the rest of a page of another class.
+      const std::uint64_t skip = per_page - 1 - pos % per_page;
+      hand.fetch_add(skip, std::memory_order_relaxed);
+      step += skip;
+      continue;
+    }
+    const std::uint64_t off = pages_offset_ + page * page_bytes_ + (pos % per_page) * size;
+    const char* c = chunk(off);
+    if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) continue;  // free
+    const std::uint64_t meta =
+        atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+    const std::uint32_t klen = meta_key_len(meta);
+    if (kChunkHeaderBytes + klen > size) continue;
+    key.resize(klen);
+    racy_read(key.data(), c + kChunkHeaderBytes, klen);
+    const std::uint64_t h = hash(key);
+    const Slots s = slots_for(h);
+    for (int i = 0; i < kPairSlots; ++i) {
+      std::uint64_t& slot = s.at(i);
+      std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+      if (w == 0 || slot_offset(w) != off) continue;
+      if ((w & kRefBit) != 0) {
+        atom<std::uint64_t>(&slot).compare_exchange_strong(w, w & ~kRefBit,
+                                                           std::memory_order_relaxed);
+        break;
+      }
+      if (atom<std::uint64_t>(&slot).compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
+        // Unpublished by us: the chunk is ours to reuse (not to free).
+        atom<std::uint32_t>(chunk(off)).fetch_add(1, std::memory_order_acq_rel);
+        const std::uint64_t expiry = meta_expiry(meta);
+        count(expiry != 0 && now_unix_ms() >= expiry ? kExpirations : kEvictions);
+        return off;
+      }
+      break;
+    }
+  }
+  return 0;
+}
+
+std::uint64_t StoreImpl::allocate(std::uint32_t cls) {
+  for (int round = 0; round < 8; ++round) {
+    if (const std::uint64_t off = pop_free(cls); off != 0) return off;
+    if (carve_page(cls)) continue;
+    if (const std::uint64_t off = clock_evict(cls); off != 0) return off;
+  }
+  const bool full = atom<std::uint64_t>(&sb_->next_page).load() >= max_pages_;
+  fail(Errc::no_space,
+       "no room for a " + std::to_string(class_bytes_[cls]) + "-byte chunk in '" +
+           region_.path().string() + "': " +
+           (full ? "every page of the file belongs to other size classes; raise capacity_bytes "
+                   "or compact the file (tcache-tool compact)"
+                 : "the file cannot grow (disk full?); free disk space"));
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl) {
+  if (region_.read_only()) {
+    fail(Errc::read_only,
+         "'" + region_.path().string() + "' is open read-only; open it without read_only to write");
+  }
+  if (key.size() > Store::kMaxKeyBytes) {
+    fail(Errc::key_too_large, "key of " + std::to_string(key.size()) + " bytes exceeds the " +
+                                  std::to_string(Store::kMaxKeyBytes) +
+                                  "-byte limit; hash long keys before storing them");
+  }
+  if (ttl.count() < 0) fail(Errc::invalid_option, "ttl must not be negative");
+  if (ttl.count() == 0) ttl = options_.default_ttl;
+  std::uint64_t expiry = 0;
+  if (ttl.count() > 0) {
+    expiry = std::min<std::uint64_t>(now_unix_ms() + static_cast<std::uint64_t>(ttl.count()),
+                                     kMaxExpiryMs);
+  }
+
+  std::string_view stored = value;
+  std::uint32_t flags = 0;
+  if (options_.compress_threshold != 0 && value.size() >= options_.compress_threshold &&
+      value.size() <= static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE)) {
+    std::string& buf = scratch();
+    const int bound = LZ4_compressBound(static_cast<int>(value.size()));
+    buf.resize(4 + static_cast<std::size_t>(bound));
+    const auto raw = static_cast<std::uint32_t>(value.size());
+    std::memcpy(buf.data(), &raw, 4);
+    const int n =
+        LZ4_compress_default(value.data(), buf.data() + 4, static_cast<int>(value.size()), bound);
+    if (n > 0 && static_cast<std::size_t>(n) + 4 < value.size() && raw <= kValueLenMask) {
+      stored = std::string_view(buf.data(), static_cast<std::size_t>(n) + 4);
+      flags = kFlagCompressed;
+    }
+  }
+  const std::uint64_t need = kChunkHeaderBytes + key.size() + stored.size();
+  if (need > page_bytes_) {
+    fail(Errc::value_too_large,
+         "value of " + std::to_string(value.size()) + " bytes (with a " +
+             std::to_string(key.size()) + "-byte key) does not fit in a " +
+             std::to_string(page_bytes_) + "-byte page of '" + region_.path().string() +
+             "'; the largest value is " + std::to_string(max_value_bytes() - key.size()) +
+             " bytes. Create the file with a larger StoreOptions::page_bytes");
+  }
+  const std::uint32_t cls = class_for(need);
+  const std::uint64_t h = hash(key);
+  const std::uint64_t off = allocate(cls);
+
+  // The chunk is ours alone (its version is odd). The release fence orders
+  // the odd version that whoever freed it wrote before our writes, for any
+  // reader still holding the old address (seqlock writer protocol).
+  std::atomic_thread_fence(std::memory_order_release);
+  char* c = chunk(off);
+  const std::uint64_t meta = meta_pack(expiry, static_cast<std::uint32_t>(key.size()));
+  const std::uint32_t vf = static_cast<std::uint32_t>(stored.size()) | flags;
+  racy_write(c + kChunkHeaderBytes, key.data(), key.size());
+  racy_write(c + kChunkHeaderBytes + key.size(), stored.data(), stored.size());
+  atom<std::uint64_t>(c + kChunkMetaOffset).store(meta, std::memory_order_relaxed);
+  atom<std::uint32_t>(c + kChunkVlenOffset).store(vf, std::memory_order_relaxed);
+  atom<std::uint32_t>(c + kChunkChecksumOffset)
+      .store(value_checksum(stored.data(), stored.size(), h, meta, vf), std::memory_order_relaxed);
+  auto version = atom<std::uint32_t>(c);
+  version.store((version.load(std::memory_order_relaxed) | 1) + 1, std::memory_order_release);
+
+  publish(key, h, off);
+  count(kPuts);
+}
+
+int StoreImpl::choose_victim(const Slots& s, std::uint64_t* word, bool* expired) {
+  // Expired entries go first, then the first slot whose reference bit is
+  // clear (clearing the bits passed over: CLOCK within the bucket pair).
+  const std::uint64_t now = now_unix_ms();
+  for (int i = 0; i < kPairSlots; ++i) {
+    const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+    if (w == 0) {
+      *word = 0;
+      *expired = false;
+      return i;
+    }
+    if (chunk_class(slot_offset(w)) < 0) {  // damaged slot: replace it
+      *word = w;
+      *expired = true;
+      return i;
+    }
+    const std::uint64_t meta = atom<std::uint64_t>(chunk(slot_offset(w)) + kChunkMetaOffset)
+                                   .load(std::memory_order_relaxed);
+    if (meta_expiry(meta) != 0 && now >= meta_expiry(meta)) {
+      *word = w;
+      *expired = true;
+      return i;
+    }
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 0; i < kPairSlots; ++i) {
+      std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      if ((w & kRefBit) == 0) {
+        *word = w;
+        *expired = false;
+        return i;
+      }
+      atom<std::uint64_t>(&s.at(i)).compare_exchange_strong(w, w & ~kRefBit,
+                                                            std::memory_order_relaxed);
+    }
+  }
+  *word = atom<std::uint64_t>(&s.at(0)).load(std::memory_order_acquire);
+  *expired = false;
+  return 0;
+}
+
+void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off) {
+  const std::uint64_t nw = slot_make(hash_tag(h), off);
+  const Slots s = slots_for(h);
+  for (int round = 0;; ++round) {
+    int empty = -1;
+    int match = -1;
+    std::uint64_t mw = 0;
+    bool unstable = false;
+    for (int i = 0; i < kPairSlots; ++i) {
+      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      if (w == 0) {
+        if (empty < 0) empty = i;
+        continue;
+      }
+      if (slot_tag(w) != hash_tag(h)) continue;
+      const int has = chunk_has_key(w, key);
+      if (has == 1) {
+        match = i;
+        mw = w;
+        break;
+      }
+      if (has < 0) unstable = true;
+    }
+    if (unstable && match < 0 && round < kMaxPublishRounds) continue;  // look again
+    int at;
+    std::uint64_t old;
+    bool expired = false;
+    if (match >= 0) {
+      at = match;
+      old = mw;
+    } else if (empty >= 0) {
+      at = empty;
+      old = 0;
+    } else {
+      at = choose_victim(s, &old, &expired);
+    }
+    std::uint64_t expected = old;
+    if (!atom<std::uint64_t>(&s.at(at)).compare_exchange_strong(expected, nw,
+                                                                std::memory_order_acq_rel)) {
+      continue;
+    }
+    if (old != 0) {
+      retire(slot_offset(old));
+      if (match < 0) count(expired ? kExpirations : kEvictions);
+    }
+    dedupe(key, s, at, nw);
+    return;
+  }
+}
+
+void StoreImpl::dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word) {
+  const std::uint64_t tag = slot_tag(my_word);
+  for (int i = 0; i < kPairSlots; ++i) {
+    if (i == mine) continue;
+    const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+    if (w == 0 || slot_tag(w) != tag) continue;
+    int has = -1;
+    for (int attempt = 0; attempt < kMaxProbeRetries && has < 0; ++attempt) {
+      has = chunk_has_key(w, key);
+    }
+    if (has != 1) continue;
+    if (i < mine) {
+      // A concurrent insert of the same key landed lower: it wins.
+      unlink(s.at(mine), my_word);
+      return;
+    }
+    unlink(s.at(i), w);
+  }
+}
+
+bool StoreImpl::erase(std::string_view key) {
+  if (region_.read_only()) {
+    fail(Errc::read_only,
+         "'" + region_.path().string() + "' is open read-only; open it without read_only to erase");
+  }
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  bool erased = false;
+  for (int i = 0; i < kPairSlots; ++i) {
+    std::uint64_t& slot = s.at(i);
+    for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+      const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+      if (w == 0 || slot_tag(w) != hash_tag(h)) break;
+      const int has = chunk_has_key(w, key);
+      if (has == 0) break;
+      if (has == 1 && unlink(slot, w)) {
+        erased = true;
+        break;
+      }
+    }
+  }
+  if (erased) count(kErases);
+  return erased;
+}
+
+void StoreImpl::clear() {
+  if (region_.read_only()) {
+    fail(Errc::read_only,
+         "'" + region_.path().string() + "' is open read-only; open it without read_only to clear");
+  }
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  std::uint64_t n = 0;
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_acquire);
+    while (w != 0) {
+      if (unlink(index_[i], w)) {
+        ++n;
+        break;
+      }
+      w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_acquire);
+    }
+  }
+  count(kErases, n);
+  atom<std::uint64_t>(&sb_->generation).fetch_add(1);
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+StoreStats StoreImpl::stats() const {
+  StoreStats st;
+  std::uint64_t sum[kCounterCount] = {};
+  for (std::uint32_t c = 0; c < kCounterCount; ++c) {
+    sum[c] = atom<std::uint64_t>(&sb_->totals[c]).load(std::memory_order_relaxed);
+  }
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    const std::uint64_t owner = atom<std::uint64_t>(&procs_[i].owner).load();
+    if (owner == 0) continue;
+    const std::uint64_t start = atom<std::uint64_t>(&procs_[i].start_time).load();
+    if (process_alive(static_cast<pid_t>(owner & 0xffffffffu), start)) {
+      ++st.attached_processes;
+    }
+    for (std::uint32_t c = 0; c < kCounterCount; ++c) {
+      sum[c] += atom<std::uint64_t>(&procs_[i].counters[c]).load(std::memory_order_relaxed);
+    }
+  }
+  if (proc_slot_ < 0) {  // read-only or untracked: our own counters are private
+    for (std::uint32_t c = 0; c < kCounterCount; ++c) {
+      sum[c] += atom<std::uint64_t>(&local_counters_[c]).load(std::memory_order_relaxed);
+    }
+  }
+  st.hits = sum[kHits];
+  st.misses = sum[kMisses];
+  st.puts = sum[kPuts];
+  st.erases = sum[kErases];
+  st.evictions = sum[kEvictions];
+  st.expirations = sum[kExpirations];
+  st.checksum_failures = sum[kChecksumFailures];
+  st.grow_failures = sum[kGrowFailures];
+  st.recoveries = atom<std::uint64_t>(&sb_->recoveries).load();
+
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    const std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_relaxed);
+    if (w == 0) continue;
+    const int cls = chunk_class(slot_offset(w));
+    if (cls < 0) continue;
+    ++st.entries;
+    st.bytes += class_bytes_[cls];
+  }
+  st.capacity_bytes = sb_->capacity_bytes;
+  st.file_bytes = region_.file_size();
+  st.index_slots = slots;
+  st.page_bytes = page_bytes_;
+  st.pages_total = max_pages_;
+  st.pages_used = atom<std::uint64_t>(&sb_->next_page).load();
+  return st;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------
+// tcache::Store
+
+Store::Store(std::unique_ptr<detail::StoreImpl> impl) : impl_(std::move(impl)) {}
+Store::Store(Store&&) noexcept = default;
+Store& Store::operator=(Store&&) noexcept = default;
+Store::~Store() = default;
+
+Store Store::open(const std::filesystem::path& file, const StoreOptions& options) {
+  if (options.default_ttl.count() < 0) {
+    detail::fail(Errc::invalid_option, "default_ttl must not be negative");
+  }
+  if ((options.mode & ~0777u) != 0) {
+    detail::fail(Errc::invalid_option,
+                 "mode must be permission bits (e.g. 0600), not " + std::to_string(options.mode));
+  }
+  if ((options.mode & 0600u) != 0600u) {
+    detail::fail(Errc::invalid_option, "mode must let the owner read and write (0600 or more)");
+  }
+  if ((options.mode & 0022u) != 0 && !options.allow_shared_access) {
+    detail::fail(Errc::invalid_option,
+                 "mode grants write access to group or others; set allow_shared_access to "
+                 "share a cache file deliberately");
+  }
+  detail::Superblock sb;
+  detail::make_superblock(
+      {options.capacity_bytes, options.expected_entry_bytes, options.page_bytes}, &sb);
+  detail::Region::Options ro{options.read_only, options.create_if_missing,
+                             options.allow_shared_access, options.mode};
+  auto init = [&sb](int fd) {
+    if (::pwrite(fd, &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
+      detail::fail_errno(errno, "cannot write header of new cache file", "", "");
+    }
+    // Every page starts unassigned.
+    std::string unassigned(sb.index_offset - sb.page_table_offset,
+                           static_cast<char>(detail::kPageUnassigned));
+    if (::pwrite(fd, unassigned.data(), unassigned.size(),
+                 static_cast<off_t>(sb.page_table_offset)) !=
+        static_cast<ssize_t>(unassigned.size())) {
+      detail::fail_errno(errno, "cannot write page table of new cache file", "", "");
+    }
+  };
+  auto region = detail::Region::open(file, ro, detail::initial_file_bytes(sb), init);
+  return Store(std::make_unique<detail::StoreImpl>(std::move(region), options));
+}
+
+std::optional<std::string> Store::get(std::string_view key) {
+  std::string v;
+  if (!impl_->get(key, v)) return std::nullopt;
+  return v;
+}
+bool Store::get(std::string_view key, std::string& value) { return impl_->get(key, value); }
+void Store::get_many(std::span<const std::string_view> keys, std::span<std::string> values,
+                     std::span<bool> found) {
+  impl_->get_many(keys, values, found);
+}
+bool Store::contains(std::string_view key) { return impl_->contains(key); }
+void Store::put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl) {
+  impl_->put(key, value, ttl);
+}
+bool Store::erase(std::string_view key) { return impl_->erase(key); }
+void Store::clear() { impl_->clear(); }
+StoreStats Store::stats() const { return impl_->stats(); }
+void Store::flush() { impl_->flush(); }
+const std::filesystem::path& Store::path() const noexcept { return impl_->path(); }
+std::size_t Store::max_value_bytes() const noexcept { return impl_->max_value_bytes(); }
+
+}  // namespace tcache

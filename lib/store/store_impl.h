@@ -1,0 +1,137 @@
+// store/store_impl.h: the lock-free store behind tcache::Store.
+//
+// Thread safety: every public member may be called by many threads of many
+// processes at once, except recover(), which requires that no other process
+// has the file open (the caller holds the exclusive flock) and that no other
+// thread uses this StoreImpl.
+//
+// Invariants (the full argument is in store/INVARIANTS.md):
+//  1. Publish after write: a chunk's contents are complete and its version
+//     even (release) before the slot CAS that makes it reachable.
+//  2. Optimistic reads: a reader validates every copy with the chunk's
+//     version (acquire fence, re-read); a changed version, another key or a
+//     failed bounds check is a retry, then a miss.
+//  3. Retire after unpublish, by the unpublisher: only the thread whose CAS
+//     removed a chunk from its slot bumps the chunk's version to odd and
+//     pushes it on its class's free list (or reuses it).
+//  4. One word per transition: slot CAS, free-list head CAS (ABA-tagged),
+//     next-page CAS. A process killed anywhere leaves published, complete
+//     entries and at most a few leaked chunks (found by recover()).
+//  5. Lossy index: a full bucket pair evicts its coldest slot; a class with
+//     no free chunk and no room to grow evicts by CLOCK over its chunks.
+//  6. Duplicate keys converge: after publishing into slot p, a writer clears
+//     any slot with the same key above p, and withdraws its own if one
+//     exists below p.
+//  7. Never SIGBUS: pages are touched only below next_page, which advances
+//     only after posix_fallocate has covered the page.
+
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "format/layout.h"
+#include "region/region.h"
+#include "tcache/store.h"
+#include "util/racy.h"
+
+namespace tcache::detail {
+
+class StoreImpl {
+ public:
+  StoreImpl(Region region, const StoreOptions& options);
+  ~StoreImpl();
+  StoreImpl(const StoreImpl&) = delete;
+  StoreImpl& operator=(const StoreImpl&) = delete;
+
+  bool get(std::string_view key, std::string& value);
+  void get_many(std::span<const std::string_view> keys, std::span<std::string> values,
+                std::span<bool> found);
+  bool contains(std::string_view key);
+  void put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
+  bool erase(std::string_view key);
+  void clear();
+  StoreStats stats() const;
+  void flush() { region_.flush(); }
+  const std::filesystem::path& path() const noexcept { return region_.path(); }
+  std::size_t max_value_bytes() const noexcept;
+
+  // Rebuilds free lists from what the index reaches, drops invalid and
+  // duplicate slots, folds dead processes' counters. REQUIRES: exclusive.
+  void recover();
+
+ private:
+  enum class Probe { hit, miss, retry };
+  struct Slots {
+    std::uint64_t* b[2];
+    std::uint64_t& at(int i) const { return b[i >> 3][i & 7]; }
+  };
+  static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
+
+  void open_attach();
+  void attach_process();
+  void detach_process() noexcept;
+  void reclaim_dead_processes();
+  void fold_counters(ProcessEntry& e);
+
+  std::uint64_t hash(std::string_view key) const noexcept;
+  Slots slots_for(std::uint64_t h) const noexcept;
+  // Returns the chunk's class, or -1 if `off` is not inside a carved page
+  // with room for a whole chunk of that class.
+  int chunk_class(std::uint64_t off) const noexcept;
+  char* chunk(std::uint64_t off) const noexcept { return base_ + off; }
+
+  template <bool kCopy>
+  Probe probe(std::string_view key, std::uint64_t h, const Slots& s, std::string* out);
+  // 1 = chunk holds `key`, 0 = it does not, -1 = it changed while looking.
+  int chunk_has_key(std::uint64_t w, std::string_view key) const noexcept;
+  bool unlink(std::uint64_t& slot, std::uint64_t w);
+
+  std::uint64_t allocate(std::uint32_t cls);
+  std::uint64_t pop_free(std::uint32_t cls);
+  bool carve_page(std::uint32_t cls);
+  std::uint64_t clock_evict(std::uint32_t cls);
+  void retire(std::uint64_t off);
+  void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
+  void publish(std::string_view key, std::uint64_t h, std::uint64_t off);
+  void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
+  int choose_victim(const Slots& s, std::uint64_t* word, bool* expired);
+
+  std::uint32_t class_for(std::uint64_t bytes) const noexcept;
+  void count(Counter c, std::uint64_t n = 1) noexcept {
+    atom<std::uint64_t>(&counters_[c]).fetch_add(n, std::memory_order_relaxed);
+  }
+  void log(const std::string& line) const;
+
+  Region region_;
+  StoreOptions options_;
+  char* base_ = nullptr;
+  Superblock* sb_ = nullptr;
+  ClassState* classes_ = nullptr;
+  ProcessEntry* procs_ = nullptr;
+  std::uint8_t* page_table_ = nullptr;
+  std::uint64_t* index_ = nullptr;
+  // Immutable geometry, copied out of the validated superblock.
+  std::uint64_t bucket_count_ = 0;
+  std::uint64_t pages_offset_ = 0;
+  std::uint64_t max_pages_ = 0;
+  std::uint64_t hash_seed_ = 0;
+  std::uint32_t page_bytes_ = 0;
+  int page_shift_ = 0;
+  std::uint32_t class_count_ = 0;
+  std::uint32_t class_bytes_[kMaxClasses] = {};
+
+  std::uint64_t* counters_ = nullptr;  // our ProcessEntry's, or local_counters_
+  std::uint64_t local_counters_[8] = {};
+  int proc_slot_ = -1;
+  std::atomic<std::uint64_t> grow_retry_after_ms_{0};
+  mutable std::mutex log_mutex_;
+  mutable int logged_grow_errno_ = 0;
+};
+
+}  // namespace tcache::detail

@@ -1,0 +1,366 @@
+// Unit tests of tcache::Store in one process: round trips, TTL, eviction,
+// limits, compression, options, batched reads and threads.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tcache/tcache.h"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tcache-store-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ / "cache.tc";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  tcache::Store open(tcache::StoreOptions o = {}) {
+    if (o.capacity_bytes == (1ull << 30)) o.capacity_bytes = 16ull << 20;
+    return tcache::Store::open(path_, o);
+  }
+
+  fs::path dir_;
+  fs::path path_;
+};
+
+std::string value_for(int i, std::size_t n) {
+  std::string v(n, '\0');
+  std::mt19937 rng(static_cast<unsigned>(i));
+  for (auto& ch : v) ch = static_cast<char>(rng());
+  return v;
+}
+
+template <class F>
+tcache::Errc error_of(F&& f) {
+  try {
+    f();
+  } catch (const tcache::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tcache:"), std::string::npos) << e.what();
+    return e.code();
+  }
+  ADD_FAILURE() << "no tcache::Error thrown";
+  return tcache::Errc::io_error;
+}
+
+TEST_F(StoreTest, PutGetEraseRoundTrip) {
+  auto s = open();
+  EXPECT_FALSE(s.get("missing").has_value());
+  s.put("alpha", "one");
+  s.put("beta", std::string("bin\0ary", 7));
+  EXPECT_EQ(s.get("alpha"), "one");
+  EXPECT_EQ(s.get("beta"), std::string("bin\0ary", 7));
+  s.put("alpha", "uno");  // replace
+  EXPECT_EQ(s.get("alpha"), "uno");
+  std::string buf = "old contents that are longer";
+  EXPECT_TRUE(s.get("alpha", buf));
+  EXPECT_EQ(buf, "uno");
+  EXPECT_TRUE(s.contains("alpha"));
+  EXPECT_TRUE(s.erase("alpha"));
+  EXPECT_FALSE(s.erase("alpha"));
+  EXPECT_FALSE(s.get("alpha").has_value());
+  EXPECT_FALSE(s.contains("alpha"));
+  s.put("", "empty key");
+  s.put("empty value", "");
+  EXPECT_EQ(s.get(""), "empty key");
+  EXPECT_EQ(s.get("empty value"), "");
+}
+
+TEST_F(StoreTest, ManyKeysSurviveReopen) {
+  {
+    auto s = open();
+    for (int i = 0; i < 20000; ++i) s.put("key:" + std::to_string(i), value_for(i, i % 300));
+  }
+  auto s = open();
+  int found = 0;
+  for (int i = 0; i < 20000; ++i) {
+    auto v = s.get("key:" + std::to_string(i));
+    if (v) {
+      ++found;
+      EXPECT_EQ(*v, value_for(i, i % 300));
+    }
+  }
+  // 16 MiB holds all of them; the index may drop a handful at most.
+  EXPECT_GE(found, 19990);
+  const auto st = s.stats();
+  EXPECT_EQ(st.entries, static_cast<std::uint64_t>(found));
+  EXPECT_EQ(st.puts, 20000u);
+}
+
+TEST_F(StoreTest, StatsCountHitsMissesAndBytes) {
+  auto s = open();
+  s.put("a", "1");
+  s.put("b", "2");
+  (void)s.get("a");
+  (void)s.get("a");
+  (void)s.get("zzz");
+  s.erase("b");
+  const auto st = s.stats();
+  EXPECT_EQ(st.hits, 2u);
+  EXPECT_EQ(st.misses, 1u);
+  EXPECT_EQ(st.puts, 2u);
+  EXPECT_EQ(st.erases, 1u);
+  EXPECT_EQ(st.entries, 1u);
+  EXPECT_GT(st.bytes, 0u);
+  EXPECT_EQ(st.capacity_bytes, 16ull << 20);
+  EXPECT_EQ(st.file_bytes, fs::file_size(path_));
+  EXPECT_EQ(st.attached_processes, 1u);
+}
+
+TEST_F(StoreTest, TtlExpiresEntries) {
+  auto s = open();
+  s.put("short", "v", 30ms);
+  s.put("long", "v", 1h);
+  s.put("forever", "v");
+  EXPECT_EQ(s.get("short"), "v");
+  std::this_thread::sleep_for(60ms);  // waits out a TTL; no race involved
+  EXPECT_FALSE(s.get("short").has_value());
+  EXPECT_EQ(s.get("long"), "v");
+  EXPECT_EQ(s.get("forever"), "v");
+  EXPECT_EQ(s.stats().expirations, 1u);
+}
+
+TEST_F(StoreTest, DefaultTtlApplies) {
+  tcache::StoreOptions o;
+  o.default_ttl = 30ms;
+  auto s = open(o);
+  s.put("k", "v");
+  s.put("kept", "v", 1h);
+  std::this_thread::sleep_for(60ms);
+  EXPECT_FALSE(s.get("k").has_value());
+  EXPECT_EQ(s.get("kept"), "v");
+}
+
+TEST_F(StoreTest, EvictsAtCapacityAndKeepsWorking) {
+  tcache::StoreOptions o;
+  o.capacity_bytes = 2ull << 20;
+  o.expected_entry_bytes = 1024;
+  auto s = open(o);
+  const std::string v(1000, 'x');
+  for (int i = 0; i < 10000; ++i) s.put("k" + std::to_string(i), v);  // ~10 MB into 2 MiB
+  const auto st = s.stats();
+  EXPECT_GT(st.evictions, 0u);
+  EXPECT_LE(st.file_bytes, o.capacity_bytes);
+  EXPECT_EQ(fs::file_size(path_), st.file_bytes);
+  EXPECT_LE(st.entries * 1000, o.capacity_bytes);
+  // The newest entries are there; whatever is present is intact.
+  EXPECT_EQ(s.get("k9999"), v);
+  int present = 0;
+  for (int i = 0; i < 10000; ++i) {
+    if (auto got = s.get("k" + std::to_string(i))) {
+      ++present;
+      EXPECT_EQ(*got, v);
+    }
+  }
+  EXPECT_EQ(static_cast<std::uint64_t>(present), s.stats().entries);
+}
+
+TEST_F(StoreTest, RecentlyReadEntriesSurviveEviction) {
+  tcache::StoreOptions o;
+  o.capacity_bytes = 2ull << 20;
+  o.expected_entry_bytes = 1024;
+  auto s = open(o);
+  const std::string v(1000, 'h');
+  s.put("hot", v);
+  for (int i = 0; i < 5000; ++i) {
+    s.put("cold" + std::to_string(i), v);
+    ASSERT_TRUE(s.get("hot").has_value()) << "hot entry evicted after " << i << " puts";
+  }
+}
+
+TEST_F(StoreTest, OversizeKeyAndValueAreRejected) {
+  auto s = open();
+  const std::string big_key(tcache::Store::kMaxKeyBytes + 1, 'k');
+  EXPECT_EQ(error_of([&] { s.put(big_key, "v"); }), tcache::Errc::key_too_large);
+  const std::string max_key(tcache::Store::kMaxKeyBytes, 'k');
+  s.put(max_key, "v");
+  EXPECT_EQ(s.get(max_key), "v");
+
+  // Random bytes do not compress, so this cannot fit in a page.
+  const std::string huge = value_for(1, s.max_value_bytes() + 1);
+  EXPECT_EQ(error_of([&] { s.put("huge", huge); }), tcache::Errc::value_too_large);
+  const std::string largest = value_for(2, s.max_value_bytes());
+  s.put("", largest);
+  EXPECT_EQ(s.get(""), largest);
+}
+
+TEST_F(StoreTest, CompressibleValuesAreCompressedAndRoundTrip) {
+  auto s = open();
+  std::string v;
+  for (int i = 0; i < 20000; ++i) v += "line " + std::to_string(i % 50) + "\n";
+  s.put("text", v);
+  EXPECT_EQ(s.get("text"), v);
+  // Stored compressed: far less than the raw size is occupied.
+  EXPECT_LT(s.stats().bytes, v.size() / 4);
+
+  tcache::StoreOptions o;
+  o.compress_threshold = 0;
+  fs::remove(path_);
+  auto raw = open(o);
+  raw.put("text", v);
+  EXPECT_EQ(raw.get("text"), v);
+  EXPECT_GE(raw.stats().bytes, v.size());
+}
+
+TEST_F(StoreTest, GetManyMatchesGet) {
+  auto s = open();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 1000; ++i) {
+    keys.push_back("key:" + std::to_string(i));
+    if (i % 3 != 0) s.put(keys.back(), value_for(i, 100 + i % 50));
+  }
+  std::vector<std::string_view> views(keys.begin(), keys.end());
+  std::vector<std::string> values(keys.size());
+  std::unique_ptr<bool[]> found(new bool[keys.size()]);
+  s.get_many(views, values, std::span<bool>(found.get(), keys.size()));
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_EQ(found[i], i % 3 != 0) << i;
+    if (found[i]) EXPECT_EQ(values[i], value_for(static_cast<int>(i), 100 + i % 50));
+  }
+  std::vector<std::string> short_values(3);
+  EXPECT_EQ(
+      error_of([&] { s.get_many(views, short_values, std::span<bool>(found.get(), keys.size())); }),
+      tcache::Errc::invalid_option);
+}
+
+TEST_F(StoreTest, ClearRemovesEverything) {
+  auto s = open();
+  for (int i = 0; i < 1000; ++i) s.put(std::to_string(i), "v");
+  s.clear();
+  EXPECT_EQ(s.stats().entries, 0u);
+  EXPECT_FALSE(s.get("5").has_value());
+  s.put("after", "clear");
+  EXPECT_EQ(s.get("after"), "clear");
+}
+
+TEST_F(StoreTest, InvalidOptionsAreRejected) {
+  const auto with = [&](auto edit) {
+    tcache::StoreOptions o;
+    edit(o);
+    return error_of([&] { tcache::Store::open(path_, o); });
+  };
+  EXPECT_EQ(with([](auto& o) { o.capacity_bytes = 1000; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.capacity_bytes = 1ull << 50; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.page_bytes = 12345; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.expected_entry_bytes = 1; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.default_ttl = -1ms; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.mode = 0400; }), tcache::Errc::invalid_option);
+  EXPECT_EQ(with([](auto& o) { o.mode = 0666; }), tcache::Errc::invalid_option);
+  EXPECT_FALSE(fs::exists(path_));
+  auto s = open();
+  EXPECT_EQ(error_of([&] { s.put("k", "v", -5ms); }), tcache::Errc::invalid_option);
+}
+
+TEST_F(StoreTest, ExistingFileKeepsItsGeometry) {
+  tcache::StoreOptions o;
+  o.capacity_bytes = 8ull << 20;
+  { auto s = tcache::Store::open(path_, o); }
+  o.capacity_bytes = 64ull << 20;
+  auto s = tcache::Store::open(path_, o);
+  EXPECT_EQ(s.stats().capacity_bytes, 8ull << 20);
+}
+
+TEST_F(StoreTest, ConcurrentCreationYieldsOneFile) {
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      auto s = open();
+      s.put("t" + std::to_string(t), "v");
+      ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  auto s = open();
+  for (int t = 0; t < 8; ++t) EXPECT_EQ(s.get("t" + std::to_string(t)), "v");
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename(), "cache.tc") << "left behind: " << e.path();
+  }
+}
+
+TEST_F(StoreTest, ThreadsSeeOnlyCompleteValues) {
+  auto s = open();
+  constexpr int kKeys = 64;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kOps = 3000;
+#else
+  constexpr int kOps = 30000;
+#endif
+  // value = key + '/' + version, repeated to a length that depends on both.
+  const auto make = [](int k, int ver) {
+    const std::string unit = std::to_string(k) + "/" + std::to_string(ver) + ";";
+    std::string v;
+    while (v.size() < static_cast<std::size_t>(20 + (k * 7 + ver) % 400)) v += unit;
+    return v;
+  };
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      std::string got;
+      for (int i = 0; i < kOps; ++i) {
+        const int k = static_cast<int>(rng() % kKeys);
+        const std::string key = "k" + std::to_string(k);
+        switch (rng() % 4) {
+          case 0:
+            s.put(key, make(k, i));
+            break;
+          case 1:
+            s.erase(key);
+            break;
+          default:
+            if (s.get(key, got)) {
+              const auto slash = got.find('/');
+              const auto semi = got.find(';');
+              if (slash == std::string::npos || semi == std::string::npos ||
+                  got.substr(0, slash) != std::to_string(k) ||
+                  got != make(k, std::stoi(got.substr(slash + 1, semi - slash - 1)))) {
+                bad.fetch_add(1);
+              }
+            }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(s.stats().checksum_failures, 0u);
+}
+
+TEST_F(StoreTest, LoggerHearsAboutTroubleOnly) {
+  std::vector<std::string> lines;
+  tcache::StoreOptions o;
+  o.logger = [&](std::string_view l) { lines.emplace_back(l); };
+  auto s = open(o);
+  s.put("k", "v");
+  (void)s.get("k");
+  EXPECT_TRUE(lines.empty());
+}
+
+TEST(ErrorTest, CodesHaveStableNames) {
+  EXPECT_STREQ(tcache::error_code_name(tcache::Errc::corrupt_file), "corrupt_file");
+  EXPECT_STREQ(tcache::error_code_name(tcache::Errc::version_mismatch), "version_mismatch");
+  EXPECT_STREQ(tcache::error_code_name(tcache::Errc::no_space), "no_space");
+  EXPECT_EQ(static_cast<int>(tcache::Errc::corrupt_file), 1);
+  EXPECT_EQ(static_cast<int>(tcache::Errc::not_a_cache_file), 10);
+}
+
+}  // namespace
