@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -31,16 +32,35 @@ constexpr double kIndexLoad = 0.9;
 
 constexpr std::uint64_t round_up(std::uint64_t x, std::uint64_t a) { return (x + a - 1) / a * a; }
 
-std::uint32_t fill_classes(std::uint32_t page_bytes, std::uint32_t* out) {
+// Size classes: every multiple of 8 from 32 to 256, then 12.5% apart, and
+// one class of a whole page. A small file cannot give every class a page, so
+// there the classes are spread geometrically over fewer steps (at most one
+// class per two pages): a value then always finds a class with pages, at the
+// cost of more rounding waste.
+std::uint32_t fill_classes(std::uint32_t page_bytes, std::uint64_t max_pages, std::uint32_t* out) {
   std::uint32_t n = 0;
   for (std::uint32_t s = kSmallestClass; s <= kLinearClassLimit; s += 8) out[n++] = s;
   std::uint64_t s = kLinearClassLimit;
   while (n < kMaxClasses - 1) {
-    s = round_up(s + s / 8, kChunkAlign);  // 12.5% apart
+    s = round_up(s + s / 8, kChunkAlign);
     if (s >= page_bytes) break;
     out[n++] = static_cast<std::uint32_t>(s);
   }
-  out[n++] = page_bytes;  // a chunk as large as a page holds the largest values
+  out[n++] = page_bytes;
+  const auto limit =
+      static_cast<std::uint32_t>(std::clamp<std::uint64_t>(max_pages / 2, 4, kMaxClasses));
+  if (n <= limit) return n;
+  const double factor =
+      std::pow(static_cast<double>(page_bytes) / kSmallestClass, 1.0 / (limit - 1));
+  n = 0;
+  double x = kSmallestClass;
+  while (n + 1 < limit) {
+    const auto c = static_cast<std::uint32_t>(round_up(static_cast<std::uint64_t>(x), kChunkAlign));
+    if (c >= page_bytes) break;
+    if (n == 0 || c > out[n - 1]) out[n++] = c;
+    x *= factor;
+  }
+  out[n++] = page_bytes;
   return n;
 }
 
@@ -110,7 +130,6 @@ void make_superblock(const GeometryRequest& req, Superblock* sb) {
   if (::getrandom(&sb->hash_seed, sizeof sb->hash_seed, 0) != sizeof sb->hash_seed) {
     sb->hash_seed = XXH3_64bits(&sb->created_unix_ms, 8) ^ static_cast<std::uint64_t>(::getpid());
   }
-  sb->class_count = fill_classes(page, sb->class_bytes);
 
   const std::uint64_t entries =
       req.capacity_bytes / (std::uint64_t{req.expected_entry_bytes} + kChunkHeaderBytes);
@@ -130,6 +149,7 @@ void make_superblock(const GeometryRequest& req, Superblock* sb) {
                                    "-byte index; raise capacity_bytes or expected_entry_bytes");
   }
   sb->max_pages = (req.capacity_bytes - sb->pages_offset) / page;
+  sb->class_count = fill_classes(page, sb->max_pages, sb->class_bytes);
   sb->header_checksum = superblock_checksum(*sb);
   sb->file_bytes = initial_file_bytes(*sb);  // mutable part: not checksummed
 }

@@ -96,7 +96,8 @@ enum Counter : std::uint32_t {
 struct ClassState {
   std::uint64_t free_head;   // FreeHead encoding: ABA tag | chunk offset / 8
   std::uint64_t clock_hand;  // chunk cursor of the CLOCK evictor
-  std::uint8_t pad_[kCacheLine - 16];
+  std::uint64_t pages;       // pages carved for this class
+  std::uint8_t pad_[kCacheLine - 24];
 };
 
 // One attached process, two cache lines; kMaxProcesses of them at

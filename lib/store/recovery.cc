@@ -50,6 +50,7 @@ void StoreImpl::recover() {
     if (page_table_[p] >= class_count_) {
       page_table_[p] = busiest;
       uncarved[p] = true;
+      ++pages_per_class[busiest];
     }
   }
 
@@ -122,6 +123,7 @@ void StoreImpl::recover() {
     atom<std::uint64_t>(&classes_[cls].free_head)
         .store(head_make(aba + 1, cls < class_count_ ? heads[cls] : 0));
     atom<std::uint64_t>(&classes_[cls].clock_hand).store(0);
+    atom<std::uint64_t>(&classes_[cls].pages).store(cls < class_count_ ? pages_per_class[cls] : 0);
   }
 
   // 4: fold the dead processes' counters and empty the table.

@@ -546,6 +546,14 @@ std::uint64_t StoreImpl::allocate(std::uint32_t cls) {
     if (carve_page(cls)) continue;
     if (const std::uint64_t off = clock_evict(cls); off != 0) return off;
   }
+  // The file is full and this class has no page (or no evictable chunk):
+  // borrow a chunk from the next larger class that has pages. It wastes the
+  // difference but keeps small files with many sizes working.
+  for (std::uint32_t c = cls + 1; c < class_count_; ++c) {
+    if (atom<std::uint64_t>(&classes_[c].pages).load(std::memory_order_relaxed) == 0) continue;
+    if (const std::uint64_t off = pop_free(c); off != 0) return off;
+    if (const std::uint64_t off = clock_evict(c); off != 0) return off;
+  }
   const bool full = atom<std::uint64_t>(&sb_->next_page).load() >= max_pages_;
   fail(Errc::no_space,
        "no room for a " + std::to_string(class_bytes_[cls]) + "-byte chunk in '" +
