@@ -192,12 +192,75 @@ TEST_F(StoreTest, OversizeKeyAndValueAreRejected) {
   s.put(max_key, "v");
   EXPECT_EQ(s.get(max_key), "v");
 
-  // Random bytes do not compress, so this cannot fit in a page.
-  const std::string huge = value_for(1, s.max_value_bytes() + 1);
+  EXPECT_EQ(s.max_value_bytes(), 16ull << 20);
+  const std::string huge(s.max_value_bytes() + 1, 'x');
   EXPECT_EQ(error_of([&] { s.put("huge", huge); }), tcache::Errc::value_too_large);
-  const std::string largest = value_for(2, s.max_value_bytes());
-  s.put("", largest);
-  EXPECT_EQ(s.get(""), largest);
+}
+
+std::size_t blob_files(const fs::path& cache) {
+  fs::path dir = cache;
+  dir += ".blobs";
+  if (!fs::exists(dir)) return 0;
+  std::size_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += e.is_regular_file() ? 1 : 0;
+  return n;
+}
+
+TEST_F(StoreTest, ValuesLargerThanAPageLiveInBlobFiles) {
+  auto s = open();
+  const std::string big = value_for(7, 3u << 20);  // random: does not compress
+  s.put("big", big);
+  EXPECT_EQ(s.get("big"), big);
+  EXPECT_EQ(blob_files(path_), 1u);
+  EXPECT_GE(s.stats().blob_bytes, big.size());
+  fs::path dir = path_;
+  dir += ".blobs";
+  EXPECT_EQ(fs::status(dir).permissions() & fs::perms::all, fs::perms::owner_all);
+
+  const std::string big2 = value_for(8, 2u << 20);
+  s.put("big", big2);  // replacing removes the old file
+  EXPECT_EQ(s.get("big"), big2);
+  EXPECT_EQ(blob_files(path_), 1u);
+
+  std::string text;
+  while (text.size() < (4u << 20))
+    text += "compressible line " + std::to_string(text.size() % 97) + "\n";
+  s.put("text", text);
+  EXPECT_EQ(s.get("text"), text);
+  EXPECT_LT(s.stats().blob_bytes, big2.size() + text.size() / 4);
+
+  EXPECT_TRUE(s.erase("big"));
+  EXPECT_FALSE(s.get("big").has_value());
+  s.clear();
+  EXPECT_EQ(blob_files(path_), 0u);
+  EXPECT_EQ(s.stats().blob_bytes, 0u);
+}
+
+TEST_F(StoreTest, BlobFilesAreEvictedPastCapacity) {
+  tcache::StoreOptions o;
+  o.capacity_bytes = 4ull << 20;
+  auto s = open(o);
+  for (int i = 0; i < 12; ++i) s.put("b" + std::to_string(i), value_for(i, 1u << 20));
+  EXPECT_LE(s.stats().blob_bytes, o.capacity_bytes);
+  EXPECT_LE(blob_files(path_), 4u);
+  EXPECT_EQ(s.get("b11"), value_for(11, 1u << 20));
+  EXPECT_GT(s.stats().evictions, 0u);
+}
+
+TEST_F(StoreTest, DamagedBlobFileIsAMiss) {
+  auto s = open();
+  s.put("big", value_for(1, 2u << 20));
+  fs::path dir = path_;
+  dir += ".blobs";
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::FILE* f = std::fopen(e.path().c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 1000, SEEK_SET);
+    std::fputc('!', f);
+    std::fclose(f);
+  }
+  EXPECT_FALSE(s.get("big").has_value());
+  EXPECT_EQ(s.stats().checksum_failures, 1u);
 }
 
 TEST_F(StoreTest, CompressibleValuesAreCompressedAndRoundTrip) {

@@ -76,6 +76,7 @@ struct StoreOptions {
 struct StoreStats {
   std::uint64_t entries = 0;         // live index slots (expired ones until swept)
   std::uint64_t bytes = 0;           // bytes of the chunks those entries occupy
+  std::uint64_t blob_bytes = 0;      // bytes in blob files (values larger than a page)
   std::uint64_t capacity_bytes = 0;  // the file's ceiling
   std::uint64_t file_bytes = 0;      // current size of the file
   std::uint64_t index_slots = 0;     // slots in the hash index
@@ -144,8 +145,9 @@ class Store {
   // The file this store was opened from.
   const std::filesystem::path& path() const noexcept;
 
-  // Largest value put accepts for this file's geometry (longer:
-  // Errc::value_too_large).
+  // Largest value put accepts (longer: Errc::value_too_large). Values that
+  // do not fit in one slab page live in blob files beside the cache file
+  // (`<file>.blobs/`), which together may hold up to capacity_bytes.
   std::size_t max_value_bytes() const noexcept;
 
  private:

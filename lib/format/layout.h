@@ -69,7 +69,8 @@ struct Superblock {
   std::uint64_t generation;                     // bumped by recovery and clear
   std::uint64_t recoveries;                     // times a crashed user's leftovers were reclaimed
   std::uint64_t needs_recovery;                 // 1 = a writer died or went untracked
-  std::uint8_t pad1_[kCacheLine - 40];
+  std::uint64_t blob_bytes;  // bytes in blob files (approximate; recovery recounts)
+  std::uint8_t pad1_[kCacheLine - 48];
 
   // Statistics of processes that have detached or died (folded in).
   alignas(kCacheLine) std::uint64_t totals[8];
@@ -129,6 +130,17 @@ inline constexpr std::uint32_t kChunkMetaOffset = 8;
 inline constexpr std::uint32_t kChunkVlenOffset = 16;
 inline constexpr std::uint32_t kValueLenMask = (1u << 28) - 1;
 inline constexpr std::uint32_t kFlagCompressed = 1u << 28;  // value is [u32 raw length][LZ4 block]
+inline constexpr std::uint32_t kFlagBlob = 1u << 29;        // stored value is a BlobRef
+
+// A value too large for a page lives in a blob file beside the cache file,
+// `<file>.blobs/<key hash, 16 hex>-<id, 16 hex>`; its chunk stores this
+// reference. With kFlagCompressed the file holds [u32 raw length][LZ4 block].
+struct BlobRef {
+  std::uint64_t id;            // random, names the file
+  std::uint64_t size;          // bytes in the file
+  std::uint64_t content_hash;  // XXH3-64 of the file's bytes
+};
+static_assert(sizeof(BlobRef) == 24 && std::is_trivially_copyable_v<BlobRef>);
 
 inline constexpr std::uint64_t meta_pack(std::uint64_t expiry_ms, std::uint32_t key_len) {
   return (expiry_ms << 16) | key_len;

@@ -14,11 +14,13 @@
 //   3. every chunk of every carved page that no slot reaches goes back on
 //      its class's free list; pages claimed but never carved are given to
 //      the class with the most pages;
-//   4. dead processes' counters fold into the totals, the table is emptied.
+//   4. blob files no live chunk refers to are deleted, blob_bytes recounted;
+//   5. dead processes' counters fold into the totals, the table is emptied.
 //
 // It is O(index + file) and runs only after a crash.
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #define XXH_INLINE_ALL
@@ -57,7 +59,8 @@ void StoreImpl::recover() {
   // 1 and 2: validate slots, drop duplicates.
   const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
   std::string key;
-  std::string other;
+  std::vector<std::uint64_t> blob_ids;
+  std::uint64_t blob_bytes = 0;
   for (std::uint64_t i = 0; i < slots; ++i) {
     const std::uint64_t w = index_[i];
     if (w == 0) continue;
@@ -96,7 +99,15 @@ void StoreImpl::recover() {
             if (o == 0 || slot_tag(o) != slot_tag(w)) continue;
             if (chunk_has_key(o, key) == 1) ok = false;
           }
-          if (ok) live[unit(off) / 64] |= 1ull << (unit(off) % 64);
+          if (ok) {
+            live[unit(off) / 64] |= 1ull << (unit(off) % 64);
+            if ((vf & kFlagBlob) != 0 && vlen == sizeof(BlobRef)) {
+              BlobRef ref;
+              std::memcpy(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
+              blob_ids.push_back(ref.id);
+              blob_bytes += ref.size;
+            }
+          }
         }
       }
     }
@@ -126,7 +137,9 @@ void StoreImpl::recover() {
     atom<std::uint64_t>(&classes_[cls].pages).store(cls < class_count_ ? pages_per_class[cls] : 0);
   }
 
-  // 4: fold the dead processes' counters and empty the table.
+  sweep_blobs(blob_ids, blob_bytes);
+
+  // 5: fold the dead processes' counters and empty the table.
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     fold_counters(procs_[i]);
     atom<std::uint64_t>(&procs_[i].start_time).store(0);

@@ -50,6 +50,8 @@ std::string& scratch() {
 StoreImpl::StoreImpl(Region region, const StoreOptions& options)
     : region_(std::move(region)), options_(options) {
   counters_ = local_counters_;
+  blob_dir_ = region_.path();
+  blob_dir_ += ".blobs";
   Superblock sb;
   if (::pread(region_.fd(), &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
     fail(Errc::not_a_cache_file, "'" + region_.path().string() +
@@ -206,9 +208,7 @@ std::uint32_t StoreImpl::class_for(std::uint64_t bytes) const noexcept {
   return static_cast<std::uint32_t>(std::lower_bound(class_bytes_, end, bytes) - class_bytes_);
 }
 
-std::size_t StoreImpl::max_value_bytes() const noexcept {
-  return page_bytes_ - kChunkHeaderBytes - 1;
-}
+std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_bytes; }
 
 // ---------------------------------------------------------------------------
 // Reading
@@ -262,9 +262,15 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
       atom<std::uint64_t>(&slot).compare_exchange_strong(expected, w | kRefBit,
                                                          std::memory_order_relaxed);
     }
+    if ((vf & kFlagBlob) != 0) {
+      BlobRef ref;
+      if (vlen != sizeof ref) return Probe::miss;
+      std::memcpy(&ref, out->data(), sizeof ref);
+      if (!read_blob(h, ref, *out)) return Probe::miss;
+    }
     if ((vf & kFlagCompressed) != 0) {
       std::uint32_t raw = 0;
-      if (vlen < 4) return Probe::miss;
+      if (out->size() < 4) return Probe::miss;
       std::memcpy(&raw, out->data(), 4);
       std::string& tmp = scratch();
       tmp.resize(raw);
@@ -421,6 +427,7 @@ void StoreImpl::push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t
 void StoreImpl::retire(std::uint64_t off) {
   const int cls = chunk_class(off);
   if (cls < 0) return;
+  release_payload(off);
   // Odd version first: a reader still holding this address sees the change.
   auto version = atom<std::uint32_t>(chunk(off));
   if ((version.fetch_add(1, std::memory_order_acq_rel) & 1) != 0) {
@@ -529,6 +536,7 @@ std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
       }
       if (atom<std::uint64_t>(&slot).compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
         // Unpublished by us: the chunk is ours to reuse (not to free).
+        release_payload(off);
         atom<std::uint32_t>(chunk(off)).fetch_add(1, std::memory_order_acq_rel);
         const std::uint64_t expiry = meta_expiry(meta);
         count(expiry != 0 && now_unix_ms() >= expiry ? kExpirations : kEvictions);
@@ -576,6 +584,12 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
                                   std::to_string(Store::kMaxKeyBytes) +
                                   "-byte limit; hash long keys before storing them");
   }
+  if (value.size() > max_value_bytes()) {
+    fail(Errc::value_too_large,
+         "value of " + std::to_string(value.size()) + " bytes exceeds the " +
+             std::to_string(max_value_bytes()) + "-byte limit of '" + region_.path().string() +
+             "' (its capacity_bytes); store it elsewhere or raise capacity_bytes");
+  }
   if (ttl.count() < 0) fail(Errc::invalid_option, "ttl must not be negative");
   if (ttl.count() == 0) ttl = options_.default_ttl;
   std::uint64_t expiry = 0;
@@ -600,18 +614,25 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
       flags = kFlagCompressed;
     }
   }
-  const std::uint64_t need = kChunkHeaderBytes + key.size() + stored.size();
-  if (need > page_bytes_) {
-    fail(Errc::value_too_large,
-         "value of " + std::to_string(value.size()) + " bytes (with a " +
-             std::to_string(key.size()) + "-byte key) does not fit in a " +
-             std::to_string(page_bytes_) + "-byte page of '" + region_.path().string() +
-             "'; the largest value is " + std::to_string(max_value_bytes() - key.size()) +
-             " bytes. Create the file with a larger StoreOptions::page_bytes");
-  }
-  const std::uint32_t cls = class_for(need);
   const std::uint64_t h = hash(key);
-  const std::uint64_t off = allocate(cls);
+  BlobRef ref{};
+  if (kChunkHeaderBytes + key.size() + stored.size() > page_bytes_) {
+    ref = write_blob(h, stored);
+    stored = std::string_view(reinterpret_cast<const char*>(&ref), sizeof ref);
+    flags |= kFlagBlob;
+  }
+  const std::uint64_t need = kChunkHeaderBytes + key.size() + stored.size();
+  const std::uint32_t cls = class_for(need);
+  std::uint64_t off;
+  try {
+    off = allocate(cls);
+  } catch (...) {
+    if ((flags & kFlagBlob) != 0) {
+      ::unlink(blob_path(h, ref.id, false).c_str());
+      atom<std::uint64_t>(&sb_->blob_bytes).fetch_sub(ref.size);
+    }
+    throw;
+  }
 
   // The chunk is ours alone (its version is odd). The release fence orders
   // the odd version that whoever freed it wrote before our writes, for any
@@ -824,6 +845,7 @@ StoreStats StoreImpl::stats() const {
   st.checksum_failures = sum[kChecksumFailures];
   st.grow_failures = sum[kGrowFailures];
   st.recoveries = atom<std::uint64_t>(&sb_->recoveries).load();
+  st.blob_bytes = atom<std::uint64_t>(&sb_->blob_bytes).load();
 
   const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
   for (std::uint64_t i = 0; i < slots; ++i) {

@@ -34,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "format/layout.h"
 #include "region/region.h"
@@ -97,6 +98,19 @@ class StoreImpl {
   bool carve_page(std::uint32_t cls);
   std::uint64_t clock_evict(std::uint32_t cls);
   void retire(std::uint64_t off);
+  // Frees what a chunk owns outside the file (its blob). REQUIRES: the
+  // caller unpublished the chunk and has not yet bumped its version.
+  void release_payload(std::uint64_t off);
+
+  // Blob files (values larger than a page); see FORMAT.md.
+  std::string blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const;
+  BlobRef write_blob(std::uint64_t h, std::string_view stored);
+  bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
+  void evict_blobs(std::uint64_t need);
+  void ensure_blob_dir();
+  // Deletes blob files no live chunk refers to; recounts blob_bytes.
+  // REQUIRES: exclusive (recovery).
+  void sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes);
   void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
   void publish(std::string_view key, std::uint64_t h, std::uint64_t off);
   void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
@@ -130,6 +144,8 @@ class StoreImpl {
   std::uint64_t local_counters_[8] = {};
   int proc_slot_ = -1;
   std::atomic<std::uint64_t> grow_retry_after_ms_{0};
+  std::filesystem::path blob_dir_;
+  std::once_flag blob_dir_once_;
   mutable std::mutex log_mutex_;
   mutable int logged_grow_errno_ = 0;
 };

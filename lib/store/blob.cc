@@ -1,0 +1,256 @@
+// store/blob.cc: values larger than a slab page, kept in files beside the
+// cache file (FORMAT.md, "Blob files").
+//
+// Thread and process safety: a blob file is written under a unique
+// temporary name and renamed into place before the chunk that refers to it
+// is published, so a reader that finds the chunk finds the whole file. The
+// process that retires the chunk (INVARIANTS.md, 3) unlinks the file; a
+// reader that opened it first still reads the complete old value, and its
+// content hash is checked on every read. blob_bytes is an approximate shared
+// counter (added after writing, subtracted at release); recovery recounts it.
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <unordered_set>
+#include <vector>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "store/store_impl.h"
+#include "util/fail.h"
+#include "util/proc.h"
+#include "util/racy.h"
+
+namespace tcache::detail {
+
+namespace {
+
+constexpr std::uint64_t kOrphanAgeMs = 60'000;  // unreferenced files older than this are debris
+
+bool parse_blob_name(const char* name, std::uint64_t* h, std::uint64_t* id, bool* tmp) {
+  unsigned long long a = 0, b = 0;
+  int used = 0;
+  if (std::sscanf(name, "%16llx-%16llx%n", &a, &b, &used) != 2 || used != 33) return false;
+  *tmp = std::strcmp(name + used, ".tmp") == 0;
+  if (!*tmp && name[used] != '\0') return false;
+  *h = a;
+  *id = b;
+  return true;
+}
+
+std::uint64_t file_age_ms(const struct stat& st) {
+  const std::uint64_t mtime = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1000u +
+                              static_cast<std::uint64_t>(st.st_mtim.tv_nsec) / 1000000u;
+  const std::uint64_t now = now_unix_ms();
+  return now > mtime ? now - mtime : 0;
+}
+
+}  // namespace
+
+std::string StoreImpl::blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const {
+  char name[48];
+  std::snprintf(name, sizeof name, "/%016llx-%016llx%s", static_cast<unsigned long long>(h),
+                static_cast<unsigned long long>(id), tmp ? ".tmp" : "");
+  return blob_dir_.string() + name;
+}
+
+void StoreImpl::ensure_blob_dir() {
+  std::call_once(blob_dir_once_, [this] {
+    const std::uint32_t mode =
+        0700 | ((options_.mode & 0040) ? 0050 : 0) | ((options_.mode & 0004) ? 0005 : 0);
+    if (::mkdir(blob_dir_.c_str(), mode) == 0) {
+      ::chmod(blob_dir_.c_str(), mode);  // umask does not apply
+    } else if (errno != EEXIST) {
+      fail_errno(errno, "cannot create blob directory", blob_dir_.string(),
+                 "check that the cache file's directory is writable");
+    }
+  });
+  // Checked on every use, on the descriptor, like the cache file itself.
+  const int fd = ::open(blob_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    fail_errno(errno, "cannot open blob directory", blob_dir_.string(),
+               errno == ELOOP ? "it must not be a symbolic link" : "");
+  }
+  struct stat st {};
+  const int rc = ::fstat(fd, &st);
+  ::close(fd);
+  if (rc != 0) fail_errno(errno, "cannot stat", blob_dir_.string(), "");
+  if (!options_.allow_shared_access &&
+      (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
+    fail(Errc::unsafe_permissions,
+         "blob directory '" + blob_dir_.string() +
+             "' is not owned by you or is writable by group/others; remove it or fix its "
+             "permissions (chmod 700), or set StoreOptions::allow_shared_access");
+  }
+}
+
+BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
+  ensure_blob_dir();
+  const std::uint64_t budget = sb_->capacity_bytes;
+  if (atom<std::uint64_t>(&sb_->blob_bytes).load() + stored.size() > budget) {
+    evict_blobs(stored.size());
+  }
+  BlobRef ref{};
+  if (::getrandom(&ref.id, sizeof ref.id, 0) != sizeof ref.id) {
+    ref.id =
+        XXH3_64bits_withSeed(&h, sizeof h, now_unix_ms() ^ static_cast<std::uint64_t>(::getpid()));
+  }
+  ref.size = stored.size();
+  ref.content_hash = XXH3_64bits(stored.data(), stored.size());
+  const std::string tmp = blob_path(h, ref.id, true);
+  for (int attempt = 0;; ++attempt) {
+    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                          options_.mode & 0777);
+    if (fd < 0) fail_errno(errno, "cannot create blob file", tmp, "");
+    ::fchmod(fd, options_.mode & 0777);
+    std::size_t done = 0;
+    int err = 0;
+    while (done < stored.size()) {
+      const ssize_t n = ::write(fd, stored.data() + done, stored.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : ENOSPC;
+        break;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (err == 0 && ::rename(tmp.c_str(), blob_path(h, ref.id, false).c_str()) != 0) err = errno;
+    if (err == 0) break;
+    ::unlink(tmp.c_str());
+    if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && attempt == 0) {
+      count(kGrowFailures);
+      evict_blobs(stored.size());
+      continue;
+    }
+    if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
+      fail(Errc::no_space, "no disk space for a " + std::to_string(stored.size()) +
+                               "-byte blob in '" + blob_dir_.string() + "' (" + std::strerror(err) +
+                               "); free disk space");
+    }
+    fail_errno(err, "cannot write blob file", tmp, "");
+  }
+  atom<std::uint64_t>(&sb_->blob_bytes).fetch_add(ref.size);
+  return ref;
+}
+
+bool StoreImpl::read_blob(std::uint64_t h, const BlobRef& ref, std::string& out) {
+  const std::string path = blob_path(h, ref.id, false);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return false;  // erased or evicted meanwhile: a miss
+  struct stat st {};
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+            static_cast<std::uint64_t>(st.st_size) == ref.size;
+  if (ok) {
+    out.resize(ref.size);
+    std::size_t done = 0;
+    while (ok && done < ref.size) {
+      const ssize_t n = ::pread(fd, out.data() + done, ref.size - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      ok = n > 0;
+      if (ok) done += static_cast<std::size_t>(n);
+    }
+  }
+  ::close(fd);
+  if (ok && XXH3_64bits(out.data(), out.size()) == ref.content_hash) return true;
+  count(kChecksumFailures);
+  return false;
+}
+
+void StoreImpl::release_payload(std::uint64_t off) {
+  const char* c = chunk(off);
+  const std::uint32_t vf =
+      atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
+  if ((vf & kFlagBlob) == 0 || (vf & kValueLenMask) != sizeof(BlobRef)) return;
+  const std::uint64_t meta =
+      atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+  const std::uint32_t klen = meta_key_len(meta);
+  const int cls = chunk_class(off);
+  if (cls < 0 || kChunkHeaderBytes + klen + sizeof(BlobRef) > class_bytes_[cls]) return;
+  BlobRef ref;
+  racy_read(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
+  const std::uint64_t h = hash(std::string_view(c + kChunkHeaderBytes, klen));
+  if (::unlink(blob_path(h, ref.id, false).c_str()) == 0) {
+    atom<std::uint64_t>(&sb_->blob_bytes)
+        .fetch_sub(std::min(ref.size, atom<std::uint64_t>(&sb_->blob_bytes).load()));
+  }
+}
+
+void StoreImpl::evict_blobs(std::uint64_t need) {
+  struct Candidate {
+    std::uint64_t age_ms, h, id;
+  };
+  std::vector<Candidate> files;
+  DIR* dir = ::opendir(blob_dir_.c_str());
+  if (dir == nullptr) return;
+  while (const dirent* e = ::readdir(dir)) {
+    std::uint64_t h = 0, id = 0;
+    bool tmp = false;
+    if (!parse_blob_name(e->d_name, &h, &id, &tmp)) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (tmp) {
+      // A writer died mid-write long ago.
+      if (file_age_ms(st) > kOrphanAgeMs) ::unlinkat(::dirfd(dir), e->d_name, 0);
+      continue;
+    }
+    files.push_back({file_age_ms(st), h, id});
+  }
+  ::closedir(dir);
+  std::sort(files.begin(), files.end(),
+            [](const Candidate& a, const Candidate& b) { return a.age_ms > b.age_ms; });
+  const std::uint64_t budget = sb_->capacity_bytes;
+  for (const Candidate& f : files) {
+    if (atom<std::uint64_t>(&sb_->blob_bytes).load() + need <= budget) return;
+    const Slots s = slots_for(f.h);
+    bool referenced = false;
+    for (int i = 0; i < kPairSlots && !referenced; ++i) {
+      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      if (w == 0 || slot_tag(w) != hash_tag(f.h)) continue;
+      const std::uint64_t off = slot_offset(w);
+      const int cls = chunk_class(off);
+      if (cls < 0) continue;
+      const char* c = chunk(off);
+      const std::uint32_t vf =
+          atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
+      const std::uint32_t klen =
+          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
+      if ((vf & kFlagBlob) == 0 || kChunkHeaderBytes + klen + sizeof(BlobRef) > class_bytes_[cls])
+        continue;
+      BlobRef ref;
+      racy_read(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
+      if (ref.id != f.id) continue;
+      referenced = true;
+      if (unlink(s.at(i), w)) count(kEvictions);
+    }
+    if (!referenced && f.age_ms > kOrphanAgeMs) {
+      // Debris of a writer that died between writing and publishing.
+      ::unlink(blob_path(f.h, f.id, false).c_str());
+    }
+  }
+}
+
+void StoreImpl::sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes) {
+  atom<std::uint64_t>(&sb_->blob_bytes).store(live_bytes);
+  DIR* dir = ::opendir(blob_dir_.c_str());
+  if (dir == nullptr) return;
+  const std::unordered_set<std::uint64_t> live(live_ids.begin(), live_ids.end());
+  while (const dirent* e = ::readdir(dir)) {
+    std::uint64_t h = 0, id = 0;
+    bool tmp = false;
+    if (!parse_blob_name(e->d_name, &h, &id, &tmp)) continue;
+    if (tmp || live.count(id) == 0) ::unlinkat(::dirfd(dir), e->d_name, 0);
+  }
+  ::closedir(dir);
+}
+
+}  // namespace tcache::detail
