@@ -11,9 +11,11 @@
 #include <boost/interprocess/mapped_region.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "util/fail.h"
+#include "util/proc.h"
 
 namespace tcache::detail {
 
@@ -65,6 +67,22 @@ void check_ownership(int fd, const std::string& path, bool allow_shared) {
          "'" + path + "' has mode " + mode +
              ", writable by group or others; run 'chmod go-w' on it, or set "
              "StoreOptions::allow_shared_access if sharing is intended");
+  }
+}
+
+// Removes `<name>.tmp.<pid>.<hex>` files left by creators that died before
+// linking their new file into place (each is a fully allocated file).
+void remove_dead_creators_debris(const std::filesystem::path& path) {
+  const std::string prefix = path.filename().string() + ".tmp.";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(
+           path.parent_path().empty() ? std::filesystem::path(".") : path.parent_path(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.compare(0, prefix.size(), prefix) != 0) continue;
+    const long pid = std::strtol(name.c_str() + prefix.size(), nullptr, 10);
+    if (pid > 0 && !process_alive(static_cast<pid_t>(pid), 0)) {
+      std::filesystem::remove(e.path(), ec);
+    }
   }
 }
 
@@ -137,6 +155,7 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
   }
   if (r.fd_ < 0) fail(Errc::io_error, "cannot open or create '" + p + "': it keeps changing");
   check_ownership(r.fd_, p, options.allow_shared_access);
+  if (!options.read_only) remove_dead_creators_debris(path);
   return r;
 }
 

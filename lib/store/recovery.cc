@@ -97,7 +97,7 @@ void StoreImpl::recover() {
           for (int j = 0; j < mine && ok; ++j) {
             const std::uint64_t o = s.at(j);
             if (o == 0 || slot_tag(o) != slot_tag(w)) continue;
-            if (chunk_has_key(o, key) == 1) ok = false;
+            if (chunk_has_key(s.at(j), o, key) == 1) ok = false;
           }
           if (ok) {
             live[unit(off) / 64] |= 1ull << (unit(off) % 64);

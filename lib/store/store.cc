@@ -243,7 +243,13 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     }
     std::atomic_thread_fence(std::memory_order_acquire);
     if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Probe::retry;
-    if (!same) continue;
+    if (!same) {
+      // Another key, consistently. If the slot moved on meanwhile, this
+      // chunk may have been retired and reused after we read the slot, and
+      // our key may sit in the slot now: look again rather than miss.
+      if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return Probe::retry;
+      continue;
+    }
 
     // A consistent snapshot of this key's entry.
     const std::uint64_t expiry = meta_expiry(meta);
@@ -356,7 +362,8 @@ void StoreImpl::get_many(std::span<const std::string_view> keys, std::span<std::
   }
 }
 
-int StoreImpl::chunk_has_key(std::uint64_t w, std::string_view key) const noexcept {
+int StoreImpl::chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
+                             std::string_view key) const noexcept {
   const std::uint64_t off = slot_offset(w);
   const int cls = chunk_class(off);
   if (cls < 0) return 0;
@@ -370,6 +377,8 @@ int StoreImpl::chunk_has_key(std::uint64_t w, std::string_view key) const noexce
                     racy_equal(c + kChunkHeaderBytes, key.data(), klen);
   std::atomic_thread_fence(std::memory_order_acquire);
   if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return -1;
+  // "Not this key" is only an answer while the slot still points here.
+  if (!same && atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return -1;
   return same ? 1 : 0;
 }
 
@@ -489,6 +498,7 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
   }
   atom<std::uint8_t>(&page_table_[np])
       .store(static_cast<std::uint8_t>(cls), std::memory_order_release);
+  atom<std::uint64_t>(&classes_[cls].pages).fetch_add(1, std::memory_order_relaxed);
   push_chain(cls, first, first + std::uint64_t{n - 1} * size);
   return true;
 }
@@ -566,8 +576,8 @@ std::uint64_t StoreImpl::allocate(std::uint32_t cls) {
   fail(Errc::no_space,
        "no room for a " + std::to_string(class_bytes_[cls]) + "-byte chunk in '" +
            region_.path().string() + "': " +
-           (full ? "every page of the file belongs to other size classes; raise capacity_bytes "
-                   "or compact the file (tcache-tool compact)"
+           (full ? "every page of the full file belongs to smaller size classes; raise "
+                   "capacity_bytes or recreate the file"
                  : "the file cannot grow (disk full?); free disk space"));
 }
 
@@ -710,7 +720,7 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
         continue;
       }
       if (slot_tag(w) != hash_tag(h)) continue;
-      const int has = chunk_has_key(w, key);
+      const int has = chunk_has_key(s.at(i), w, key);
       if (has == 1) {
         match = i;
         mw = w;
@@ -753,7 +763,7 @@ void StoreImpl::dedupe(std::string_view key, const Slots& s, int mine, std::uint
     if (w == 0 || slot_tag(w) != tag) continue;
     int has = -1;
     for (int attempt = 0; attempt < kMaxProbeRetries && has < 0; ++attempt) {
-      has = chunk_has_key(w, key);
+      has = chunk_has_key(s.at(i), w, key);
     }
     if (has != 1) continue;
     if (i < mine) {
@@ -778,7 +788,7 @@ bool StoreImpl::erase(std::string_view key) {
     for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
       const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
       if (w == 0 || slot_tag(w) != hash_tag(h)) break;
-      const int has = chunk_has_key(w, key);
+      const int has = chunk_has_key(slot, w, key);
       if (has == 0) break;
       if (has == 1 && unlink(slot, w)) {
         erased = true;

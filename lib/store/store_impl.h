@@ -89,8 +89,10 @@ class StoreImpl {
 
   template <bool kCopy>
   Probe probe(std::string_view key, std::uint64_t h, const Slots& s, std::string* out);
-  // 1 = chunk holds `key`, 0 = it does not, -1 = it changed while looking.
-  int chunk_has_key(std::uint64_t w, std::string_view key) const noexcept;
+  // 1 = the chunk `w` (read from `slot`) holds `key`, 0 = it does not and
+  // the slot still holds `w`, -1 = something changed while looking.
+  int chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
+                    std::string_view key) const noexcept;
   bool unlink(std::uint64_t& slot, std::uint64_t w);
 
   std::uint64_t allocate(std::uint32_t cls);

@@ -1,0 +1,413 @@
+// tests/permissions_test.cc: the security defaults a user relies on when a
+// cache file lives next to other users' files. Every test works on real files
+// in a fresh temporary directory: new files get exactly the requested mode
+// whatever the umask, loose or foreign files and symbolic links are refused
+// (unless sharing is asked for), and read-only handles never write.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tcache/tcache.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using tcache::Errc;
+using tcache::Store;
+using tcache::StoreOptions;
+using ::testing::AnyOf;
+using ::testing::HasSubstr;
+
+// uid/gid of "nobody" on Debian-like systems; any uid other than ours works.
+constexpr uid_t kOtherUid = 65534;
+constexpr gid_t kOtherGid = 65534;
+
+// Sets the process umask for one scope.
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : old_(::umask(mask)) {}
+  ~ScopedUmask() { ::umask(old_); }
+  ScopedUmask(const ScopedUmask&) = delete;
+  ScopedUmask& operator=(const ScopedUmask&) = delete;
+
+ private:
+  mode_t old_;
+};
+
+// The error a call threw, or nullopt (with a test failure) if it threw none.
+struct Thrown {
+  Errc code;
+  std::string message;
+};
+std::optional<Thrown> error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const tcache::Error& e) {
+    return Thrown{e.code(), e.what()};
+  }
+  ADD_FAILURE() << "expected a tcache::Error, nothing was thrown";
+  return std::nullopt;
+}
+
+mode_t mode_of(const fs::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p << ": " << std::strerror(errno);
+  return st.st_mode & 07777;
+}
+
+std::string octal(mode_t m) {
+  char b[16];
+  std::snprintf(b, sizeof b, "%04o", static_cast<unsigned>(m));
+  return b;
+}
+
+std::vector<std::string> entries_of(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  return names;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+StoreOptions small_options() {
+  StoreOptions o;
+  o.capacity_bytes = 4ull << 20;
+  return o;
+}
+
+class PermissionsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "tcache-permissions-test.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
+    dir_ = pattern;
+    file_ = dir_ / "cache.tcache";
+  }
+  void TearDown() override {
+    // A test may have made a directory unwritable; make it removable again.
+    ::chmod(dir_.c_str(), 0700);
+    std::error_code ec;
+    for (const auto& e : fs::recursive_directory_iterator(dir_, ec)) {
+      if (e.is_directory()) ::chmod(e.path().c_str(), 0700);
+    }
+    fs::remove_all(dir_, ec);
+  }
+
+  // Creates the cache file with one entry in it and closes it.
+  void create_with_entry(StoreOptions o = small_options()) {
+    Store s = Store::open(file_, o);
+    s.put("greeting", "hello");
+  }
+
+  fs::path dir_;
+  fs::path file_;
+};
+
+TEST_F(PermissionsTest, NewFileIsExactly0600WhateverTheUmask) {
+  for (const mode_t mask : {mode_t{0}, mode_t{022}, mode_t{077}, mode_t{0777}}) {
+    SCOPED_TRACE("umask " + octal(mask));
+    const fs::path file = dir_ / ("umask-" + octal(mask) + ".tcache");
+    {
+      ScopedUmask scoped(mask);
+      Store s = Store::open(file, small_options());
+      s.put("k", "v");
+    }
+    EXPECT_EQ(octal(mode_of(file)), "0600");
+    // The file is ours and reopens without complaint.
+    Store again = Store::open(file, small_options());
+    EXPECT_EQ(again.get("k"), "v");
+  }
+  // Creation goes through a temporary name; nothing of it may be left over.
+  EXPECT_EQ(entries_of(dir_).size(), 4u) << ::testing::PrintToString(entries_of(dir_));
+}
+
+TEST_F(PermissionsTest, ModeOptionIsHonouredWhateverTheUmask) {
+  for (const mode_t mask : {mode_t{0}, mode_t{077}}) {
+    for (const mode_t mode : {mode_t{0640}, mode_t{0644}, mode_t{0604}, mode_t{0700}}) {
+      SCOPED_TRACE("umask " + octal(mask) + ", mode " + octal(mode));
+      const fs::path file = dir_ / ("m" + octal(mode) + "-u" + octal(mask) + ".tcache");
+      StoreOptions o = small_options();
+      o.mode = mode;
+      {
+        ScopedUmask scoped(mask);
+        Store s = Store::open(file, o);
+        s.put("k", "v");
+      }
+      EXPECT_EQ(octal(mode_of(file)), octal(mode));
+      // Readable by the group is not writable by it: reopening with default
+      // options is fine.
+      Store again = Store::open(file, small_options());
+      EXPECT_EQ(again.get("k"), "v");
+    }
+  }
+}
+
+TEST_F(PermissionsTest, SharedModeWithAllowSharedAccessIsHonoured) {
+  for (const mode_t mode : {mode_t{0660}, mode_t{0666}}) {
+    SCOPED_TRACE("mode " + octal(mode));
+    const fs::path file = dir_ / ("shared-" + octal(mode) + ".tcache");
+    StoreOptions o = small_options();
+    o.mode = mode;
+    o.allow_shared_access = true;
+    {
+      ScopedUmask scoped(077);
+      Store s = Store::open(file, o);
+      s.put("k", "v");
+    }
+    EXPECT_EQ(octal(mode_of(file)), octal(mode));
+    Store again = Store::open(file, o);
+    EXPECT_EQ(again.get("k"), "v");
+  }
+}
+
+TEST_F(PermissionsTest, GroupOrWorldWritableFileIsRefused) {
+  create_with_entry();
+  for (const mode_t mode : {mode_t{0666}, mode_t{0620}, mode_t{0602}, mode_t{0660}}) {
+    SCOPED_TRACE("mode " + octal(mode));
+    ASSERT_EQ(::chmod(file_.c_str(), mode), 0) << std::strerror(errno);
+    for (const bool read_only : {false, true}) {
+      SCOPED_TRACE(read_only ? "read_only" : "read-write");
+      StoreOptions o = small_options();
+      o.read_only = read_only;
+      const auto e = error_of([&] { Store::open(file_, o); });
+      ASSERT_TRUE(e.has_value());
+      EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
+      // The message names the file and says what to do about it.
+      EXPECT_THAT(e->message, HasSubstr(file_.string()));
+      EXPECT_THAT(e->message, HasSubstr("chmod"));
+      EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
+    }
+    // Refusing must not have "fixed" the file behind the user's back.
+    EXPECT_EQ(octal(mode_of(file_)), octal(mode));
+
+    StoreOptions shared = small_options();
+    shared.allow_shared_access = true;
+    Store s = Store::open(file_, shared);
+    EXPECT_EQ(s.get("greeting"), "hello");
+    s.put("greeting", "hi");
+    EXPECT_EQ(s.get("greeting"), "hi");
+    s.put("greeting", "hello");
+  }
+}
+
+TEST_F(PermissionsTest, SymbolicLinkIsRefused) {
+  create_with_entry();
+  const fs::path link = dir_ / "link.tcache";
+  fs::create_symlink(file_, link);
+  for (const bool read_only : {false, true}) {
+    for (const bool shared : {false, true}) {
+      SCOPED_TRACE(std::string(read_only ? "read_only" : "read-write") +
+                   (shared ? ", allow_shared_access" : ""));
+      StoreOptions o = small_options();
+      o.read_only = read_only;
+      o.allow_shared_access = shared;
+      const auto e = error_of([&] { Store::open(link, o); });
+      ASSERT_TRUE(e.has_value());
+      EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
+      EXPECT_THAT(e->message, HasSubstr(link.string()));
+    }
+  }
+  // The target is intact and still opens directly.
+  Store s = Store::open(file_, small_options());
+  EXPECT_EQ(s.get("greeting"), "hello");
+}
+
+TEST_F(PermissionsTest, DanglingSymbolicLinkIsRefusedNotFollowedToCreate) {
+  const fs::path target = dir_ / "target.tcache";
+  const fs::path link = dir_ / "dangling.tcache";
+  fs::create_symlink(target, link);
+  const auto e = error_of([&] { Store::open(link, small_options()); });
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
+  EXPECT_FALSE(fs::exists(fs::symlink_status(target))) << "open created the link's target";
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+}
+
+TEST_F(PermissionsTest, ModeGrantingGroupOrOtherWriteNeedsAllowSharedAccess) {
+  for (const mode_t mode :
+       {mode_t{0660}, mode_t{0606}, mode_t{0666}, mode_t{0620}, mode_t{0602}, mode_t{0622}}) {
+    SCOPED_TRACE("mode " + octal(mode));
+    StoreOptions o = small_options();
+    o.mode = mode;
+    const auto e = error_of([&] { Store::open(file_, o); });
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->code, Errc::invalid_option) << e->message;
+    EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
+    EXPECT_TRUE(entries_of(dir_).empty())
+        << "an invalid option still created " << ::testing::PrintToString(entries_of(dir_));
+  }
+}
+
+TEST_F(PermissionsTest, ModeOptionMustBePermissionBitsThatLetTheOwnerWrite) {
+  for (const std::uint32_t mode : {04600u, 02600u, 01600u, 0400u, 0200u, 0000u, 0100000u}) {
+    SCOPED_TRACE("mode " + octal(static_cast<mode_t>(mode)));
+    StoreOptions o = small_options();
+    o.mode = mode;
+    const auto e = error_of([&] { Store::open(file_, o); });
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->code, Errc::invalid_option) << e->message;
+    EXPECT_TRUE(entries_of(dir_).empty());
+  }
+}
+
+TEST_F(PermissionsTest, ReadOnlyOfMissingFileIsAnErrorNotACreation) {
+  StoreOptions o = small_options();
+  o.read_only = true;
+  const auto e = error_of([&] { Store::open(file_, o); });
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->code, Errc::io_error) << e->message;
+  EXPECT_THAT(e->message, HasSubstr(file_.string()));
+  EXPECT_TRUE(entries_of(dir_).empty())
+      << "read_only open created " << ::testing::PrintToString(entries_of(dir_));
+
+  // create_if_missing = false is the same, for a read-write open.
+  StoreOptions no_create = small_options();
+  no_create.create_if_missing = false;
+  const auto e2 = error_of([&] { Store::open(file_, no_create); });
+  ASSERT_TRUE(e2.has_value());
+  EXPECT_EQ(e2->code, Errc::io_error) << e2->message;
+  EXPECT_TRUE(entries_of(dir_).empty());
+}
+
+TEST_F(PermissionsTest, ReadOnlyStoreReadsButNeverWrites) {
+  {
+    Store w = Store::open(file_, small_options());
+    w.put("greeting", "hello");
+    w.put("big", std::string(20000, 'z'));  // compressed on disk
+    w.put("doomed", "bye");
+  }
+  const std::string bytes_before = file_bytes(file_);
+
+  StoreOptions o = small_options();
+  o.read_only = true;
+  Store r = Store::open(file_, o);
+  EXPECT_EQ(r.get("greeting"), "hello");
+  EXPECT_EQ(r.get("big"), std::string(20000, 'z'));
+  std::string buf;
+  EXPECT_TRUE(r.get("doomed", buf));
+  EXPECT_EQ(buf, "bye");
+  EXPECT_FALSE(r.get("absent").has_value());
+  EXPECT_TRUE(r.contains("greeting"));
+
+  const auto put = error_of([&] { r.put("greeting", "changed"); });
+  ASSERT_TRUE(put.has_value());
+  EXPECT_EQ(put->code, Errc::read_only) << put->message;
+  const auto erase = error_of([&] { r.erase("doomed"); });
+  ASSERT_TRUE(erase.has_value());
+  EXPECT_EQ(erase->code, Errc::read_only) << erase->message;
+  const auto clear = error_of([&] { r.clear(); });
+  ASSERT_TRUE(clear.has_value());
+  EXPECT_EQ(clear->code, Errc::read_only) << clear->message;
+  EXPECT_NO_THROW(r.flush());
+
+  // Nothing changed: every entry is still there, for this handle and others.
+  EXPECT_EQ(r.get("greeting"), "hello");
+  EXPECT_EQ(r.get("doomed"), "bye");
+  const tcache::StoreStats st = r.stats();
+  EXPECT_EQ(st.entries, 3u);
+  EXPECT_GE(st.hits, 5u);  // this process's reads count, even kept private
+  EXPECT_TRUE(file_bytes(file_) == bytes_before) << "a read-only handle changed the file";
+  Store w = Store::open(file_, small_options());
+  EXPECT_EQ(w.get("greeting"), "hello");
+  EXPECT_EQ(w.get("doomed"), "bye");
+  // A writer's changes are visible through the read-only handle.
+  w.put("greeting", "hi");
+  EXPECT_EQ(r.get("greeting"), "hi");
+  EXPECT_EQ(octal(mode_of(file_)), "0600");
+}
+
+TEST_F(PermissionsTest, ReadOnlyOpenWorksOnAFileWithoutWritePermission) {
+  create_with_entry();
+  ASSERT_EQ(::chmod(file_.c_str(), 0400), 0);
+  StoreOptions o = small_options();
+  o.read_only = true;
+  Store r = Store::open(file_, o);
+  EXPECT_EQ(r.get("greeting"), "hello");
+  const auto put = error_of([&] { r.put("greeting", "changed"); });
+  ASSERT_TRUE(put.has_value());
+  EXPECT_EQ(put->code, Errc::read_only);
+}
+
+TEST_F(PermissionsTest, DirectoryPathGivesAClearError) {
+  const fs::path sub = dir_ / "subdir";
+  ASSERT_TRUE(fs::create_directory(sub));
+  for (const bool read_only : {false, true}) {
+    SCOPED_TRACE(read_only ? "read_only" : "read-write");
+    StoreOptions o = small_options();
+    o.read_only = read_only;
+    const auto e = error_of([&] { Store::open(sub, o); });
+    ASSERT_TRUE(e.has_value());
+    EXPECT_THAT(e->code, AnyOf(Errc::io_error, Errc::unsafe_permissions, Errc::not_a_cache_file))
+        << e->message;
+    EXPECT_THAT(e->message, HasSubstr(sub.string()));
+  }
+  // The directory is left as it was: nothing created inside or beside it.
+  EXPECT_TRUE(fs::is_empty(sub));
+  EXPECT_EQ(entries_of(dir_), std::vector<std::string>{"subdir"});
+}
+
+TEST_F(PermissionsTest, FileOwnedByAnotherUserIsRefused) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to give a file to another user (chown)";
+  }
+  create_with_entry();
+  ASSERT_EQ(::chown(file_.c_str(), kOtherUid, kOtherGid), 0) << std::strerror(errno);
+  ASSERT_EQ(octal(mode_of(file_)), "0600");
+  for (const bool read_only : {false, true}) {
+    SCOPED_TRACE(read_only ? "read_only" : "read-write");
+    StoreOptions o = small_options();
+    o.read_only = read_only;
+    const auto e = error_of([&] { Store::open(file_, o); });
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
+    EXPECT_THAT(e->message, HasSubstr(file_.string()));
+    EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
+  }
+  StoreOptions shared = small_options();
+  shared.allow_shared_access = true;
+  Store s = Store::open(file_, shared);
+  EXPECT_EQ(s.get("greeting"), "hello");
+  s.put("greeting", "hi");
+  EXPECT_EQ(s.get("greeting"), "hi");
+  // Opening did not take the file over.
+  struct stat st {};
+  ASSERT_EQ(::stat(file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kOtherUid);
+}
+
+TEST_F(PermissionsTest, UnwritableDirectoryGivesIoErrorForANewFile) {
+  if (::geteuid() == 0) {
+    GTEST_SKIP() << "running as root: directory permissions do not stop root from creating "
+                    "files (CAP_DAC_OVERRIDE), so the refusal cannot be observed";
+  }
+  const fs::path sub = dir_ / "locked";
+  ASSERT_TRUE(fs::create_directory(sub));
+  ASSERT_EQ(::chmod(sub.c_str(), 0500), 0);
+  const auto e = error_of([&] { Store::open(sub / "cache.tcache", small_options()); });
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->code, Errc::io_error) << e->message;
+  EXPECT_THAT(e->message, HasSubstr((sub / "cache.tcache").string()));
+  ::chmod(sub.c_str(), 0700);
+  EXPECT_TRUE(fs::is_empty(sub));
+}
+
+}  // namespace
