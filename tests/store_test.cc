@@ -294,7 +294,9 @@ TEST_F(StoreTest, GetManyMatchesGet) {
   s.get_many(views, values, std::span<bool>(found.get(), keys.size()));
   for (std::size_t i = 0; i < keys.size(); ++i) {
     EXPECT_EQ(found[i], i % 3 != 0) << i;
-    if (found[i]) EXPECT_EQ(values[i], value_for(static_cast<int>(i), 100 + i % 50));
+    if (found[i]) {
+      EXPECT_EQ(values[i], value_for(static_cast<int>(i), 100 + i % 50));
+    }
   }
   std::vector<std::string> short_values(3);
   EXPECT_EQ(

@@ -75,6 +75,8 @@ StoreImpl::StoreImpl(Region region, const StoreOptions& options)
   page_shift_ = std::countr_zero(sb.page_bytes);
   class_count_ = sb.class_count;
   std::copy_n(sb.class_bytes, kMaxClasses, class_bytes_);
+  for (std::uint32_t c = 0; c < class_count_; ++c)
+    class_magic_[c] = ~std::uint64_t{0} / class_bytes_[c] + 1;
   if (!region_.read_only()) {
     // Never trust a recorded size the file does not have (pages beyond the
     // real end would fault); growing again is harmless.
@@ -199,7 +201,12 @@ int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
   const std::uint32_t cls = atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire);
   if (cls >= class_count_) return -1;
   const std::uint64_t in_page = (off - pages_offset_) & (page_bytes_ - 1);
-  if (in_page + class_bytes_[cls] > page_bytes_) return -1;
+  // In the page, on a chunk boundary (Lemire's divisibility test: one
+  // multiply instead of a division).
+  if (in_page + class_bytes_[cls] > page_bytes_ ||
+      in_page * class_magic_[cls] > class_magic_[cls] - 1) {
+    return -1;
+  }
   return static_cast<int>(cls);
 }
 
@@ -298,6 +305,7 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
 bool StoreImpl::get(std::string_view key, std::string& value) {
   const std::uint64_t h = hash(key);
   const Slots s = slots_for(h);
+  prefetch(s.b[1]);  // in flight while the first bucket is scanned
   for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
     const Probe p = probe<true>(key, h, s, &value);
     if (p == Probe::retry) continue;
@@ -400,8 +408,20 @@ std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
   for (;;) {
     const std::uint64_t off = head_offset(h);
     if (off == 0) return 0;
-    if (chunk_class(off) != static_cast<int>(cls)) {
-      // A damaged free list: drop it (its chunks leak until recovery).
+    bool damaged = chunk_class(off) != static_cast<int>(cls);
+    if (!damaged && (atom<std::uint32_t>(chunk(off)).load(std::memory_order_acquire) & 1) == 0) {
+      // Free chunks have odd versions. An even one at the head is either
+      // being reused by whoever popped it after we read the head (then the
+      // head moved on) or a link into live chunks: a damaged list.
+      const std::uint64_t again = head.load(std::memory_order_acquire);
+      if (again != h) {
+        h = again;
+        continue;
+      }
+      damaged = true;
+    }
+    if (damaged) {
+      // Drop the list; its chunks leak until recovery rebuilds it.
       if (head.compare_exchange_strong(h, head_make(head_aba(h) + 1, 0))) {
         atom<std::uint64_t>(&sb_->needs_recovery).store(1);
         log("free list of size class " + std::to_string(cls) + " was damaged; dropped it");
@@ -455,17 +475,10 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
   if (have < need) {
     const std::uint64_t now = now_unix_ms();
     if (now < grow_retry_after_ms_.load(std::memory_order_relaxed)) return false;
-    // Grow by an eighth of the file (at least one page) to keep fallocate rare.
-    const std::uint64_t limit = pages_offset_ + max_pages_ * page_bytes_;
-    std::uint64_t target = std::max(need, have + have / 8);
-    target = std::min(
-        pages_offset_ + ((target - pages_offset_ + page_bytes_ - 1) >> page_shift_ << page_shift_),
-        limit);
-    int err = region_.grow(target);
-    if (err != 0 && target > need) {
-      target = need;
-      err = region_.grow(target);
-    }
+    // Grow by exactly the page: one fallocate per page carved is cheap next
+    // to filling the page, and the file never holds space it does not use.
+    const std::uint64_t target = need;
+    const int err = region_.grow(target);
     if (err != 0) {
       count(kGrowFailures);
       grow_retry_after_ms_.store(now + kGrowRetryMs, std::memory_order_relaxed);
@@ -709,16 +722,21 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
   const std::uint64_t nw = slot_make(hash_tag(h), off);
   const Slots s = slots_for(h);
   for (int round = 0;; ++round) {
-    int empty = -1;
+    // Empty slots of each bucket; a new key goes to the emptier bucket
+    // (two-choice hashing keeps the fullest bucket near the mean).
+    int empty[2] = {-1, -1};
+    int used[2] = {0, 0};
     int match = -1;
     std::uint64_t mw = 0;
     bool unstable = false;
     for (int i = 0; i < kPairSlots; ++i) {
       const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      const int b = i >> 3;
       if (w == 0) {
-        if (empty < 0) empty = i;
+        if (empty[b] < 0) empty[b] = i;
         continue;
       }
+      ++used[b];
       if (slot_tag(w) != hash_tag(h)) continue;
       const int has = chunk_has_key(s.at(i), w, key);
       if (has == 1) {
@@ -728,6 +746,8 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
       }
       if (has < 0) unstable = true;
     }
+    const int empty_slot =
+        empty[1] >= 0 && (empty[0] < 0 || used[1] < used[0]) ? empty[1] : empty[0];
     if (unstable && match < 0 && round < kMaxPublishRounds) continue;  // look again
     int at;
     std::uint64_t old;
@@ -735,8 +755,8 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
     if (match >= 0) {
       at = match;
       old = mw;
-    } else if (empty >= 0) {
-      at = empty;
+    } else if (empty_slot >= 0) {
+      at = empty_slot;
       old = 0;
     } else {
       at = choose_victim(s, &old, &expired);

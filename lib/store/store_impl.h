@@ -141,6 +141,7 @@ class StoreImpl {
   int page_shift_ = 0;
   std::uint32_t class_count_ = 0;
   std::uint32_t class_bytes_[kMaxClasses] = {};
+  std::uint64_t class_magic_[kMaxClasses] = {};  // divisibility test constants
 
   std::uint64_t* counters_ = nullptr;  // our ProcessEntry's, or local_counters_
   std::uint64_t local_counters_[8] = {};
