@@ -1,0 +1,440 @@
+// tests/tool_test.cc: tcache-tool as a user runs it. Each test runs the built
+// binary (TCACHE_TOOL_PATH) on real files in a fresh temporary directory and
+// checks its exit status, its output and the files it leaves.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tcache/tcache.h"
+
+#ifndef TCACHE_TOOL_PATH
+#error "TCACHE_TOOL_PATH must name the tcache-tool binary (set in tests/CMakeLists.txt)"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+struct Result {
+  int status = -1;  // exit status, or -1 if the tool died by a signal
+  std::string out;
+  std::string err;
+};
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+class ToolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = (fs::temp_directory_path() / "tcache-tool-test.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
+    dir_ = pattern;
+    file_ = (dir_ / "cache.tcache").string();
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Runs tcache-tool with `args`, feeding `input` on stdin; stdout and stderr
+  // go to files so that binary output and large output are captured whole.
+  Result run(const std::vector<std::string>& args, const std::string& input = {},
+             std::optional<mode_t> umask_in_child = std::nullopt) {
+    const fs::path in_path = dir_ / "stdin";
+    const fs::path out_path = dir_ / "stdout";
+    const fs::path err_path = dir_ / "stderr";
+    write_file(in_path, input);
+    std::vector<std::string> argv_storage = {TCACHE_TOOL_PATH};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& arg : argv_storage) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      if (umask_in_child) ::umask(*umask_in_child);
+      const int in = ::open(in_path.c_str(), O_RDONLY);
+      const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (in < 0 || out < 0 || err < 0) ::_exit(127);
+      ::dup2(in, STDIN_FILENO);
+      ::dup2(out, STDOUT_FILENO);
+      ::dup2(err, STDERR_FILENO);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    Result result;
+    if (pid < 0) {
+      ADD_FAILURE() << "fork failed: " << std::strerror(errno);
+      return result;
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = read_file(out_path);
+    result.err = read_file(err_path);
+    return result;
+  }
+
+  // Creates file_ with a small capacity, asserting success.
+  void create() {
+    const Result r = run({"create", file_, "--capacity", "8M"});
+    ASSERT_EQ(r.status, 0) << r.err;
+  }
+
+  fs::path dir_;
+  std::string file_;
+};
+
+// Every byte value, NUL and newline included, plus a long tail.
+std::string binary_value() {
+  std::string value;
+  for (int round = 0; round < 3; ++round) {
+    for (int b = 0; b < 256; ++b) value.push_back(static_cast<char>(b));
+  }
+  value += std::string("\0\n\r\xff", 4);
+  return value;
+}
+
+mode_t file_mode(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << std::strerror(errno);
+  return st.st_mode & 07777;
+}
+
+TEST_F(ToolTest, HelpAndVersion) {
+  Result r = run({"--help"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  for (const char* command : {"create", "put", "get", "del", "stats"}) {
+    EXPECT_THAT(r.out, HasSubstr(command));
+  }
+  r = run({"--version"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(tcache::kVersionString));
+  r = run({"put", "--help"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("--ttl"));
+}
+
+TEST_F(ToolTest, UsageErrorsExitTwoAndPointToHelp) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {}, {"frobnicate"}, {"get", file_}, {"put", file_, "k", "v", "--ttl", "soon"}}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 2) << r.err;
+    EXPECT_THAT(r.err, StartsWith("tcache-tool: "));
+    EXPECT_THAT(r.err, HasSubstr("--help"));
+  }
+}
+
+TEST_F(ToolTest, CreateMakesAnOwnerOnlyFileWhateverTheUmask) {
+  const Result r = run({"create", file_}, {}, mode_t{0});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(file_));
+  ASSERT_TRUE(fs::is_regular_file(file_));
+  EXPECT_EQ(file_mode(file_), 0600u);
+}
+
+TEST_F(ToolTest, CreateAppliesModeAndCapacity) {
+  const Result r = run({"create", file_, "--capacity", "64M", "--mode", "0640"}, {}, mode_t{077});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(file_mode(file_), 0640u);
+  const Result stats = run({"stats", file_, "--json"});
+  ASSERT_EQ(stats.status, 0) << stats.err;
+  EXPECT_EQ(nlohmann::json::parse(stats.out).at("capacity_bytes").get<std::uint64_t>(),
+            64ull << 20);
+}
+
+TEST_F(ToolTest, CreateAcceptsSizeSpellings) {
+  const std::pair<const char*, std::uint64_t> cases[] = {
+      {"1048576", 1ull << 20}, {"2M", 2ull << 20}, {"3MiB", 3ull << 20},
+      {"4096k", 4ull << 20},   {"1G", 1ull << 30},
+  };
+  int i = 0;
+  for (const auto& [text, bytes] : cases) {
+    const std::string file = (dir_ / ("size" + std::to_string(i++) + ".tcache")).string();
+    const Result r = run({"create", file, "--capacity", text});
+    ASSERT_EQ(r.status, 0) << text << ": " << r.err;
+    const Result stats = run({"stats", file, "--json"});
+    ASSERT_EQ(stats.status, 0) << stats.err;
+    EXPECT_EQ(nlohmann::json::parse(stats.out).at("capacity_bytes").get<std::uint64_t>(), bytes)
+        << text;
+  }
+}
+
+TEST_F(ToolTest, CreateRejectsBadSizeAndModeClearly) {
+  for (const char* size : {"64Q", "abc", "", "-1", "1.5G", "64MB", "99999999999999999999"}) {
+    const Result r = run({"create", file_, "--capacity", size});
+    EXPECT_EQ(r.status, 2) << size;
+    EXPECT_THAT(r.err, StartsWith("tcache-tool: create failed: invalid --capacity")) << size;
+    EXPECT_THAT(r.err, HasSubstr("e.g. 64M")) << size;
+    EXPECT_FALSE(fs::exists(file_)) << size;
+  }
+  for (const char* mode : {"0999", "rw", "7777", ""}) {
+    const Result r = run({"create", file_, "--mode", mode});
+    EXPECT_EQ(r.status, 2) << mode;
+    EXPECT_THAT(r.err, StartsWith("tcache-tool: create failed: invalid --mode")) << mode;
+    EXPECT_FALSE(fs::exists(file_)) << mode;
+  }
+}
+
+TEST_F(ToolTest, CreateOutOfRangeCapacityIsTheLibrarysInvalidOption) {
+  const Result r = run({"create", file_, "--capacity", "4K"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: create failed: "));
+  EXPECT_THAT(r.err, HasSubstr("(invalid_option)"));
+}
+
+TEST_F(ToolTest, GroupWritableFilesNeedAllowSharedAccess) {
+  Result r = run({"create", file_, "--capacity", "8M", "--mode", "0660"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: create failed: "));
+  EXPECT_FALSE(fs::exists(file_));
+
+  r = run({"create", file_, "--capacity", "8M", "--mode", "0660", "--allow-shared-access"}, {},
+          mode_t{077});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(file_mode(file_), 0660u);
+
+  r = run({"stats", file_});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("(unsafe_permissions)"));
+  // The flag works before the command name as well as after it.
+  r = run({"--allow-shared-access", "put", file_, "k", "shared"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "k", "--allow-shared-access"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "shared");
+}
+
+TEST_F(ToolTest, CreateRefusesAnExistingPath) {
+  write_file(file_, "precious");
+  const Result r = run({"create", file_});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: create failed: "));
+  EXPECT_THAT(r.err, HasSubstr("already exists"));
+  EXPECT_EQ(read_file(file_), "precious");
+}
+
+TEST_F(ToolTest, PutThenGetRoundTrips) {
+  create();
+  Result r = run({"put", file_, "greeting", "hello world"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "greeting"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "hello world");  // raw: no newline added
+
+  r = run({"put", file_, "greeting", "replaced", "--ttl", "3600"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "greeting"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "replaced");
+}
+
+TEST_F(ToolTest, PutReadsABinaryValueFromStdin) {
+  create();
+  const std::string value = binary_value();
+  Result r = run({"put", file_, "blob", "-"}, value);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "blob"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, value);
+}
+
+TEST_F(ToolTest, PutReadsALargeCompressibleValueFromStdin) {
+  create();
+  std::string value;
+  while (value.size() < 200'000) value += "a fairly repetitive line of text\n";
+  Result r = run({"put", file_, "big", "-"}, value);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "big"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, value);
+}
+
+TEST_F(ToolTest, ValuesWrittenByTheToolAreTheLibrarysValues) {
+  create();
+  ASSERT_EQ(run({"put", file_, "shared", "from the tool"}).status, 0);
+  tcache::StoreOptions options;
+  options.create_if_missing = false;
+  {
+    tcache::Store store = tcache::Store::open(file_, options);
+    EXPECT_EQ(store.get("shared"), "from the tool");
+    store.put("other", "from the library");
+  }
+  const Result r = run({"get", file_, "other"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "from the library");
+}
+
+TEST_F(ToolTest, GetMissExitsOneWithEmptyStdout) {
+  create();
+  const Result r = run({"get", file_, "absent"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err, HasSubstr("absent"));
+}
+
+TEST_F(ToolTest, DelRemovesAndExitsOneWhenAbsent) {
+  create();
+  ASSERT_EQ(run({"put", file_, "k", "v"}).status, 0);
+  Result r = run({"del", file_, "k"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run({"del", file_, "k"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  r = run({"get", file_, "k"});
+  EXPECT_EQ(r.status, 1) << r.err;
+}
+
+TEST_F(ToolTest, MissingFileIsAnErrorThatSaysHowToCreateIt) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"get", file_, "k"}, {"put", file_, "k", "v"}, {"del", file_, "k"}, {"stats", file_}}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 2) << args[0];
+    EXPECT_THAT(r.err, StartsWith("tcache-tool: " + args[0] + " failed: ")) << args[0];
+    EXPECT_THAT(r.err, HasSubstr("tcache-tool create " + file_)) << args[0];
+    EXPECT_FALSE(fs::exists(file_)) << args[0] << " created the file";
+  }
+}
+
+TEST_F(ToolTest, NotACacheFileIsRefused) {
+  write_file(file_, std::string(64 * 1024, 'x'));
+  ::chmod(file_.c_str(), 0600);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"get", file_, "k"}, {"put", file_, "k", "v"}, {"stats", file_}}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 2) << args[0];
+    EXPECT_THAT(r.err, StartsWith("tcache-tool: " + args[0] + " failed: ")) << args[0];
+    EXPECT_THAT(r.err, HasSubstr("(not_a_cache_file)")) << r.err;
+    // One line, ending in a newline.
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  }
+  EXPECT_EQ(read_file(file_), std::string(64 * 1024, 'x'));
+}
+
+TEST_F(ToolTest, LibraryErrorsAreReportedWithTheirCode) {
+  create();
+  const Result r = run({"put", file_, std::string(tcache::Store::kMaxKeyBytes + 1, 'k'), "v"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: put failed: "));
+  EXPECT_THAT(r.err, HasSubstr("(key_too_large)"));
+}
+
+TEST_F(ToolTest, StatsJsonHasEveryStoreStatsField) {
+  create();
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(run({"put", file_, "key" + std::to_string(i), std::string(100, 'v')}).status, 0);
+  }
+  const Result r = run({"stats", file_, "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const nlohmann::json stats = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(stats.is_object());
+  const std::set<std::string> expected = {"entries",
+                                          "bytes",
+                                          "blob_bytes",
+                                          "capacity_bytes",
+                                          "file_bytes",
+                                          "index_slots",
+                                          "page_bytes",
+                                          "pages_total",
+                                          "pages_used",
+                                          "hits",
+                                          "misses",
+                                          "puts",
+                                          "erases",
+                                          "evictions",
+                                          "expirations",
+                                          "checksum_failures",
+                                          "grow_failures",
+                                          "recoveries",
+                                          "attached_processes"};
+  std::set<std::string> keys;
+  for (const auto& [key, value] : stats.items()) {
+    keys.insert(key);
+    EXPECT_TRUE(value.is_number_unsigned()) << key;
+  }
+  EXPECT_EQ(keys, expected);
+  EXPECT_EQ(stats.at("entries").get<std::uint64_t>(), 10u);
+  EXPECT_EQ(stats.at("puts").get<std::uint64_t>(), 10u);
+  EXPECT_EQ(stats.at("capacity_bytes").get<std::uint64_t>(), 8ull << 20);
+  EXPECT_GT(stats.at("file_bytes").get<std::uint64_t>(), 0u);
+}
+
+TEST_F(ToolTest, StatsHumanOutputIsATable) {
+  create();
+  const Result r = run({"stats", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("entries"));
+  EXPECT_THAT(r.out, HasSubstr("capacity_bytes"));
+  EXPECT_THAT(r.out, HasSubstr("8.0 MiB"));
+}
+
+TEST_F(ToolTest, StatsJsonReportsErrorsAsJsonToo) {
+  write_file(file_, std::string(64 * 1024, 'x'));
+  ::chmod(file_.c_str(), 0600);
+  const Result r = run({"stats", file_, "--json"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: stats failed: "));
+  const nlohmann::json error = nlohmann::json::parse(r.out).at("error");
+  EXPECT_EQ(error.at("name"), "not_a_cache_file");
+  EXPECT_EQ(error.at("code").get<std::uint32_t>(),
+            static_cast<std::uint32_t>(tcache::Errc::not_a_cache_file));
+  EXPECT_FALSE(error.at("message").get<std::string>().empty());
+}
+
+TEST_F(ToolTest, InspectionLeavesTheFileUntouched) {
+  create();
+  ASSERT_EQ(run({"put", file_, "k", "v"}).status, 0);
+  const std::string before = read_file(file_);
+  EXPECT_EQ(run({"get", file_, "k"}).status, 0);
+  EXPECT_EQ(run({"get", file_, "absent"}).status, 1);
+  EXPECT_EQ(run({"stats", file_}).status, 0);
+  EXPECT_EQ(run({"stats", file_, "--json"}).status, 0);
+  EXPECT_TRUE(read_file(file_) == before) << "get/stats changed the file";
+}
+
+TEST_F(ToolTest, InspectionWorksOnAFileWithoutWritePermission) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root ignores file permissions";
+  create();
+  ASSERT_EQ(run({"put", file_, "k", "v"}).status, 0);
+  ASSERT_EQ(::chmod(file_.c_str(), 0400), 0);
+  Result r = run({"get", file_, "k"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "v");
+  r = run({"stats", file_, "--json"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run({"put", file_, "k", "w"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: put failed: "));
+}
+
+}  // namespace

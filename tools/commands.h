@@ -1,0 +1,52 @@
+// tools/commands.h: the subcommands of tcache-tool, one source file each.
+//
+// Each add_*_command() registers its subcommand and options on the top-level
+// CLI11 app and returns the function that runs it once parsing succeeded.
+// REQUIRES: `global` outlives the returned runner.
+// A runner returns the exit status (kExitOk or kExitMiss) or throws;
+// main() turns any exception into "tcache-tool: <command> failed: <reason>"
+// on stderr and kExitError.
+//
+// Thread safety: single-threaded; the tool runs one command per process.
+
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "tcache/tcache.h"
+
+namespace tcache::tool {
+
+// Exit statuses. Documented in tcache-tool.1: DO NOT CHANGE.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitMiss = 1;   // get: no such key; del: key was absent
+inline constexpr int kExitError = 2;  // any failure, usage errors included
+
+// Flags of the top-level app that every command honours. They may be given
+// before or after the command name (the subcommands fall through to them).
+struct GlobalOptions {
+  // StoreOptions::allow_shared_access: accept a file writable by group or
+  // others or owned by another user, and let create make one with --mode.
+  bool allow_shared_access = false;
+};
+
+struct Command {
+  CLI::App* app = nullptr;   // owned by the top-level app
+  std::function<int()> run;  // valid after a successful parse of `app`
+};
+
+Command add_create_command(CLI::App& app, const GlobalOptions& global);
+Command add_put_command(CLI::App& app, const GlobalOptions& global);
+Command add_get_command(CLI::App& app, const GlobalOptions& global);
+Command add_del_command(CLI::App& app, const GlobalOptions& global);
+Command add_stats_command(CLI::App& app, const GlobalOptions& global);
+
+// Opens an existing cache file, never creating one. Inspection commands pass
+// read_only = true so that they cannot change the file. Throws tcache::Error;
+// a missing file gets a message that says how to create it.
+Store open_existing(const std::string& file, bool read_only, const GlobalOptions& global);
+
+}  // namespace tcache::tool

@@ -1,0 +1,114 @@
+// tools/main.cc: tcache-tool's entry point. Parses the command line with
+// CLI11, runs the one subcommand given, and maps failures to exit statuses
+// (see commands.h and tcache-tool.1).
+
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <fmt/core.h>
+
+#include "commands.h"
+#include "output.h"
+
+namespace tcache::tool {
+
+Store open_existing(const std::string& file, bool read_only, const GlobalOptions& global) {
+  std::error_code ec;
+  // symlink_status: a dangling symlink is not "missing"; open() refuses it.
+  const auto status = std::filesystem::symlink_status(file, ec);
+  if (status.type() == std::filesystem::file_type::not_found) {
+    throw Error(
+        Errc::io_error,
+        fmt::format("{} does not exist; create it with 'tcache-tool create {}'", file, file));
+  }
+  StoreOptions options;
+  options.read_only = read_only;
+  options.create_if_missing = false;
+  options.allow_shared_access = global.allow_shared_access;
+  return Store::open(file, options);
+}
+
+namespace {
+
+int run(int argc, char** argv) {
+  CLI::App app{"Inspect and edit tcache cache files.", std::string(kProgram)};
+  app.set_version_flag("--version", fmt::format("{} {} (cache file format {})", kProgram,
+                                                kVersionString, kFormatVersion));
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may follow the command name
+  GlobalOptions global;
+  app.add_flag("--allow-shared-access", global.allow_shared_access,
+               "Accept a cache file writable by group or others or owned by another user "
+               "(refused by default), and let create --mode make one");
+  app.footer(
+      "Exit status: 0 success, 1 key not found (get, del), 2 error.\n"
+      "Run 'tcache-tool COMMAND --help' for a command's options; see tcache-tool(1).");
+
+  std::vector<Command> commands = {add_create_command(app, global), add_put_command(app, global),
+                                   add_get_command(app, global), add_del_command(app, global),
+                                   add_stats_command(app, global)};
+
+  // CLI11 would call an unknown command "A subcommand is required".
+  const auto is_command = [&](std::string_view word) {
+    for (const Command& command : commands) {
+      if (command.app->get_name() == word) return true;
+    }
+    return false;
+  };
+  if (argc < 2) {
+    print_note("no command given; run 'tcache-tool --help' for usage\n");
+    fmt::print(stderr, "{}", app.help());
+    return kExitError;
+  }
+  // The first word that is not a flag names the command (the top-level
+  // options are all flags, so none takes a value).
+  for (int i = 1; i < argc; ++i) {
+    if (argv[i][0] == '-') continue;
+    if (!is_command(argv[i])) {
+      print_note(
+          fmt::format("unknown command '{}'; the commands are create, put, get, del and stats (see "
+                      "'tcache-tool --help')",
+                      argv[i]));
+      return kExitError;
+    }
+    break;
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::string help = "tcache-tool --help";
+    for (const CLI::App* sub : app.get_subcommands()) {
+      help = fmt::format("tcache-tool {} --help", sub->get_name());
+    }
+    fmt::print(stderr, "{}: {}\nRun '{}' for usage.\n", kProgram, e.what(), help);
+    return kExitError;
+  }
+
+  for (const Command& command : commands) {
+    if (!command.app->parsed()) continue;
+    const std::string name = command.app->get_name();
+    try {
+      return command.run();
+    } catch (const Error& e) {
+      print_failure(name, describe(e));
+    } catch (const std::exception& e) {
+      print_failure(name, e.what());
+    }
+    return kExitError;
+  }
+  // Only flags were given (parse() requires a command otherwise).
+  print_note("no command given; run 'tcache-tool --help' for the list");
+  return kExitError;
+}
+
+}  // namespace
+}  // namespace tcache::tool
+
+int main(int argc, char** argv) { return tcache::tool::run(argc, argv); }

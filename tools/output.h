@@ -1,0 +1,66 @@
+// tools/output.h: everything tcache-tool prints, in one place.
+//
+// Human output is an aligned two-column table (fmt); machine output is one
+// JSON document (nlohmann-json) whose keys are the StoreStats field names.
+// Failures go to stderr as "tcache-tool: <command> failed: <reason>", the
+// form scripts and tests match.
+//
+// Thread safety: single-threaded; writes to the C stdio streams.
+
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "tcache/tcache.h"
+
+namespace tcache::tool {
+
+inline constexpr std::string_view kProgram = "tcache-tool";
+
+struct Row {
+  std::string label;
+  std::string value;
+};
+
+// Prints `rows` as two left-aligned columns, one row per line.
+void print_table(std::FILE* out, std::span<const Row> rows);
+
+// "64.0 MiB", "512 B": binary units, one decimal.
+std::string human_bytes(std::uint64_t bytes);
+
+// "67108864 (64.0 MiB)", or just "512" below 1 KiB.
+std::string bytes_with_unit(std::uint64_t bytes);
+
+// The stats of `file` as a human table (every StoreStats field, plus the
+// hit ratio).
+void print_stats(std::FILE* out, std::string_view file, const StoreStats& stats);
+
+// Every StoreStats field, keyed by its name in tcache/store.h, in that order.
+nlohmann::ordered_json stats_to_json(const StoreStats& stats);
+
+// {"error": {"code": <Errc value>, "name": "<error_code_name>", "message": ...}}
+nlohmann::ordered_json error_to_json(const Error& error);
+
+// Pretty-prints `document` followed by a newline.
+void print_json(std::FILE* out, const nlohmann::ordered_json& document);
+
+// Writes `bytes` exactly as they are (binary-safe) and flushes. Throws
+// std::runtime_error if the stream refuses them (disk full, closed pipe).
+void write_raw(std::FILE* out, std::string_view bytes);
+
+// "<message> (<code name>)": the reason part of a failure line.
+std::string describe(const Error& error);
+
+// Prints "tcache-tool: <command> failed: <reason>" on stderr.
+void print_failure(std::string_view command, std::string_view reason);
+
+// Prints "tcache-tool: <message>" on stderr (notes such as a miss).
+void print_note(std::string_view message);
+
+}  // namespace tcache::tool
