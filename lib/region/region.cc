@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -232,6 +233,17 @@ int Region::grow(std::uint64_t bytes) {
     err = ::posix_fallocate(fd_, 0, static_cast<off_t>(bytes));
   } while (err == EINTR);
   return err;
+}
+
+void Region::populate(std::uint64_t offset, std::uint64_t bytes) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  if (!read_only_ && offset + bytes <= mapped_bytes_) {
+    ::madvise(base_ + offset, bytes, MADV_POPULATE_WRITE);
+  }
+#else
+  (void)offset;
+  (void)bytes;
+#endif
 }
 
 void Region::flush() {

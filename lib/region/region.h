@@ -62,6 +62,10 @@ class Region {
   // posix_fallocate. Returns 0 or the errno (ENOSPC, EFBIG, ...).
   int grow(std::uint64_t bytes);
 
+  // Asks the kernel to map [offset, offset + bytes) for writing now, in one
+  // call. Best effort: without kernel support the pages fault in as used.
+  void populate(std::uint64_t offset, std::uint64_t bytes) noexcept;
+
   // Writes dirty pages back (msync). Throws Error: io_error.
   void flush();
 

@@ -194,22 +194,6 @@ StoreImpl::Slots StoreImpl::slots_for(std::uint64_t h) const noexcept {
   return Slots{{index_ + b1 * kSlotsPerBucket, index_ + b2 * kSlotsPerBucket}};
 }
 
-int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
-  if (off < pages_offset_) return -1;
-  const std::uint64_t page = (off - pages_offset_) >> page_shift_;
-  if (page >= atom<std::uint64_t>(&sb_->next_page).load(std::memory_order_acquire)) return -1;
-  const std::uint32_t cls = atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire);
-  if (cls >= class_count_) return -1;
-  const std::uint64_t in_page = (off - pages_offset_) & (page_bytes_ - 1);
-  // In the page, on a chunk boundary (Lemire's divisibility test: one
-  // multiply instead of a division).
-  if (in_page + class_bytes_[cls] > page_bytes_ ||
-      in_page * class_magic_[cls] > class_magic_[cls] - 1) {
-    return -1;
-  }
-  return static_cast<int>(cls);
-}
-
 std::uint32_t StoreImpl::class_for(std::uint64_t bytes) const noexcept {
   const auto* end = class_bytes_ + class_count_;
   return static_cast<std::uint32_t>(std::lower_bound(class_bytes_, end, bytes) - class_bytes_);
@@ -232,6 +216,16 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     const int cls = chunk_class(off);
     if (cls < 0) continue;  // damaged slot: never followed
     const char* c = chunk(off);
+    if constexpr (kCopy) {
+      // A chunk spans several cache lines; fetch them together rather than
+      // one after another as the copy reaches them.
+      const auto first = reinterpret_cast<std::uintptr_t>(c) & ~std::uintptr_t{63};
+      const std::uintptr_t end =
+          reinterpret_cast<std::uintptr_t>(c) + std::min<std::uint32_t>(class_bytes_[cls], 256);
+      for (std::uintptr_t line = first + 64; line < end; line += 64) {
+        prefetch(reinterpret_cast<const void*>(line));
+      }
+    }
     const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
     if ((v1 & 1) != 0) return Probe::retry;  // being retired; the slot is changing
     const std::uint64_t meta =
@@ -499,8 +493,11 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
   if (!next_page.compare_exchange_strong(expected, np + 1, std::memory_order_acq_rel)) {
     return true;  // someone else carved a page; look at the free list again
   }
-  // The page is ours. Thread its chunks into a chain, then publish the chain.
+  // The page is ours. Map it in one call rather than one fault per 4 KiB
+  // (MADV_POPULATE_WRITE, Linux 5.14; older kernels fault as usual), then
+  // thread its chunks into a chain and publish the chain.
   const std::uint64_t first = pages_offset_ + np * page_bytes_;
+  region_.populate(first, page_bytes_);
   const std::uint32_t size = class_bytes_[cls];
   const std::uint32_t n = page_bytes_ / size;
   for (std::uint32_t i = 0; i < n; ++i) {
@@ -638,6 +635,13 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
     }
   }
   const std::uint64_t h = hash(key);
+  {
+    // The bucket pair is needed at publish; fetch it while the chunk is
+    // allocated and written.
+    const Slots s = slots_for(h);
+    prefetch(s.b[0]);
+    prefetch(s.b[1]);
+  }
   BlobRef ref{};
   if (kChunkHeaderBytes + key.size() + stored.size() > page_bytes_) {
     ref = write_blob(h, stored);

@@ -153,4 +153,21 @@ class StoreImpl {
   mutable int logged_grow_errno_ = 0;
 };
 
+// Hot: every lookup calls it, so it lives in the header to be inlined.
+inline int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
+  if (off < pages_offset_) return -1;
+  const std::uint64_t page = (off - pages_offset_) >> page_shift_;
+  if (page >= atom<std::uint64_t>(&sb_->next_page).load(std::memory_order_acquire)) return -1;
+  const std::uint32_t cls = atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire);
+  if (cls >= class_count_) return -1;
+  const std::uint64_t in_page = (off - pages_offset_) & (page_bytes_ - 1);
+  // In the page, on a chunk boundary (Lemire's divisibility test: one
+  // multiply instead of a division).
+  if (in_page + class_bytes_[cls] > page_bytes_ ||
+      in_page * class_magic_[cls] > class_magic_[cls] - 1) {
+    return -1;
+  }
+  return static_cast<int>(cls);
+}
+
 }  // namespace tcache::detail
