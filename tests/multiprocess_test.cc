@@ -741,9 +741,12 @@ TEST_F(MultiprocessTest, ManyValueSizesInASmallFileKeepAcceptingPuts) {
           continue;
         }
         ++t.puts;
+        // In a file this small, the other process's puts evict constantly,
+        // and a new entry that has not been read yet is the first candidate:
+        // a miss right after our own put is a legitimate eviction here. What
+        // is read must still be right.
         const bool hit = store.get(key, got);
         if (const int rc = check_get(t, key, hit, got)) return rc;
-        if (!hit) return report(kExitWrongState, "own put of '" + key + "' not found");
       }
       if (shm->no_space[p] != 0) {
         return report(kExitTcacheError, std::to_string(shm->no_space[p].load()) + " of " +

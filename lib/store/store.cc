@@ -723,6 +723,8 @@ int StoreImpl::choose_victim(const Slots& s, std::uint64_t* word, bool* expired)
 }
 
 void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off) {
+  // New entries start unreferenced: one that is never read again is the
+  // first to go (scan resistance); a read gives it a second chance.
   const std::uint64_t nw = slot_make(hash_tag(h), off);
   const Slots s = slots_for(h);
   for (int round = 0;; ++round) {
@@ -783,19 +785,29 @@ void StoreImpl::dedupe(std::string_view key, const Slots& s, int mine, std::uint
   const std::uint64_t tag = slot_tag(my_word);
   for (int i = 0; i < kPairSlots; ++i) {
     if (i == mine) continue;
-    const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
-    if (w == 0 || slot_tag(w) != tag) continue;
-    int has = -1;
-    for (int attempt = 0; attempt < kMaxProbeRetries && has < 0; ++attempt) {
-      has = chunk_has_key(s.at(i), w, key);
+    for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      if (w == 0 || slot_tag(w) != tag) break;
+      const int has = chunk_has_key(s.at(i), w, key);
+      if (has < 0) continue;
+      if (has == 0) break;
+      if (i < mine) {
+        // A concurrent insert of the same key landed lower: it wins.
+        unlink_chunk(s.at(mine), slot_offset(my_word));
+        return;
+      }
+      unlink_chunk(s.at(i), slot_offset(w));
+      break;
     }
-    if (has != 1) continue;
-    if (i < mine) {
-      // A concurrent insert of the same key landed lower: it wins.
-      unlink(s.at(mine), my_word);
-      return;
-    }
-    unlink(s.at(i), w);
+  }
+}
+
+bool StoreImpl::unlink_chunk(std::uint64_t& slot, std::uint64_t off) {
+  // The word may differ from what we last saw only in its reference bit.
+  for (;;) {
+    const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+    if (w == 0 || slot_offset(w) != off) return false;
+    if (unlink(slot, w)) return true;
   }
 }
 

@@ -94,6 +94,8 @@ class StoreImpl {
   int chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
                     std::string_view key) const noexcept;
   bool unlink(std::uint64_t& slot, std::uint64_t w);
+  // Unlinks whatever word in `slot` still points at chunk `off`.
+  bool unlink_chunk(std::uint64_t& slot, std::uint64_t off);
 
   std::uint64_t allocate(std::uint32_t cls);
   std::uint64_t pop_free(std::uint32_t cls);

@@ -1,0 +1,155 @@
+// Fault injection: a disk that fills up under the store.
+//
+// A file-size limit (RLIMIT_FSIZE) makes posix_fallocate and write fail
+// with EFBIG exactly as a full disk fails them with ENOSPC, without needing
+// a real small file system. Each case runs in a forked child, so the limit
+// and the ignored SIGXFSZ stay there.
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tcache/tcache.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tcache-fault-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ / "cache.tc";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Runs `body` in a child whose files may not grow past `limit` bytes.
+  // The child's exit status is body's return value (0 = pass); a message
+  // for a failure goes to stderr.
+  static int with_file_limit(std::uint64_t limit, const std::function<int()>& body) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::signal(SIGXFSZ, SIG_IGN);
+      struct rlimit rl {
+        limit, limit
+      };
+      if (::setrlimit(RLIMIT_FSIZE, &rl) != 0) ::_exit(90);
+      int rc = 0;
+      try {
+        rc = body();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child threw: %s\n", e.what());
+        rc = 91;
+      }
+      ::_exit(rc);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  fs::path dir_;
+  fs::path path_;
+};
+
+#define CHILD_EXPECT(cond)                                                    \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
+      std::fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #cond); \
+      return __LINE__ % 80 + 1;                                               \
+    }                                                                         \
+  } while (0)
+
+TEST_F(FaultTest, FullDiskTurnsGrowthIntoEvictionNotSigbus) {
+  const std::string path = path_.string();
+  const int rc = with_file_limit(3u << 20, [&] {
+    std::vector<std::string> log;
+    tcache::StoreOptions o;
+    o.capacity_bytes = 64ull << 20;  // far more than the "disk" allows
+    o.page_bytes = 64u << 10;
+    o.expected_entry_bytes = 2048;
+    o.logger = [&](std::string_view line) { log.emplace_back(line); };
+    auto s = tcache::Store::open(path, o);
+    const std::string v(1000, 'v');
+    for (int i = 0; i < 20000; ++i) s.put("k" + std::to_string(i), v);  // 20 MB into ~3 MB
+    const auto st = s.stats();
+    CHILD_EXPECT(st.grow_failures > 0);
+    CHILD_EXPECT(st.evictions > 0);
+    CHILD_EXPECT(st.file_bytes <= (3u << 20));
+    CHILD_EXPECT(s.get("k19999") == v);
+    for (int i = 0; i < 20000; ++i) {
+      auto got = s.get("k" + std::to_string(i));
+      CHILD_EXPECT(!got || *got == v);
+    }
+    // One warning per cause, saying what to do.
+    CHILD_EXPECT(log.size() == 1);
+    CHILD_EXPECT(log[0].find("cannot grow") != std::string::npos);
+    CHILD_EXPECT(log[0].find("Free disk space") != std::string::npos);
+    return 0;
+  });
+  EXPECT_EQ(rc, 0);
+  // The file is intact for a process without the limit.
+  auto s = tcache::Store::open(path_);
+  EXPECT_EQ(s.get("k19999"), std::string(1000, 'v'));
+}
+
+TEST_F(FaultTest, NoRoomToCreateGivesAClearError) {
+  const std::string path = path_.string();
+  const int rc = with_file_limit(64u << 10, [&] {
+    tcache::StoreOptions o;
+    o.capacity_bytes = 256ull << 20;  // its index alone exceeds 64 KiB
+    try {
+      tcache::Store::open(path, o);
+    } catch (const tcache::Error& e) {
+      CHILD_EXPECT(e.code() == tcache::Errc::io_error);
+      CHILD_EXPECT(std::string(e.what()).find("cannot allocate") != std::string::npos);
+      return 0;
+    }
+    return 50;
+  });
+  EXPECT_EQ(rc, 0);
+  // Nothing half-made is left under the name or beside it.
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
+TEST_F(FaultTest, FullDiskForABlobIsNoSpaceAndLosesNothing) {
+  const std::string path = path_.string();
+  {
+    auto s = tcache::Store::open(path_, {.capacity_bytes = 16ull << 20});
+    s.put("small", "kept");
+  }
+  const int rc = with_file_limit(1u << 20, [&] {
+    auto s = tcache::Store::open(path, {.capacity_bytes = 16ull << 20});
+    std::string big(4u << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 2654435761u >> 13);
+    try {
+      s.put("big", big);
+    } catch (const tcache::Error& e) {
+      CHILD_EXPECT(e.code() == tcache::Errc::no_space);
+      CHILD_EXPECT(std::string(e.what()).find("free disk space") != std::string::npos);
+      CHILD_EXPECT(!s.get("big").has_value());
+      CHILD_EXPECT(s.get("small") == "kept");
+      return 0;
+    }
+    return 60;
+  });
+  EXPECT_EQ(rc, 0);
+  auto s = tcache::Store::open(path_);
+  EXPECT_EQ(s.get("small"), "kept");
+  fs::path blobs = path_;
+  blobs += ".blobs";
+  // No partial blob file survives.
+  if (fs::exists(blobs)) EXPECT_TRUE(fs::is_empty(blobs));
+}
+
+}  // namespace
