@@ -184,6 +184,32 @@ TEST_F(StoreTest, RecentlyReadEntriesSurviveEviction) {
   }
 }
 
+TEST_F(StoreTest, PagesMoveToTheSizesInUse) {
+  // A full file whose pages all hold small entries must still take large
+  // ones (and then small ones again): pages move between size classes.
+  tcache::StoreOptions o;
+  o.capacity_bytes = 2ull << 20;
+  o.expected_entry_bytes = 128;
+  auto s = open(o);
+  const std::string small(100, 's');
+  for (int i = 0; i < 40000; ++i) s.put("small" + std::to_string(i), small);
+  EXPECT_GT(s.stats().evictions, 0u);
+  const std::string large(20000, 'L');
+  for (int i = 0; i < 50; ++i) {
+    const std::string key = "large" + std::to_string(i);
+    s.put(key, large);
+    EXPECT_EQ(s.get(key), large) << key;
+  }
+  const std::string medium(3000, 'm');
+  for (int i = 0; i < 200; ++i) s.put("medium" + std::to_string(i), medium);
+  EXPECT_EQ(s.get("medium199"), medium);
+  for (int i = 0; i < 40000; ++i) s.put("again" + std::to_string(i), small);
+  EXPECT_EQ(s.get("again39999"), small);
+  const auto st = s.stats();
+  EXPECT_LE(st.file_bytes, o.capacity_bytes);
+  EXPECT_EQ(st.checksum_failures, 0u);
+}
+
 TEST_F(StoreTest, OversizeKeyAndValueAreRejected) {
   auto s = open();
   const std::string big_key(tcache::Store::kMaxKeyBytes + 1, 'k');

@@ -160,17 +160,7 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
   return r;
 }
 
-Region::Region(Region&& o) noexcept
-    : path_(std::move(o.path_)),
-      fd_(o.fd_),
-      read_only_(o.read_only_),
-      created_(o.created_),
-      base_(o.base_),
-      mapped_bytes_(o.mapped_bytes_),
-      mapping_(std::move(o.mapping_)) {
-  o.fd_ = -1;
-  o.base_ = nullptr;
-}
+Region::Region(Region&& o) noexcept { *this = std::move(o); }
 
 Region& Region::operator=(Region&& o) noexcept {
   if (this != &o) {

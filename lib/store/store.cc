@@ -493,24 +493,30 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
   if (!next_page.compare_exchange_strong(expected, np + 1, std::memory_order_acq_rel)) {
     return true;  // someone else carved a page; look at the free list again
   }
-  // The page is ours. Map it in one call rather than one fault per 4 KiB
+  carve_owned_page(np, cls);
+  return true;
+}
+
+void StoreImpl::carve_owned_page(std::uint64_t page, std::uint32_t cls) {
+  // Map the page in one call rather than one fault per 4 KiB
   // (MADV_POPULATE_WRITE, Linux 5.14; older kernels fault as usual), then
   // thread its chunks into a chain and publish the chain.
-  const std::uint64_t first = pages_offset_ + np * page_bytes_;
+  const std::uint64_t first = pages_offset_ + page * page_bytes_;
   region_.populate(first, page_bytes_);
   const std::uint32_t size = class_bytes_[cls];
   const std::uint32_t n = page_bytes_ / size;
   for (std::uint32_t i = 0; i < n; ++i) {
     char* c = chunk(first + std::uint64_t{i} * size);
-    atom<std::uint32_t>(c).store(1, std::memory_order_relaxed);
+    // Odd, and one past any version a stale reader may hold for this spot.
+    auto version = atom<std::uint32_t>(c);
+    version.store((version.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_relaxed);
     const std::uint64_t next = i + 1 < n ? (first + std::uint64_t{i + 1} * size) / kChunkAlign : 0;
     atom<std::uint64_t>(c + kChunkMetaOffset).store(next, std::memory_order_relaxed);
   }
-  atom<std::uint8_t>(&page_table_[np])
+  atom<std::uint8_t>(&page_table_[page])
       .store(static_cast<std::uint8_t>(cls), std::memory_order_release);
   atom<std::uint64_t>(&classes_[cls].pages).fetch_add(1, std::memory_order_relaxed);
   push_chain(cls, first, first + std::uint64_t{n - 1} * size);
-  return true;
 }
 
 std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
@@ -568,15 +574,111 @@ std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
   return 0;
 }
 
+bool StoreImpl::steal_page(std::uint32_t cls) {
+  // Victim: the class with the most pages, if it can spare one.
+  std::uint32_t victim = 0;
+  std::uint64_t most = 0;
+  for (std::uint32_t c = 0; c < class_count_; ++c) {
+    const std::uint64_t n = atom<std::uint64_t>(&classes_[c].pages).load(std::memory_order_relaxed);
+    if (c != cls && n > most) {
+      most = n;
+      victim = c;
+    }
+  }
+  if (most < 2) return false;
+  const std::uint64_t pages = atom<std::uint64_t>(&sb_->next_page).load(std::memory_order_acquire);
+  const std::uint64_t start = atom<std::uint64_t>(&classes_[victim].clock_hand).load() /
+                              std::max<std::uint64_t>(1, page_bytes_ / class_bytes_[victim]);
+  const std::uint32_t size = class_bytes_[victim];
+  const std::uint64_t per_page = page_bytes_ / size;
+  for (std::uint64_t k = 0; k < pages; ++k) {
+    const std::uint64_t page = (start + k) % pages;
+    if (atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire) != victim) continue;
+    const std::uint64_t first = pages_offset_ + page * page_bytes_;
+    // 1. Unpublish every entry of the page; retiring puts each chunk back
+    //    on the victim's free list.
+    for (std::uint64_t i = 0; i < per_page; ++i) {
+      const std::uint64_t off = first + i * size;
+      const char* c = chunk(off);
+      if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) continue;
+      const std::uint32_t klen =
+          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
+      if (kChunkHeaderBytes + klen > size) continue;
+      std::string key(klen, '\0');
+      racy_read(key.data(), c + kChunkHeaderBytes, klen);
+      const Slots s = slots_for(hash(key));
+      for (int j = 0; j < kPairSlots; ++j) {
+        if (unlink_chunk(s.at(j), off)) {
+          count(kEvictions);
+          break;
+        }
+      }
+    }
+    // 2. Take the victim's whole free list. Chunks on it are free: nobody
+    //    owns them, nothing points at them, and with the list detached
+    //    nobody can pop them (a pop that read the old head fails its CAS).
+    auto head = atom<std::uint64_t>(&classes_[victim].free_head);
+    std::uint64_t h = head.load(std::memory_order_acquire);
+    while (
+        !head.compare_exchange_weak(h, head_make(head_aba(h) + 1, 0), std::memory_order_acq_rel)) {
+    }
+    // Split it into the page's chunks and the rest, each kept in order.
+    struct Chain {
+      std::uint64_t first = 0, last = 0, length = 0;
+    } page_chunks, rest;
+    const auto append = [this](Chain& chain, std::uint64_t off) {
+      atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).store(0, std::memory_order_relaxed);
+      if (chain.length++ == 0) {
+        chain.first = off;
+      } else {
+        atom<std::uint64_t>(chunk(chain.last) + kChunkMetaOffset)
+            .store(off / kChunkAlign, std::memory_order_relaxed);
+      }
+      chain.last = off;
+    };
+    const std::uint64_t limit = pages * per_page + 1;  // a damaged list may loop
+    std::uint64_t off = head_offset(h);
+    for (std::uint64_t n = 0; off != 0 && n < limit; ++n) {
+      if (chunk_class(off) != static_cast<int>(victim)) {
+        atom<std::uint64_t>(&sb_->needs_recovery).store(1);  // damaged: drop the rest
+        break;
+      }
+      const std::uint64_t next =
+          (atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load() & kAddrMask) * kChunkAlign;
+      append(off >= first && off < first + page_bytes_ ? page_chunks : rest, off);
+      off = next;
+    }
+    if (rest.length != 0) push_chain(victim, rest.first, rest.last);
+    if (page_chunks.length != per_page) {
+      // Some chunk of the page is owned by a writer about to publish it:
+      // give the page's free chunks back and let the caller borrow instead.
+      if (page_chunks.length != 0) push_chain(victim, page_chunks.first, page_chunks.last);
+      return false;
+    }
+    // 3. The page is ours: give it to `cls`.
+    atom<std::uint64_t>(&classes_[victim].pages).fetch_sub(1, std::memory_order_relaxed);
+    carve_owned_page(page, cls);
+    return true;
+  }
+  return false;
+}
+
 std::uint64_t StoreImpl::allocate(std::uint32_t cls) {
   for (int round = 0; round < 8; ++round) {
     if (const std::uint64_t off = pop_free(cls); off != 0) return off;
     if (carve_page(cls)) continue;
+    // A full file: a class that owns no page takes one from the largest
+    // class (evicting that page's entries) rather than borrow oversized
+    // chunks for ever.
+    if (atom<std::uint64_t>(&classes_[cls].pages).load(std::memory_order_relaxed) == 0) {
+      if (steal_page(cls)) continue;
+      break;
+    }
     if (const std::uint64_t off = clock_evict(cls); off != 0) return off;
   }
-  // The file is full and this class has no page (or no evictable chunk):
+  // Nothing evictable in this class right now (or no page could be taken):
   // borrow a chunk from the next larger class that has pages. It wastes the
-  // difference but keeps small files with many sizes working.
+  // difference but keeps the put working.
   for (std::uint32_t c = cls + 1; c < class_count_; ++c) {
     if (atom<std::uint64_t>(&classes_[c].pages).load(std::memory_order_relaxed) == 0) continue;
     if (const std::uint64_t off = pop_free(c); off != 0) return off;

@@ -101,6 +101,12 @@ class StoreImpl {
   std::uint64_t pop_free(std::uint32_t cls);
   bool carve_page(std::uint32_t cls);
   std::uint64_t clock_evict(std::uint32_t cls);
+  // Threads a page we exclusively own into chunks of `cls` and publishes them.
+  void carve_owned_page(std::uint64_t page, std::uint32_t cls);
+  // In a full file, takes a page from the class with the most pages (after
+  // unpublishing its entries) and gives it to `cls`. False if none could be
+  // taken now.
+  bool steal_page(std::uint32_t cls);
   void retire(std::uint64_t off);
   // Frees what a chunk owns outside the file (its blob). REQUIRES: the
   // caller unpublished the chunk and has not yet bumped its version.
