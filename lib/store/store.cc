@@ -30,6 +30,16 @@ constexpr std::uint64_t kOwnerFolding = 1ull << 33;
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
+// A chunk spans several cache lines; fetch them together (up to 256 bytes)
+// rather than one after another as a copy reaches them.
+inline void prefetch_chunk(const char* c, std::uint32_t bytes) {
+  const auto at = reinterpret_cast<std::uintptr_t>(c);
+  const std::uintptr_t end = at + std::min<std::uint32_t>(bytes, 256);
+  for (std::uintptr_t line = at & ~std::uintptr_t{63}; line < end; line += 64) {
+    prefetch(reinterpret_cast<const void*>(line));
+  }
+}
+
 inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
                                     std::uint64_t meta, std::uint32_t vlen_flags) {
   const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
@@ -216,16 +226,7 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     const int cls = chunk_class(off);
     if (cls < 0) continue;  // damaged slot: never followed
     const char* c = chunk(off);
-    if constexpr (kCopy) {
-      // A chunk spans several cache lines; fetch them together rather than
-      // one after another as the copy reaches them.
-      const auto first = reinterpret_cast<std::uintptr_t>(c) & ~std::uintptr_t{63};
-      const std::uintptr_t end =
-          reinterpret_cast<std::uintptr_t>(c) + std::min<std::uint32_t>(class_bytes_[cls], 256);
-      for (std::uintptr_t line = first + 64; line < end; line += 64) {
-        prefetch(reinterpret_cast<const void*>(line));
-      }
-    }
+    if constexpr (kCopy) prefetch_chunk(c, class_bytes_[cls]);
     const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
     if ((v1 & 1) != 0) return Probe::retry;  // being retired; the slot is changing
     const std::uint64_t meta =
@@ -345,10 +346,8 @@ void StoreImpl::get_many(std::span<const std::string_view> keys, std::span<std::
         const std::uint64_t w = atom<std::uint64_t>(&ss[i].at(j)).load(std::memory_order_relaxed);
         if (w != 0 && slot_tag(w) == tag) {
           const std::uint64_t off = slot_offset(w);
-          if (off < region_.mapped_bytes() - 128) {
-            prefetch(base_ + off);
-            prefetch(base_ + off + 64);
-          }
+          if (const int cls = chunk_class(off); cls >= 0)
+            prefetch_chunk(chunk(off), class_bytes_[cls]);
           break;
         }
       }
