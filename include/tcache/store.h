@@ -68,7 +68,7 @@ struct StoreOptions {
   // Receives one-line diagnostics (e.g. "disk full, evicting instead of
   // growing"). Called from the thread that noticed; must be thread-safe.
   // Empty = silent. The library never prints on its own.
-  std::function<void(std::string_view)> logger;
+  std::function<void(std::string_view)> logger{};
 };
 
 // A point-in-time summary. Counters are summed over every process that has

@@ -26,6 +26,7 @@
 #include <xxhash.h>
 
 #include "store/store_impl.h"
+#include "util/checksum.h"
 #include "util/fail.h"
 #include "util/proc.h"
 #include "util/racy.h"
@@ -105,7 +106,7 @@ BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
         XXH3_64bits_withSeed(&h, sizeof h, now_unix_ms() ^ static_cast<std::uint64_t>(::getpid()));
   }
   ref.size = stored.size();
-  ref.content_hash = XXH3_64bits(stored.data(), stored.size());
+  ref.content_hash = checksum64(stored.data(), stored.size(), 0);
   const std::string tmp = blob_path(h, ref.id, true);
   for (int attempt = 0;; ++attempt) {
     const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -161,7 +162,7 @@ bool StoreImpl::read_blob(std::uint64_t h, const BlobRef& ref, std::string& out)
     }
   }
   ::close(fd);
-  if (ok && XXH3_64bits(out.data(), out.size()) == ref.content_hash) return true;
+  if (ok && checksum64(out.data(), out.size(), 0) == ref.content_hash) return true;
   count(kChecksumFailures);
   return false;
 }

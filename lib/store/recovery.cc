@@ -27,6 +27,7 @@
 #include <xxhash.h>
 
 #include "store/store_impl.h"
+#include "util/checksum.h"
 #include "util/proc.h"
 #include "util/racy.h"
 
@@ -85,8 +86,8 @@ void StoreImpl::recover() {
         const bool in_pair = s.b[0] == index_ + bucket * kSlotsPerBucket ||
                              s.b[1] == index_ + bucket * kSlotsPerBucket;
         const std::uint64_t seed = h ^ meta ^ (std::uint64_t{vf} << 32);
-        const bool sum_ok = static_cast<std::uint32_t>(XXH3_64bits_withSeed(
-                                c + kChunkHeaderBytes + klen, vlen, seed)) == sum;
+        const bool sum_ok =
+            static_cast<std::uint32_t>(checksum64(c + kChunkHeaderBytes + klen, vlen, seed)) == sum;
         const bool fresh = meta_expiry(meta) == 0 || now < meta_expiry(meta);
         const bool taken = (live[unit(off) / 64] >> (unit(off) % 64)) & 1;
         ok = in_pair && hash_tag(h) == slot_tag(w) && sum_ok && fresh && !taken;
@@ -145,8 +146,10 @@ void StoreImpl::recover() {
     atom<std::uint64_t>(&procs_[i].start_time).store(0);
     atom<std::uint64_t>(&procs_[i].owner).store(0);
   }
-  atom<std::uint64_t>(&sb_->needs_recovery).store(0);
+  // Counted before the flag is cleared: a recovery killed in between is
+  // simply run again by the next opener.
   atom<std::uint64_t>(&sb_->recoveries).fetch_add(1);
+  atom<std::uint64_t>(&sb_->needs_recovery).store(0);
   atom<std::uint64_t>(&sb_->generation).fetch_add(1);
   log("reclaimed what exited processes left behind");
 }

@@ -13,6 +13,7 @@
 
 #include "format/geometry.h"
 #include "store/store_impl.h"
+#include "util/checksum.h"
 #include "util/fail.h"
 #include "util/proc.h"
 #include "util/racy.h"
@@ -43,7 +44,7 @@ inline void prefetch_chunk(const char* c, std::uint32_t bytes) {
 inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
                                     std::uint64_t meta, std::uint32_t vlen_flags) {
   const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
-  return static_cast<std::uint32_t>(XXH3_64bits_withSeed(value, n, seed));
+  return static_cast<std::uint32_t>(checksum64(value, n, seed));
 }
 
 // Scratch space for compression, one per thread.
