@@ -16,6 +16,7 @@
 
 #include "format/geometry.h"
 #include "format/layout.h"
+#include "support/test_support.h"
 #include "tcache/tcache.h"
 
 namespace fs = std::filesystem;
@@ -23,22 +24,19 @@ namespace d = tcache::detail;
 
 namespace {
 
-class CorruptionTest : public ::testing::Test {
+class CorruptionTest : public tcache::test::TempDirTest {
  protected:
   static constexpr int kKeys = 2000;
 
+  CorruptionTest() : TempDirTest("tcache-corrupt-test") {}
   void SetUp() override {
-    char tmpl[] = "/tmp/tcache-corrupt-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ / "cache.tc";
+    ASSERT_NO_FATAL_FAILURE(TempDirTest::SetUp());
     tcache::StoreOptions o;
     o.capacity_bytes = 8ull << 20;
     o.expected_entry_bytes = 128;
-    auto s = tcache::Store::open(path_, o);
+    auto s = tcache::Store::open(file_, o);
     for (int i = 0; i < kKeys; ++i) s.put(key(i), value(i));
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   static std::string key(int i) { return "key:" + std::to_string(i); }
   static std::string value(int i) {
@@ -48,13 +46,13 @@ class CorruptionTest : public ::testing::Test {
 
   d::Superblock superblock() {
     d::Superblock sb;
-    const int fd = ::open(path_.c_str(), O_RDONLY);
+    const int fd = ::open(file_.c_str(), O_RDONLY);
     EXPECT_EQ(::pread(fd, &sb, sizeof sb, 0), static_cast<ssize_t>(sizeof sb));
     ::close(fd);
     return sb;
   }
   void write_at(std::uint64_t off, const void* data, std::size_t n) {
-    const int fd = ::open(path_.c_str(), O_WRONLY);
+    const int fd = ::open(file_.c_str(), O_WRONLY);
     ASSERT_EQ(::pwrite(fd, data, n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
     ::close(fd);
   }
@@ -64,9 +62,9 @@ class CorruptionTest : public ::testing::Test {
   }
   tcache::Errc open_error() {
     try {
-      tcache::Store::open(path_);
+      tcache::Store::open(file_);
     } catch (const tcache::Error& e) {
-      EXPECT_NE(std::string(e.what()).find(path_.string()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(file_.string()), std::string::npos) << e.what();
       return e.code();
     }
     ADD_FAILURE() << "opened a damaged file without error";
@@ -75,7 +73,7 @@ class CorruptionTest : public ::testing::Test {
   // Opens, checks every value read is the one that was put, and that the
   // store still takes new entries. Returns how many keys were found.
   int check_usable() {
-    auto s = tcache::Store::open(path_);
+    auto s = tcache::Store::open(file_);
     int found = 0;
     for (int i = 0; i < kKeys; ++i) {
       if (auto v = s.get(key(i))) {
@@ -88,15 +86,12 @@ class CorruptionTest : public ::testing::Test {
     (void)s.stats();
     return found;
   }
-
-  fs::path dir_;
-  fs::path path_;
 };
 
 TEST_F(CorruptionTest, EmptyAndShortFilesAreNotCacheFiles) {
-  fs::resize_file(path_, 0);
+  fs::resize_file(file_, 0);
   EXPECT_EQ(open_error(), tcache::Errc::not_a_cache_file);
-  fs::resize_file(path_, 100);
+  fs::resize_file(file_, 100);
   EXPECT_EQ(open_error(), tcache::Errc::not_a_cache_file);
 }
 
@@ -108,7 +103,7 @@ TEST_F(CorruptionTest, ForeignFileIsNotACacheFile) {
 
 TEST_F(CorruptionTest, TruncatedFileIsCorrupt) {
   const auto sb = superblock();
-  fs::resize_file(path_, sb.pages_offset + sb.page_bytes / 2);
+  fs::resize_file(file_, sb.pages_offset + sb.page_bytes / 2);
   EXPECT_EQ(open_error(), tcache::Errc::corrupt_file);
 }
 
@@ -166,7 +161,7 @@ TEST_F(CorruptionTest, FlippedValueBitsAreCountedMisses) {
   std::mt19937_64 rng(7);
   int flips = 0;
   for (std::uint64_t off = sb.pages_offset + 500; off < end; off += 997 + rng() % 64) {
-    const int fd = ::open(path_.c_str(), O_RDWR);
+    const int fd = ::open(file_.c_str(), O_RDWR);
     unsigned char b = 0;
     ASSERT_EQ(::pread(fd, &b, 1, static_cast<off_t>(off)), 1);
     b ^= 0x10;
@@ -177,7 +172,7 @@ TEST_F(CorruptionTest, FlippedValueBitsAreCountedMisses) {
   ASSERT_GT(flips, 10);
   const int found = check_usable();
   EXPECT_LT(found, kKeys);
-  auto s = tcache::Store::open(path_);
+  auto s = tcache::Store::open(file_);
   for (int i = 0; i < kKeys; ++i) (void)s.get(key(i));
   EXPECT_GT(s.stats().checksum_failures, 0u);
 }
@@ -213,8 +208,8 @@ TEST_F(CorruptionTest, GarbagePageTableIsSurvived) {
 
 TEST_F(CorruptionTest, RandomDamageAnywhereAfterTheHeader) {
   const auto pristine = [&] {
-    std::string bytes(fs::file_size(path_), '\0');
-    const int fd = ::open(path_.c_str(), O_RDONLY);
+    std::string bytes(fs::file_size(file_), '\0');
+    const int fd = ::open(file_.c_str(), O_RDONLY);
     EXPECT_EQ(::pread(fd, bytes.data(), bytes.size(), 0), static_cast<ssize_t>(bytes.size()));
     ::close(fd);
     return bytes;

@@ -14,14 +14,12 @@
 // acknowledged is ever lost.
 //
 // Values are "<key>:<version>:<kind>:<n>:<filler>" with the filler a pure
-// function of key, version and kind (see check_value()); a version also
-// names the round, the writer and the TTL it was put with. Choosing the kill
-// instant with a delay is the point of the test, not a race to win; no
-// assertion depends on timing.
+// function of key, version and kind (see check_value() in
+// support/test_support.h); a version also names the round, the writer and
+// the TTL it was put with. Choosing the kill instant with a delay is the
+// point of the test, not a race to win; no assertion depends on timing.
 
 #include <signal.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,7 +27,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -40,7 +37,6 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <new>
 #include <optional>
 #include <random>
 #include <span>
@@ -52,232 +48,16 @@
 
 #include <gtest/gtest.h>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
-
-// Sanitizers make every operation slower (ThreadSanitizer much more so):
-// loop counts are divided by kSlowdown to keep the run time in bounds.
-#if defined(__SANITIZE_THREAD__)
-#define TCACHE_TEST_SLOWDOWN 6
-#elif defined(__SANITIZE_ADDRESS__)
-#define TCACHE_TEST_SLOWDOWN 2
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TCACHE_TEST_SLOWDOWN 6
-#elif __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define TCACHE_TEST_SLOWDOWN 2
-#endif
-#endif
-#ifndef TCACHE_TEST_SLOWDOWN
-#define TCACHE_TEST_SLOWDOWN 1
-#endif
 
 namespace {
 
 namespace fs = std::filesystem;
-using tcache::Errc;
+using namespace tcache::test;  // values, child processes, TempDirTest
 using tcache::Store;
 using tcache::StoreOptions;
 using tcache::StoreStats;
-
-constexpr int kSlowdown = TCACHE_TEST_SLOWDOWN;
-
-// ---------------------------------------------------------------------------
-// Self-checking values
-
-std::uint64_t mix64(std::uint64_t x) {  // splitmix64
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-std::uint64_t fnv1a(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  return h;
-}
-
-// 't': text that LZ4 shrinks a lot; 'r': random bytes LZ4 cannot shrink.
-enum class Fill : char { text = 't', random = 'r' };
-
-void append_filler(std::string& out, std::string_view key, std::uint64_t version, Fill kind,
-                   std::size_t n) {
-  std::uint64_t s = mix64(fnv1a(key) ^ mix64(version));
-  if (kind == Fill::random) {
-    for (std::size_t i = 0; i < n;) {
-      s = mix64(s);
-      for (int b = 0; b < 8 && i < n; ++b, ++i) out.push_back(static_cast<char>(s >> (8 * b)));
-    }
-    return;
-  }
-  // A 32-byte phrase picked by the seed, repeated, with a digit of the
-  // version every 997 bytes so that two versions differ all along.
-  char phrase[32];
-  for (int i = 0; i < 32; ++i) phrase[i] = static_cast<char>('a' + mix64(s + i) % 26);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(i % 997 == 996 ? static_cast<char>('0' + (version + i / 997) % 10)
-                                 : phrase[i % 32]);
-  }
-}
-
-std::string make_value(std::string_view key, std::uint64_t version, Fill kind, std::size_t n) {
-  std::string v;
-  v.reserve(key.size() + 48 + n);
-  v.append(key);
-  v += ':';
-  v += std::to_string(version);
-  v += ':';
-  v += static_cast<char>(kind);
-  v += ':';
-  v += std::to_string(n);
-  v += ':';
-  append_filler(v, key, version, kind, n);
-  return v;
-}
-
-// The version `value` encodes if it is exactly what make_value() gives for
-// `key`; nullopt for anything else (torn, truncated, another key's, ...).
-std::optional<std::uint64_t> check_value(std::string_view key, std::string_view value) {
-  if (value.size() <= key.size() || value.substr(0, key.size()) != key ||
-      value[key.size()] != ':') {
-    return std::nullopt;
-  }
-  const char* p = value.data() + key.size() + 1;
-  const char* end = value.data() + value.size();
-  std::uint64_t version = 0;
-  auto r = std::from_chars(p, end, version);
-  if (r.ec != std::errc() || r.ptr + 3 > end || r.ptr[0] != ':' || r.ptr[2] != ':') {
-    return std::nullopt;
-  }
-  const char kind = r.ptr[1];
-  if (kind != 't' && kind != 'r') return std::nullopt;
-  std::size_t n = 0;
-  r = std::from_chars(r.ptr + 3, end, n);
-  if (r.ec != std::errc() || r.ptr >= end || r.ptr[0] != ':') return std::nullopt;
-  if (static_cast<std::size_t>(end - (r.ptr + 1)) != n) return std::nullopt;
-  if (make_value(key, version, static_cast<Fill>(kind), n) != value) return std::nullopt;
-  return version;
-}
-
-// Keys of several lengths (some long enough to matter for chunk classes).
-std::string key_name(std::string_view prefix, std::uint64_t i) {
-  std::string k(prefix);
-  k += '-';
-  k += std::to_string(i);
-  if (i % 7 == 3) k.append(40 + i % 90, static_cast<char>('a' + i % 26));
-  return k;
-}
-
-// How big values are, by test.
-enum class Sizes {
-  mixed,     // small, medium, compressible > 4 KiB, some incompressible > 4 KiB
-  evicting,  // small, medium and > 4 KiB, in a few size classes only
-  any,       // anything from 0 to 20000 bytes: every size class
-  huge,      // a few hundred KiB, half compressible
-  huge_raw,  // 300..330 KiB incompressible (one or two size classes)
-};
-
-std::pair<Fill, std::size_t> pick_size(std::mt19937_64& rng, Sizes sizes) {
-  const auto in = [&rng](std::size_t lo, std::size_t hi) {
-    return std::uniform_int_distribution<std::size_t>(lo, hi)(rng);
-  };
-  const unsigned roll = static_cast<unsigned>(rng() % 100);
-  const Fill kind = rng() % 2 == 0 ? Fill::text : Fill::random;
-  switch (sizes) {
-    case Sizes::mixed:
-      if (roll < 65) return {kind, in(0, 300)};
-      if (roll < 88) return {kind, in(300, 4000)};
-      if (roll < 97) return {Fill::text, in(4200, 60000)};
-      return {Fill::random, in(4200, 20000)};
-    case Sizes::evicting:
-      if (roll < 70) return {kind, in(100, 160)};
-      if (roll < 85) return {kind, in(1500, 1650)};
-      if (roll < 95) return {Fill::text, in(8000, 8200)};
-      return {Fill::random, in(6000, 6400)};
-    case Sizes::any:
-      return {kind, in(0, 20000)};
-    case Sizes::huge:
-      if (roll < 50) return {Fill::random, in(100 << 10, 450 << 10)};
-      return {Fill::text, in(4200, 600 << 10)};
-    case Sizes::huge_raw:
-      return {Fill::random, in(300 << 10, 330 << 10)};
-  }
-  return {kind, 0};
-}
-
-// ---------------------------------------------------------------------------
-// Processes
-
-// An object in anonymous shared memory: children write, the parent reads.
-template <class T>
-class Shared {
- public:
-  Shared() {
-    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    obj_ = new (p) T();
-  }
-  ~Shared() {
-    obj_->~T();
-    ::munmap(obj_, sizeof(T));
-  }
-  Shared(const Shared&) = delete;
-  Shared& operator=(const Shared&) = delete;
-  T* operator->() const { return obj_; }
-  T& operator*() const { return *obj_; }
-
- private:
-  T* obj_;
-};
-
-// Exit statuses of children.
-constexpr int kExitBadValue = 10;     // a value was not well-formed for its key
-constexpr int kExitWrongState = 11;   // a value was well-formed but not what must be there
-constexpr int kExitTcacheError = 12;  // tcache threw
-constexpr int kExitException = 13;    // something else threw
-constexpr int kExitPipe = 14;         // the test's own plumbing failed
-
-int report(int code, const std::string& what) {
-  std::fprintf(stderr, "[child %d] %s\n", static_cast<int>(::getpid()), what.c_str());
-  return code;
-}
-
-std::string preview(std::string_view v) {
-  std::string p(v.substr(0, 80));
-  for (char& c : p) {
-    if (c < 32 || c > 126) c = '?';
-  }
-  return "'" + p + "'" + (v.size() > 80 ? "... (" + std::to_string(v.size()) + " bytes)" : "");
-}
-
-int bad_value(std::string_view key, std::string_view value) {
-  return report(kExitBadValue,
-                "value for key '" + std::string(key) + "' is not well-formed: " + preview(value));
-}
-
-// Runs body() in a child process and returns its pid. The child never
-// returns into GoogleTest: it exits with body()'s result.
-pid_t spawn(const std::function<int()>& body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork: " << std::strerror(errno);
-    return pid;
-  }
-  if (pid > 0) return pid;
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
-  int code = kExitException;
-  try {
-    code = body();
-  } catch (const tcache::Error& e) {
-    code = report(kExitTcacheError,
-                  std::string("tcache::Error ") + error_code_name(e.code()) + ": " + e.what());
-  } catch (const std::exception& e) {
-    code = report(kExitException, std::string("exception: ") + e.what());
-  }
-  std::fflush(nullptr);
-  ::_exit(code);
-}
 
 // pipe(2), or the end of the test program: a test that cannot make pipes
 // cannot stop the children it already started any other way.
@@ -288,89 +68,26 @@ void make_pipe(int fd[2]) {
   }
 }
 
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) {
-    switch (WEXITSTATUS(status)) {
-      case 0:
-        return "exited 0";
-      case kExitBadValue:
-        return "exited 10: read a value that is not well-formed for its key";
-      case kExitWrongState:
-        return "exited 11: read a well-formed value that must not be there";
-      case kExitTcacheError:
-        return "exited 12: tcache threw";
-      case kExitException:
-        return "exited 13: an exception";
-      default:
-        return "exited " + std::to_string(WEXITSTATUS(status));
-    }
-  }
-  if (WIFSIGNALED(status)) {
-    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
-           strsignal(WTERMSIG(status)) + ")";
-  }
-  return "status " + std::to_string(status);
+// Runs body(ready_fd) in a child (see spawn()) that writes a byte to
+// ready_fd once it is ready; the parent reads it from *ready, the other end
+// of the pipe, which it must close.
+pid_t spawn_with_ready_pipe(const std::function<int(int ready_fd)>& body, int* ready) {
+  int fd[2];
+  make_pipe(fd);
+  const pid_t pid = spawn([&] {
+    ::close(fd[0]);
+    return body(fd[1]);
+  });
+  ::close(fd[1]);
+  *ready = fd[0];
+  return pid;
 }
 
-int wait_for(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      ADD_FAILURE() << "waitpid(" << pid << "): " << std::strerror(errno);
-      return -1;
-    }
+// Waits for a child's ready byte (or for the child to be gone).
+void await_ready(int ready) {
+  char c;
+  while (::read(ready, &c, 1) < 0 && errno == EINTR) {
   }
-  return status;
-}
-
-void expect_exited_zero(const std::vector<pid_t>& pids, const std::string& who) {
-  for (std::size_t i = 0; i < pids.size(); ++i) {
-    if (pids[i] <= 0) continue;
-    const int status = wait_for(pids[i]);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << who << " #" << i << " (pid " << pids[i] << ") " << describe_status(status);
-  }
-}
-
-// Runs fn(thread index) on `threads` threads; returns the first non-zero
-// result (a thread's exception becomes a result too).
-int run_threads(int threads, const std::function<int(int)>& fn) {
-  std::vector<int> results(static_cast<std::size_t>(threads), 0);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        results[static_cast<std::size_t>(t)] = fn(t);
-      } catch (const tcache::Error& e) {
-        results[static_cast<std::size_t>(t)] =
-            report(kExitTcacheError,
-                   std::string("tcache::Error ") + error_code_name(e.code()) + ": " + e.what());
-      } catch (const std::exception& e) {
-        results[static_cast<std::size_t>(t)] =
-            report(kExitException, std::string("exception: ") + e.what());
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (const int r : results) {
-    if (r != 0) return r;
-  }
-  return 0;
-}
-
-std::uint64_t seed_for(int a, int b = 0) {
-  return mix64((static_cast<std::uint64_t>(::getpid()) << 32) ^
-               (static_cast<std::uint64_t>(a) << 16) ^ static_cast<std::uint64_t>(b) ^
-               ::testing::UnitTest::GetInstance()->random_seed());
-}
-
-// The invariants of a StoreStats that hold at any time.
-void expect_consistent(const StoreStats& st) {
-  EXPECT_LE(st.entries, st.index_slots);
-  EXPECT_LE(st.file_bytes, st.capacity_bytes);
-  EXPECT_LE(st.pages_used, st.pages_total);
-  EXPECT_LE(st.bytes, st.pages_used * st.page_bytes);
-  EXPECT_EQ(st.checksum_failures, 0u);
 }
 
 // ---------------------------------------------------------------------------
@@ -451,19 +168,16 @@ int reader_loop(const fs::path& file, const StoreOptions& opt, std::string_view 
   ::close(ready_fd);
   std::mt19937_64 rng(seed_for(1000));
   std::string got;
-  std::vector<std::string> batch(16);
-  std::vector<std::string_view> views(16);
-  std::vector<std::string> values(16);
-  bool found[16];
+  KeyBatch batch(16);
   while (!stop->load()) {
+    batch.pick(rng, prefix, static_cast<std::uint64_t>(keys));
+    batch.get(store);
     for (std::size_t j = 0; j < batch.size(); ++j) {
-      batch[j] = key_name(prefix, rng() % static_cast<std::uint64_t>(keys));
-      views[j] = batch[j];
-    }
-    store.get_many(views, values, std::span<bool>(found, batch.size()));
-    for (std::size_t j = 0; j < batch.size(); ++j) {
-      if (found[j] && !check_value(batch[j], values[j])) return bad_value(batch[j], values[j]);
-      if (store.get(batch[j], got) && !check_value(batch[j], got)) return bad_value(batch[j], got);
+      const std::string& key = batch.keys[j];
+      if (batch.found[j] && !check_value(key, batch.values[j])) {
+        return bad_value(key, batch.values[j]);
+      }
+      if (store.get(key, got) && !check_value(key, got)) return bad_value(key, got);
       ++*reads;
     }
   }
@@ -496,18 +210,26 @@ int fill_until_eviction(const fs::path& file, const StoreOptions& opt, std::uint
   return 0;
 }
 
-class CrashTest : public ::testing::Test {
+class CrashTest : public TempDirTest {
  protected:
+  CrashTest() : TempDirTest("tcache-crash-test") {}
   void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tcache-crash-test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    file_ = dir_ / "cache.tcache";
+    ASSERT_NO_FATAL_FAILURE(TempDirTest::SetUp());
     rng_.seed(std::random_device{}());
   }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+
+  // SIGKILLs each of `pids` at its own random instant, up to `max_delay_us`
+  // from now (see kill_delay()).
+  void kill_at_random_instants(const std::vector<pid_t>& pids, double max_delay_us) {
+    std::vector<std::pair<std::chrono::microseconds, std::size_t>> plan;
+    for (std::size_t w = 0; w < pids.size(); ++w)
+      plan.emplace_back(kill_delay(rng_, max_delay_us), w);
+    std::sort(plan.begin(), plan.end());
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& [delay, w] : plan) {
+      std::this_thread::sleep_until(t0 + delay);  // choosing the kill instant
+      ::kill(pids[w], SIGKILL);
+    }
   }
 
   // Forks `writers` writer children for `round` and SIGKILLs each at a
@@ -523,35 +245,22 @@ class CrashTest : public ::testing::Test {
     std::vector<int> ready;
     std::vector<bool> wait_attached;
     for (int w = 0; w < writers; ++w) {
-      int fd[2];
-      make_pipe(fd);
-      pids.push_back(spawn([&, w] {
-        ::close(fd[0]);
-        return writer_loop(file_, opt, prefix, keys, round, static_cast<std::uint64_t>(w), threads,
-                           &shm->attached[w], &shm->ops[w], fd[1]);
-      }));
-      ::close(fd[1]);
-      ready.push_back(fd[0]);
+      int fd;
+      pids.push_back(spawn_with_ready_pipe(
+          [&, w](int ready_fd) {
+            return writer_loop(file_, opt, prefix, keys, round, static_cast<std::uint64_t>(w),
+                               threads, &shm->attached[w], &shm->ops[w], ready_fd);
+          },
+          &fd));
+      ready.push_back(fd);
       // Most writers are killed at work; the others possibly while opening
       // (and recovering what the previous round left).
       wait_attached.push_back(rng_() % 10 < 7);
     }
     for (std::size_t w = 0; w < pids.size(); ++w) {
-      char c;
-      if (wait_attached[w]) {
-        while (::read(ready[w], &c, 1) < 0 && errno == EINTR) {
-        }
-      }
+      if (wait_attached[w]) await_ready(ready[w]);
     }
-    std::vector<std::pair<std::chrono::microseconds, std::size_t>> plan;
-    for (std::size_t w = 0; w < pids.size(); ++w)
-      plan.emplace_back(kill_delay(rng_, max_delay_us), w);
-    std::sort(plan.begin(), plan.end());
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& [delay, w] : plan) {
-      std::this_thread::sleep_until(t0 + delay);  // choosing the kill instant
-      ::kill(pids[w], SIGKILL);
-    }
+    kill_at_random_instants(pids, max_delay_us);
     int died_attached = 0;
     for (std::size_t w = 0; w < pids.size(); ++w) {
       const int status = wait_for(pids[w]);
@@ -630,8 +339,6 @@ class CrashTest : public ::testing::Test {
 
   std::mt19937_64 rng_;
   std::uint64_t ops_done_ = 0;  // operations the killed writers completed, all rounds
-  fs::path dir_;
-  fs::path file_;
 };
 
 // ---------------------------------------------------------------------------
@@ -668,7 +375,7 @@ TEST_F(CrashTest, KilledWritersNeverLeaveABadEntry) {
   EXPECT_GT(ops_done_, static_cast<std::uint64_t>(rounds))
       << "the writers hardly worked before dying";
   // Both writers and the parent leave the file usable: a fresh process fills it.
-  expect_exited_zero({spawn([&] { return fill_until_eviction(file_, opt, 2000); })}, "filler");
+  expect_child_exits_zero("filler", [&] { return fill_until_eviction(file_, opt, 2000); });
   const std::uint64_t after_fill =
       check_file(opt, "fill", 4000, 1u << 20, 16, std::numeric_limits<std::uint64_t>::max());
   EXPECT_EQ(after_fill, recoveries) << "a clean exit needs no recovery";
@@ -714,7 +421,7 @@ TEST_F(CrashTest, KilledWhileOpeningAndGrowingTheFile) {
   if (HasFailure()) return;
   EXPECT_GT(ops_done_, static_cast<std::uint64_t>(rounds))
       << "the writers hardly worked before dying";
-  expect_exited_zero({spawn([&] { return fill_until_eviction(file_, opt, 2000); })}, "filler");
+  expect_child_exits_zero("filler", [&] { return fill_until_eviction(file_, opt, 2000); });
 }
 
 // A process killed while creating the file (it is built under a temporary
@@ -773,18 +480,17 @@ TEST_F(CrashTest, ReadersKeepTheFileOpenWhileWritersAreKilled) {
   Shared<State> shm;
   std::vector<pid_t> readers;
   for (int r = 0; r < 2; ++r) {
-    int fd[2];
-    make_pipe(fd);
     StoreOptions ropt = opt;
     ropt.read_only = r == 1;
-    readers.push_back(spawn([&, r, ropt] {
-      ::close(fd[0]);
-      return reader_loop(file_, ropt, "keep", kKeys, &shm->stop, &shm->reads[r], fd[1]);
-    }));
-    ::close(fd[1]);
+    int ready;
+    readers.push_back(spawn_with_ready_pipe(
+        [&, r, ropt](int ready_fd) {
+          return reader_loop(file_, ropt, "keep", kKeys, &shm->stop, &shm->reads[r], ready_fd);
+        },
+        &ready));
     char c = 0;
-    EXPECT_EQ(::read(fd[0], &c, 1), 1) << "reader " << r << " did not start";
-    ::close(fd[0]);
+    EXPECT_EQ(::read(ready, &c, 1), 1) << "reader " << r << " did not start";
+    ::close(ready);
   }
   if (HasFailure()) {  // stop whatever started, then report
     shm->stop.store(true);
@@ -805,17 +511,16 @@ TEST_F(CrashTest, ReadersKeepTheFileOpenWhileWritersAreKilled) {
       std::atomic<std::uint64_t> ops{0};
     };
     Shared<Flag> flag;
-    int fd[2];
-    make_pipe(fd);
-    const pid_t w = spawn([&] {
-      ::close(fd[0]);
-      return writer_loop(file_, opt, "keep", kKeys, static_cast<std::uint64_t>(rounds + 1), 0, 2,
-                         &flag->attached, &flag->ops, fd[1]);
-    });
-    ::close(fd[1]);
+    int ready;
+    const pid_t w = spawn_with_ready_pipe(
+        [&](int ready_fd) {
+          return writer_loop(file_, opt, "keep", kKeys, static_cast<std::uint64_t>(rounds + 1), 0,
+                             2, &flag->attached, &flag->ops, ready_fd);
+        },
+        &ready);
     char c = 0;
-    EXPECT_EQ(::read(fd[0], &c, 1), 1);
-    ::close(fd[0]);
+    EXPECT_EQ(::read(ready, &c, 1), 1);
+    ::close(ready);
     std::this_thread::sleep_for(kill_delay(rng_, 5000.0));  // choosing the kill instant
     ::kill(w, SIGKILL);
     const int status = wait_for(w);
@@ -834,7 +539,7 @@ TEST_F(CrashTest, ReadersKeepTheFileOpenWhileWritersAreKilled) {
       check_file(opt, "keep", kKeys, static_cast<std::uint64_t>(rounds + 1), kWriters);
   EXPECT_GT(now, recoveries_before) << died_attached << " writers died attached while readers held "
                                     << "the file; the first exclusive open must recover";
-  expect_exited_zero({spawn([&] { return fill_until_eviction(file_, opt, 2000); })}, "filler");
+  expect_child_exits_zero("filler", [&] { return fill_until_eviction(file_, opt, 2000); });
 }
 
 // ---------------------------------------------------------------------------
@@ -952,31 +657,22 @@ TEST_F(CrashTest, NothingAcknowledgedIsLost) {
     std::vector<pid_t> pids;
     std::vector<int> ready;
     for (std::uint64_t w = 0; w < kWriters; ++w) {
-      int fd[2];
-      make_pipe(fd);
       WriterLog* log = &*logs[w];
-      pids.push_back(spawn([&, w, log] {
-        ::close(fd[0]);
-        return logging_writer(file_, opt, static_cast<std::uint64_t>(round), w, kKeys, log, fd[1]);
-      }));
-      ::close(fd[1]);
-      ready.push_back(fd[0]);
+      int fd;
+      pids.push_back(spawn_with_ready_pipe(
+          [&, w, log](int ready_fd) {
+            return logging_writer(file_, opt, static_cast<std::uint64_t>(round), w, kKeys, log,
+                                  ready_fd);
+          },
+          &fd));
+      ready.push_back(fd);
     }
     // Kill each at a random instant after it attached and started writing.
     for (std::size_t w = 0; w < pids.size(); ++w) {
-      char c;
-      while (::read(ready[w], &c, 1) < 0 && errno == EINTR) {
-      }
+      await_ready(ready[w]);
       ::close(ready[w]);
     }
-    std::vector<std::pair<std::chrono::microseconds, std::size_t>> plan;
-    for (std::size_t w = 0; w < pids.size(); ++w) plan.emplace_back(kill_delay(rng_, 20000.0), w);
-    std::sort(plan.begin(), plan.end());
-    const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& [delay, w] : plan) {
-      std::this_thread::sleep_until(t0 + delay);  // choosing the kill instant
-      ::kill(pids[w], SIGKILL);
-    }
+    kill_at_random_instants(pids, 20000.0);
     int died_attached = 0;
     for (std::size_t w = 0; w < pids.size(); ++w) {
       const int status = wait_for(pids[w]);

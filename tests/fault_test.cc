@@ -17,21 +17,16 @@
 #include <string>
 #include <vector>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-class FaultTest : public ::testing::Test {
+class FaultTest : public tcache::test::TempDirTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tcache-fault-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ / "cache.tc";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  FaultTest() : TempDirTest("tcache-fault-test") {}
 
   // Runs `body` in a child whose files may not grow past `limit` bytes.
   // The child's exit status is body's return value (0 = pass); a message
@@ -57,9 +52,6 @@ class FaultTest : public ::testing::Test {
     ::waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
-
-  fs::path dir_;
-  fs::path path_;
 };
 
 #define CHILD_EXPECT(cond)                                                    \
@@ -71,7 +63,7 @@ class FaultTest : public ::testing::Test {
   } while (0)
 
 TEST_F(FaultTest, FullDiskTurnsGrowthIntoEvictionNotSigbus) {
-  const std::string path = path_.string();
+  const std::string path = file_.string();
   const int rc = with_file_limit(3u << 20, [&] {
     std::vector<std::string> log;
     tcache::StoreOptions o;
@@ -99,12 +91,12 @@ TEST_F(FaultTest, FullDiskTurnsGrowthIntoEvictionNotSigbus) {
   });
   EXPECT_EQ(rc, 0);
   // The file is intact for a process without the limit.
-  auto s = tcache::Store::open(path_);
+  auto s = tcache::Store::open(file_);
   EXPECT_EQ(s.get("k19999"), std::string(1000, 'v'));
 }
 
 TEST_F(FaultTest, NoRoomToCreateGivesAClearError) {
-  const std::string path = path_.string();
+  const std::string path = file_.string();
   const int rc = with_file_limit(64u << 10, [&] {
     tcache::StoreOptions o;
     o.capacity_bytes = 256ull << 20;  // its index alone exceeds 64 KiB
@@ -123,9 +115,9 @@ TEST_F(FaultTest, NoRoomToCreateGivesAClearError) {
 }
 
 TEST_F(FaultTest, FullDiskForABlobIsNoSpaceAndLosesNothing) {
-  const std::string path = path_.string();
+  const std::string path = file_.string();
   {
-    auto s = tcache::Store::open(path_, {.capacity_bytes = 16ull << 20});
+    auto s = tcache::Store::open(file_, {.capacity_bytes = 16ull << 20});
     s.put("small", "kept");
   }
   const int rc = with_file_limit(1u << 20, [&] {
@@ -144,12 +136,14 @@ TEST_F(FaultTest, FullDiskForABlobIsNoSpaceAndLosesNothing) {
     return 60;
   });
   EXPECT_EQ(rc, 0);
-  auto s = tcache::Store::open(path_);
+  auto s = tcache::Store::open(file_);
   EXPECT_EQ(s.get("small"), "kept");
-  fs::path blobs = path_;
+  fs::path blobs = file_;
   blobs += ".blobs";
   // No partial blob file survives.
-  if (fs::exists(blobs)) EXPECT_TRUE(fs::is_empty(blobs));
+  if (fs::exists(blobs)) {
+    EXPECT_TRUE(fs::is_empty(blobs));
+  }
 }
 
 }  // namespace

@@ -16,193 +16,35 @@
 // No test sleeps to win a race or asserts a timing; loop counts shrink under
 // sanitizers.
 
-#include <signal.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
-#include <new>
 #include <optional>
 #include <random>
-#include <span>
 #include <string>
 #include <string_view>
-#include <thread>
-#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
-
-// Sanitizers make every operation slower (ThreadSanitizer much more so):
-// loop counts are divided by kSlowdown to keep the run time in bounds.
-#if defined(__SANITIZE_THREAD__)
-#define TCACHE_TEST_SLOWDOWN 6
-#elif defined(__SANITIZE_ADDRESS__)
-#define TCACHE_TEST_SLOWDOWN 2
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define TCACHE_TEST_SLOWDOWN 6
-#elif __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
-#define TCACHE_TEST_SLOWDOWN 2
-#endif
-#endif
-#ifndef TCACHE_TEST_SLOWDOWN
-#define TCACHE_TEST_SLOWDOWN 1
-#endif
 
 namespace {
 
 namespace fs = std::filesystem;
+using namespace tcache::test;  // values, child processes, TempDirTest
 using tcache::Errc;
 using tcache::Store;
 using tcache::StoreOptions;
 using tcache::StoreStats;
-
-constexpr int kSlowdown = TCACHE_TEST_SLOWDOWN;
-
-// ---------------------------------------------------------------------------
-// Self-checking values
-
-std::uint64_t mix64(std::uint64_t x) {  // splitmix64
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-std::uint64_t fnv1a(std::string_view s) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (const char c : s) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
-  return h;
-}
-
-// 't': text that LZ4 shrinks a lot; 'r': random bytes LZ4 cannot shrink.
-enum class Fill : char { text = 't', random = 'r' };
-
-void append_filler(std::string& out, std::string_view key, std::uint64_t version, Fill kind,
-                   std::size_t n) {
-  std::uint64_t s = mix64(fnv1a(key) ^ mix64(version));
-  if (kind == Fill::random) {
-    for (std::size_t i = 0; i < n;) {
-      s = mix64(s);
-      for (int b = 0; b < 8 && i < n; ++b, ++i) out.push_back(static_cast<char>(s >> (8 * b)));
-    }
-    return;
-  }
-  // A 32-byte phrase picked by the seed, repeated, with a digit of the
-  // version every 997 bytes so that two versions differ all along.
-  char phrase[32];
-  for (int i = 0; i < 32; ++i) phrase[i] = static_cast<char>('a' + mix64(s + i) % 26);
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(i % 997 == 996 ? static_cast<char>('0' + (version + i / 997) % 10)
-                                 : phrase[i % 32]);
-  }
-}
-
-std::string make_value(std::string_view key, std::uint64_t version, Fill kind, std::size_t n) {
-  std::string v;
-  v.reserve(key.size() + 48 + n);
-  v.append(key);
-  v += ':';
-  v += std::to_string(version);
-  v += ':';
-  v += static_cast<char>(kind);
-  v += ':';
-  v += std::to_string(n);
-  v += ':';
-  append_filler(v, key, version, kind, n);
-  return v;
-}
-
-// The version `value` encodes if it is exactly what make_value() gives for
-// `key`; nullopt for anything else (torn, truncated, another key's, ...).
-std::optional<std::uint64_t> check_value(std::string_view key, std::string_view value) {
-  if (value.size() <= key.size() || value.substr(0, key.size()) != key ||
-      value[key.size()] != ':') {
-    return std::nullopt;
-  }
-  const char* p = value.data() + key.size() + 1;
-  const char* end = value.data() + value.size();
-  std::uint64_t version = 0;
-  auto r = std::from_chars(p, end, version);
-  if (r.ec != std::errc() || r.ptr + 3 > end || r.ptr[0] != ':' || r.ptr[2] != ':') {
-    return std::nullopt;
-  }
-  const char kind = r.ptr[1];
-  if (kind != 't' && kind != 'r') return std::nullopt;
-  std::size_t n = 0;
-  r = std::from_chars(r.ptr + 3, end, n);
-  if (r.ec != std::errc() || r.ptr >= end || r.ptr[0] != ':') return std::nullopt;
-  if (static_cast<std::size_t>(end - (r.ptr + 1)) != n) return std::nullopt;
-  if (make_value(key, version, static_cast<Fill>(kind), n) != value) return std::nullopt;
-  return version;
-}
-
-// Keys of several lengths (some long enough to matter for chunk classes).
-std::string key_name(std::string_view prefix, std::uint64_t i) {
-  std::string k(prefix);
-  k += '-';
-  k += std::to_string(i);
-  if (i % 7 == 3) k.append(40 + i % 90, static_cast<char>('a' + i % 26));
-  return k;
-}
-
-// How big values are, by test.
-enum class Sizes {
-  mixed,      // small, medium, compressible > 4 KiB, some incompressible > 4 KiB
-  evicting,   // small, medium and > 4 KiB, in a few size classes only
-  any,        // anything from 0 to 20000 bytes: every size class
-  huge,       // a few hundred KiB, half compressible
-  huge_raw,   // 300..330 KiB incompressible (one or two size classes)
-  one_class,  // 100..110 bytes: every chunk of one size class, reused at once
-};
-
-std::pair<Fill, std::size_t> pick_size(std::mt19937_64& rng, Sizes sizes) {
-  const auto in = [&rng](std::size_t lo, std::size_t hi) {
-    return std::uniform_int_distribution<std::size_t>(lo, hi)(rng);
-  };
-  const unsigned roll = static_cast<unsigned>(rng() % 100);
-  const Fill kind = rng() % 2 == 0 ? Fill::text : Fill::random;
-  switch (sizes) {
-    case Sizes::mixed:
-      if (roll < 65) return {kind, in(0, 300)};
-      if (roll < 88) return {kind, in(300, 4000)};
-      if (roll < 97) return {Fill::text, in(4200, 60000)};
-      return {Fill::random, in(4200, 20000)};
-    case Sizes::evicting:
-      if (roll < 70) return {kind, in(100, 160)};
-      if (roll < 85) return {kind, in(1500, 1650)};
-      if (roll < 95) return {Fill::text, in(8000, 8200)};
-      return {Fill::random, in(6000, 6400)};
-    case Sizes::any:
-      return {kind, in(0, 20000)};
-    case Sizes::huge:
-      if (roll < 50) return {Fill::random, in(100 << 10, 450 << 10)};
-      return {Fill::text, in(4200, 600 << 10)};
-    case Sizes::huge_raw:
-      return {Fill::random, in(300 << 10, 330 << 10)};
-    case Sizes::one_class:
-      return {kind, in(100, 110)};
-  }
-  return {kind, 0};
-}
-
-// ---------------------------------------------------------------------------
-// Processes
 
 // What one process (or thread) did; reported to the parent through shared
 // memory and compared with the file's statistics.
@@ -222,148 +64,12 @@ struct Tally {
     erased += o.erased.load();
     checked += o.checked.load();
   }
+  // Adds every Tally of an array of them (or of an array of such arrays).
+  template <class T, std::size_t N>
+  void add(const T (&all)[N]) {
+    for (const T& t : all) add(t);
+  }
 };
-
-// An object in anonymous shared memory: children write, the parent reads.
-template <class T>
-class Shared {
- public:
-  Shared() {
-    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    obj_ = new (p) T();
-  }
-  ~Shared() {
-    obj_->~T();
-    ::munmap(obj_, sizeof(T));
-  }
-  Shared(const Shared&) = delete;
-  Shared& operator=(const Shared&) = delete;
-  T* operator->() const { return obj_; }
-  T& operator*() const { return *obj_; }
-
- private:
-  T* obj_;
-};
-
-// Exit statuses of children.
-constexpr int kExitBadValue = 10;     // a value was not well-formed for its key
-constexpr int kExitWrongState = 11;   // a value was well-formed but not what must be there
-constexpr int kExitTcacheError = 12;  // tcache threw
-constexpr int kExitException = 13;    // something else threw
-constexpr int kExitPipe = 14;         // the test's own plumbing failed
-
-int report(int code, const std::string& what) {
-  std::fprintf(stderr, "[child %d] %s\n", static_cast<int>(::getpid()), what.c_str());
-  return code;
-}
-
-std::string preview(std::string_view v) {
-  std::string p(v.substr(0, 80));
-  for (char& c : p) {
-    if (c < 32 || c > 126) c = '?';
-  }
-  return "'" + p + "'" + (v.size() > 80 ? "... (" + std::to_string(v.size()) + " bytes)" : "");
-}
-
-int bad_value(std::string_view key, std::string_view value) {
-  return report(kExitBadValue,
-                "value for key '" + std::string(key) + "' is not well-formed: " + preview(value));
-}
-
-// Runs body() in a child process and returns its pid. The child never
-// returns into GoogleTest: it exits with body()'s result.
-pid_t spawn(const std::function<int()>& body) {
-  std::fflush(nullptr);
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork: " << std::strerror(errno);
-    return pid;
-  }
-  if (pid > 0) return pid;
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
-  int code = kExitException;
-  try {
-    code = body();
-  } catch (const tcache::Error& e) {
-    code = report(kExitTcacheError,
-                  std::string("tcache::Error ") + error_code_name(e.code()) + ": " + e.what());
-  } catch (const std::exception& e) {
-    code = report(kExitException, std::string("exception: ") + e.what());
-  }
-  std::fflush(nullptr);
-  ::_exit(code);
-}
-
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) {
-    switch (WEXITSTATUS(status)) {
-      case 0:
-        return "exited 0";
-      case kExitBadValue:
-        return "exited 10: read a value that is not well-formed for its key";
-      case kExitWrongState:
-        return "exited 11: read a well-formed value that must not be there";
-      case kExitTcacheError:
-        return "exited 12: tcache threw";
-      case kExitException:
-        return "exited 13: an exception";
-      default:
-        return "exited " + std::to_string(WEXITSTATUS(status));
-    }
-  }
-  if (WIFSIGNALED(status)) {
-    return "killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
-           strsignal(WTERMSIG(status)) + ")";
-  }
-  return "status " + std::to_string(status);
-}
-
-int wait_for(pid_t pid) {
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
-      ADD_FAILURE() << "waitpid(" << pid << "): " << std::strerror(errno);
-      return -1;
-    }
-  }
-  return status;
-}
-
-void expect_exited_zero(const std::vector<pid_t>& pids, const std::string& who) {
-  for (std::size_t i = 0; i < pids.size(); ++i) {
-    if (pids[i] <= 0) continue;
-    const int status = wait_for(pids[i]);
-    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        << who << " #" << i << " (pid " << pids[i] << ") " << describe_status(status);
-  }
-}
-
-// Runs fn(thread index) on `threads` threads; returns the first non-zero
-// result (a thread's exception becomes a result too).
-int run_threads(int threads, const std::function<int(int)>& fn) {
-  std::vector<int> results(static_cast<std::size_t>(threads), 0);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        results[static_cast<std::size_t>(t)] = fn(t);
-      } catch (const tcache::Error& e) {
-        results[static_cast<std::size_t>(t)] =
-            report(kExitTcacheError,
-                   std::string("tcache::Error ") + error_code_name(e.code()) + ": " + e.what());
-      } catch (const std::exception& e) {
-        results[static_cast<std::size_t>(t)] =
-            report(kExitException, std::string("exception: ") + e.what());
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (const int r : results) {
-    if (r != 0) return r;
-  }
-  return 0;
-}
 
 // One looked-up value: counted, and checked if found. Returns an exit code.
 int check_get(Tally& t, std::string_view key, bool found, std::string_view value) {
@@ -378,36 +84,77 @@ int check_get(Tally& t, std::string_view key, bool found, std::string_view value
   return 0;
 }
 
-std::uint64_t seed_for(int a, int b = 0) {
-  return mix64((static_cast<std::uint64_t>(::getpid()) << 32) ^
-               (static_cast<std::uint64_t>(a) << 16) ^ static_cast<std::uint64_t>(b) ^
-               ::testing::UnitTest::GetInstance()->random_seed());
+// check_get() for every key of a batch looked up with get_many().
+int check_batch(Tally& t, const KeyBatch& batch) {
+  for (std::size_t j = 0; j < batch.size(); ++j) {
+    if (const int rc = check_get(t, batch.keys[j], batch.found[j], batch.values[j])) return rc;
+  }
+  return 0;
 }
 
-// The invariants of a StoreStats that hold at any time.
-void expect_consistent(const StoreStats& st) {
-  EXPECT_LE(st.entries, st.index_slots);
-  EXPECT_LE(st.file_bytes, st.capacity_bytes);
-  EXPECT_LE(st.pages_used, st.pages_total);
-  EXPECT_LE(st.bytes, st.pages_used * st.page_bytes);
-  EXPECT_EQ(st.checksum_failures, 0u);
+// A version no other writer uses: the writer's number in the high 32 bits,
+// its put's sequence number in the low ones.
+std::uint64_t unique_version(int writer, int i) {
+  return (static_cast<std::uint64_t>(writer) << 32) | i;
 }
 
-class MultiprocessTest : public ::testing::Test {
+// Puts a fresh value (`sizes`, `version`) under a random one of `keys` keys
+// and reads it straight back: a miss is allowed (another process may have
+// evicted it already), a wrong value is not. Returns an exit code.
+int put_and_read_back(Store& store, Tally& t, std::mt19937_64& rng, std::string_view prefix,
+                      int keys, Sizes sizes, std::uint64_t version, std::string& got) {
+  const std::string key = key_name(prefix, rng() % keys);
+  const auto [kind, n] = pick_size(rng, sizes);
+  store.put(key, make_value(key, version, kind, n));
+  ++t.puts;
+  const bool hit = store.get(key, got);
+  return check_get(t, key, hit, got);
+}
+
+// Reads a random one of `keys` keys and checks it. Returns an exit code.
+int read_random_key(Store& store, Tally& t, std::mt19937_64& rng, std::string_view prefix, int keys,
+                    std::string& got) {
+  const std::string key = key_name(prefix, rng() % keys);
+  const bool hit = store.get(key, got);
+  return check_get(t, key, hit, got);
+}
+
+// Runs a child that opens its own Store and runs fn(store, thread index) on
+// `threads` threads; it exits with the first non-zero result.
+pid_t spawn_threads(const fs::path& file, const StoreOptions& opt, int threads,
+                    const std::function<int(Store&, int)>& fn) {
+  return spawn([&] {
+    Store store = Store::open(file, opt);
+    return run_threads(threads, [&](int th) { return fn(store, th); });
+  });
+}
+
+// The file's counters add up to what the children counted: every put and
+// every key looked up, a hit or a miss.
+void expect_counters_match(const StoreStats& st, const Tally& total) {
+  EXPECT_EQ(st.puts, total.puts.load());
+  EXPECT_EQ(st.hits, total.hits.load());
+  EXPECT_EQ(st.misses, total.misses.load());
+  EXPECT_EQ(st.hits + st.misses, total.gets.load());
+}
+
+// Reads every key "<prefix>-0" .. "<prefix>-<keys - 1>" and expects each one
+// present to hold a well-formed value for it. Returns how many are present.
+std::uint64_t expect_present_values_well_formed(Store& store, std::string_view prefix, int keys) {
+  std::uint64_t present = 0;
+  for (int k = 0; k < keys; ++k) {
+    const std::string key = key_name(prefix, static_cast<std::uint64_t>(k));
+    const std::optional<std::string> v = store.get(key);
+    if (!v) continue;
+    ++present;
+    EXPECT_TRUE(check_value(key, *v).has_value()) << key << ": " << preview(*v);
+  }
+  return present;
+}
+
+class MultiprocessTest : public TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tcache-multiprocess-test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    file_ = dir_ / "cache.tcache";
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-
-  fs::path dir_;
-  fs::path file_;
+  MultiprocessTest() : TempDirTest("tcache-multiprocess-test") {}
 };
 
 // ---------------------------------------------------------------------------
@@ -464,20 +211,12 @@ TEST_F(MultiprocessTest, ConcurrentPutsOfSameKeysFromManyProcesses) {
       std::mt19937_64 rng(seed_for(100 + r));
       Tally& t = shm->tally[kWriters + r];
       std::string got;
-      std::vector<std::string> keys(8);
-      std::vector<std::string_view> views(8);
-      std::vector<std::string> values(8);
-      bool found[8];
+      KeyBatch batch(8);
       for (long i = 0; i < 2000 / kSlowdown || !shm->writers_done.load(); ++i) {
         if (i % 16 == 15) {
-          for (std::size_t j = 0; j < keys.size(); ++j) {
-            keys[j] = key_name("same", rng() % kKeys);
-            views[j] = keys[j];
-          }
-          store.get_many(views, values, std::span<bool>(found, 8));
-          for (std::size_t j = 0; j < keys.size(); ++j) {
-            if (const int rc = check_get(t, keys[j], found[j], values[j])) return rc;
-          }
+          batch.pick(rng, "same", kKeys);
+          batch.get(store);
+          if (const int rc = check_batch(t, batch)) return rc;
           continue;
         }
         const std::string key = key_name("same", rng() % kKeys);
@@ -498,14 +237,11 @@ TEST_F(MultiprocessTest, ConcurrentPutsOfSameKeysFromManyProcesses) {
   if (HasFailure()) return;
 
   Tally total;
-  for (const Tally& t : shm->tally) total.add(t);
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
-  EXPECT_EQ(st.puts, total.puts.load());
-  EXPECT_EQ(st.hits, total.hits.load());
-  EXPECT_EQ(st.misses, total.misses.load());
-  EXPECT_EQ(st.hits + st.misses, total.gets.load());
+  expect_counters_match(st, total);
   EXPECT_EQ(st.erases, 0u);
   EXPECT_EQ(st.evictions, 0u) << "64 MiB holds every key: nothing may be evicted";
   EXPECT_EQ(st.attached_processes, 1u) << "every child detached when it exited";
@@ -553,74 +289,51 @@ TEST_F(MultiprocessTest, MixedPutsErasesAndGetsFromProcessesAndThreads) {
 
   std::vector<pid_t> pids;
   for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn([&, p] {
-      Store store = Store::open(file_, opt);
-      return run_threads(kThreads, [&](int th) {
-        std::mt19937_64 rng(seed_for(p, th));
-        Tally& t = shm->tally[p][th];
-        std::string got;
-        std::vector<std::string> keys(12);
-        std::vector<std::string_view> views(12);
-        std::vector<std::string> values(12);
-        bool found[12];
-        for (int i = 0; i < ops_per_thread; ++i) {
-          const std::string key = key_name("mixed", rng() % kKeys);
-          const unsigned roll = static_cast<unsigned>(rng() % 100);
-          if (roll < 45) {
-            const std::uint64_t version = (static_cast<std::uint64_t>(p * kThreads + th) << 32) | i;
-            const auto [kind, n] = pick_size(rng, Sizes::mixed);
-            store.put(key, make_value(key, version, kind, n));
-            ++t.puts;
-          } else if (roll < 55) {
-            if (store.erase(key)) ++t.erased;
-          } else if (roll < 85) {
-            const bool hit = store.get(key, got);
-            if (const int rc = check_get(t, key, hit, got)) return rc;
-          } else if (roll < 95) {
-            for (std::size_t j = 0; j < keys.size(); ++j) {
-              keys[j] = key_name("mixed", rng() % kKeys);
-              views[j] = keys[j];
-            }
-            store.get_many(views, values, std::span<bool>(found, keys.size()));
-            for (std::size_t j = 0; j < keys.size(); ++j) {
-              if (const int rc = check_get(t, keys[j], found[j], values[j])) return rc;
-            }
-          } else {
-            store.contains(key);  // not counted as a get
-          }
+    pids.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
+      std::mt19937_64 rng(seed_for(p, th));
+      Tally& t = shm->tally[p][th];
+      std::string got;
+      KeyBatch batch(12);
+      for (int i = 0; i < ops_per_thread; ++i) {
+        const std::string key = key_name("mixed", rng() % kKeys);
+        const unsigned roll = static_cast<unsigned>(rng() % 100);
+        if (roll < 45) {
+          const std::uint64_t version = unique_version(p * kThreads + th, i);
+          const auto [kind, n] = pick_size(rng, Sizes::mixed);
+          store.put(key, make_value(key, version, kind, n));
+          ++t.puts;
+        } else if (roll < 55) {
+          if (store.erase(key)) ++t.erased;
+        } else if (roll < 85) {
+          const bool hit = store.get(key, got);
+          if (const int rc = check_get(t, key, hit, got)) return rc;
+        } else if (roll < 95) {
+          batch.pick(rng, "mixed", kKeys);
+          batch.get(store);
+          if (const int rc = check_batch(t, batch)) return rc;
+        } else {
+          store.contains(key);  // not counted as a get
         }
-        return 0;
-      });
+      }
+      return 0;
     }));
   }
   expect_exited_zero(pids, "process");
   if (HasFailure()) return;
 
   Tally total;
-  for (auto& per_process : shm->tally) {
-    for (const Tally& t : per_process) total.add(t);
-  }
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
-  EXPECT_EQ(st.puts, total.puts.load());
+  expect_counters_match(st, total);
   EXPECT_EQ(st.erases, total.erased.load());
-  EXPECT_EQ(st.hits, total.hits.load());
-  EXPECT_EQ(st.misses, total.misses.load());
-  EXPECT_EQ(st.hits + st.misses, total.gets.load());
   EXPECT_EQ(st.evictions, 0u);
   EXPECT_GT(total.erased.load(), 0u);
   EXPECT_GT(total.checked.load(), 0u);
   EXPECT_LE(st.entries, static_cast<std::uint64_t>(kKeys));
 
-  std::uint64_t present = 0;
-  for (int k = 0; k < kKeys; ++k) {
-    const std::string key = key_name("mixed", static_cast<std::uint64_t>(k));
-    const std::optional<std::string> v = store.get(key);
-    if (!v) continue;
-    ++present;
-    EXPECT_TRUE(check_value(key, *v).has_value()) << key << ": " << preview(*v);
-  }
+  const std::uint64_t present = expect_present_values_well_formed(store, "mixed", kKeys);
   EXPECT_EQ(st.entries, present) << "one slot per present key";
 }
 
@@ -645,59 +358,44 @@ TEST_F(MultiprocessTest, ConstantEvictionInASmallFile) {
 
   std::vector<pid_t> pids;
   for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn([&, p] {
-      Store store = Store::open(file_, opt);
-      return run_threads(kThreads, [&](int th) {
-        std::mt19937_64 rng(seed_for(p, th));
-        Tally& t = shm->tally[p][th];
-        std::string got;
-        for (int i = 0; i < ops_per_thread; ++i) {
-          const std::string key = key_name("evict", rng() % kKeys);
-          const unsigned roll = static_cast<unsigned>(rng() % 100);
-          if (roll < 65) {
-            const std::uint64_t version = (static_cast<std::uint64_t>(p * kThreads + th) << 32) | i;
-            const auto [kind, n] = pick_size(rng, Sizes::evicting);
-            const std::string value = make_value(key, version, kind, n);
-            store.put(key, value);
-            ++t.puts;
-          } else if (roll < 70) {
-            if (store.erase(key)) ++t.erased;
-          } else {
-            const bool hit = store.get(key, got);
-            if (const int rc = check_get(t, key, hit, got)) return rc;
-          }
+    pids.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
+      std::mt19937_64 rng(seed_for(p, th));
+      Tally& t = shm->tally[p][th];
+      std::string got;
+      for (int i = 0; i < ops_per_thread; ++i) {
+        const std::string key = key_name("evict", rng() % kKeys);
+        const unsigned roll = static_cast<unsigned>(rng() % 100);
+        if (roll < 65) {
+          const std::uint64_t version = unique_version(p * kThreads + th, i);
+          const auto [kind, n] = pick_size(rng, Sizes::evicting);
+          const std::string value = make_value(key, version, kind, n);
+          store.put(key, value);
+          ++t.puts;
+        } else if (roll < 70) {
+          if (store.erase(key)) ++t.erased;
+        } else {
+          const bool hit = store.get(key, got);
+          if (const int rc = check_get(t, key, hit, got)) return rc;
         }
-        return 0;
-      });
+      }
+      return 0;
     }));
   }
   expect_exited_zero(pids, "process");
   if (HasFailure()) return;
 
   Tally total;
-  for (auto& per_process : shm->tally) {
-    for (const Tally& t : per_process) total.add(t);
-  }
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
   EXPECT_EQ(st.capacity_bytes, 4ull << 20);
   EXPECT_GT(st.evictions, 0u) << "the test meant to overflow a 4 MiB file";
-  EXPECT_EQ(st.puts, total.puts.load());
+  expect_counters_match(st, total);
   EXPECT_EQ(st.erases, total.erased.load());
-  EXPECT_EQ(st.hits, total.hits.load());
-  EXPECT_EQ(st.misses, total.misses.load());
-  EXPECT_EQ(st.hits + st.misses, total.gets.load());
   EXPECT_GT(total.checked.load(), 0u);
 
-  std::uint64_t present = 0;
-  for (int k = 0; k < kKeys; ++k) {
-    const std::string key = key_name("evict", static_cast<std::uint64_t>(k));
-    const std::optional<std::string> v = store.get(key);
-    if (!v) continue;
-    ++present;
-    EXPECT_TRUE(check_value(key, *v).has_value()) << key << ": " << preview(*v);
-  }
+  const std::uint64_t present = expect_present_values_well_formed(store, "evict", kKeys);
   EXPECT_EQ(st.entries, present) << "one slot per present key";
 }
 
@@ -759,7 +457,7 @@ TEST_F(MultiprocessTest, ManyValueSizesInASmallFileKeepAcceptingPuts) {
   expect_exited_zero(pids, "process");
 
   Tally total;
-  for (const Tally& t : shm->tally) total.add(t);
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
@@ -792,39 +490,27 @@ TEST_F(MultiprocessTest, ValuesOfAFewHundredKiB) {
   std::vector<pid_t> writers;
   std::vector<pid_t> readers;
   for (int p = 0; p < kWriterProcesses; ++p) {
-    writers.push_back(spawn([&, p] {
-      Store store = Store::open(file_, opt);
-      return run_threads(kThreads, [&](int th) {
-        std::mt19937_64 rng(seed_for(p, th));
-        Tally& t = shm->tally[p][th];
-        std::string got;
-        for (int i = 0; i < puts_per_thread; ++i) {
-          const std::string key = key_name("huge", rng() % kKeys);
-          const std::uint64_t version = (static_cast<std::uint64_t>(p * kThreads + th) << 32) | i;
-          const auto [kind, n] = pick_size(rng, Sizes::huge);
-          store.put(key, make_value(key, version, kind, n));
-          ++t.puts;
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        }
-        return 0;
-      });
+    writers.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
+      std::mt19937_64 rng(seed_for(p, th));
+      Tally& t = shm->tally[p][th];
+      std::string got;
+      for (int i = 0; i < puts_per_thread; ++i) {
+        const std::uint64_t version = unique_version(p * kThreads + th, i);
+        const int rc = put_and_read_back(store, t, rng, "huge", kKeys, Sizes::huge, version, got);
+        if (rc != 0) return rc;
+      }
+      return 0;
     }));
   }
   for (int r = 0; r < kReaders; ++r) {
-    readers.push_back(spawn([&, r] {
-      Store store = Store::open(file_, opt);
-      return run_threads(kThreads, [&](int th) {
-        std::mt19937_64 rng(seed_for(100 + r, th));
-        Tally& t = shm->tally[kWriterProcesses + r][th];
-        std::string got;
-        for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
-          const std::string key = key_name("huge", rng() % kKeys);
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        }
-        return 0;
-      });
+    readers.push_back(spawn_threads(file_, opt, kThreads, [&, r](Store& store, int th) {
+      std::mt19937_64 rng(seed_for(100 + r, th));
+      Tally& t = shm->tally[kWriterProcesses + r][th];
+      std::string got;
+      for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
+        if (const int rc = read_random_key(store, t, rng, "huge", kKeys, got)) return rc;
+      }
+      return 0;
     }));
   }
   expect_exited_zero(writers, "writer");
@@ -833,24 +519,13 @@ TEST_F(MultiprocessTest, ValuesOfAFewHundredKiB) {
   if (HasFailure()) return;
 
   Tally total;
-  for (auto& per_process : shm->tally) {
-    for (const Tally& t : per_process) total.add(t);
-  }
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
-  EXPECT_EQ(st.puts, total.puts.load());
-  EXPECT_EQ(st.hits, total.hits.load());
-  EXPECT_EQ(st.misses, total.misses.load());
-  EXPECT_EQ(st.hits + st.misses, total.gets.load());
+  expect_counters_match(st, total);
   EXPECT_GT(total.checked.load(), 0u);
-  for (int k = 0; k < kKeys; ++k) {
-    const std::string key = key_name("huge", static_cast<std::uint64_t>(k));
-    const std::optional<std::string> v = store.get(key);
-    if (v) {
-      EXPECT_TRUE(check_value(key, *v).has_value()) << key << ": " << preview(*v);
-    }
-  }
+  expect_present_values_well_formed(store, "huge", kKeys);
 }
 
 // Values of ~300 KiB that cannot be compressed, in an 8 MiB file of 1 MiB
@@ -873,38 +548,27 @@ TEST_F(MultiprocessTest, LargeValuesEvictConstantly) {
 
   std::vector<pid_t> writers;
   for (int p = 0; p < kWriterProcesses; ++p) {
-    writers.push_back(spawn([&, p] {
-      Store store = Store::open(file_, opt);
-      return run_threads(kThreads, [&](int th) {
-        std::mt19937_64 rng(seed_for(p, th));
-        Tally& t = shm->tally[p][th];
-        std::string got;
-        for (int i = 0; i < puts_per_thread; ++i) {
-          const std::string key = key_name("raw", rng() % kKeys);
-          const std::uint64_t version = (static_cast<std::uint64_t>(p * kThreads + th) << 32) | i;
-          const auto [kind, n] = pick_size(rng, Sizes::huge_raw);
-          store.put(key, make_value(key, version, kind, n));
-          ++t.puts;
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        }
-        return 0;
-      });
-    }));
-  }
-  const pid_t reader = spawn([&] {
-    Store store = Store::open(file_, opt);
-    return run_threads(kThreads, [&](int th) {
-      std::mt19937_64 rng(seed_for(100, th));
-      Tally& t = shm->tally[kWriterProcesses][th];
+    writers.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
+      std::mt19937_64 rng(seed_for(p, th));
+      Tally& t = shm->tally[p][th];
       std::string got;
-      for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
-        const std::string key = key_name("raw", rng() % kKeys);
-        const bool hit = store.get(key, got);
-        if (const int rc = check_get(t, key, hit, got)) return rc;
+      for (int i = 0; i < puts_per_thread; ++i) {
+        const std::uint64_t version = unique_version(p * kThreads + th, i);
+        const int rc =
+            put_and_read_back(store, t, rng, "raw", kKeys, Sizes::huge_raw, version, got);
+        if (rc != 0) return rc;
       }
       return 0;
-    });
+    }));
+  }
+  const pid_t reader = spawn_threads(file_, opt, kThreads, [&](Store& store, int th) {
+    std::mt19937_64 rng(seed_for(100, th));
+    Tally& t = shm->tally[kWriterProcesses][th];
+    std::string got;
+    for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
+      if (const int rc = read_random_key(store, t, rng, "raw", kKeys, got)) return rc;
+    }
+    return 0;
   });
   expect_exited_zero(writers, "writer");
   shm->writers_done.store(true);
@@ -912,17 +576,12 @@ TEST_F(MultiprocessTest, LargeValuesEvictConstantly) {
   if (HasFailure()) return;
 
   Tally total;
-  for (auto& per_process : shm->tally) {
-    for (const Tally& t : per_process) total.add(t);
-  }
+  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
   EXPECT_GT(st.evictions, 0u);
-  EXPECT_EQ(st.puts, total.puts.load());
-  EXPECT_EQ(st.hits, total.hits.load());
-  EXPECT_EQ(st.misses, total.misses.load());
-  EXPECT_EQ(st.hits + st.misses, total.gets.load());
+  expect_counters_match(st, total);
   EXPECT_LE(st.entries * (300u << 10), st.file_bytes);
 }
 
@@ -942,61 +601,57 @@ TEST_F(MultiprocessTest, HandOffBetweenProcessesInSequence) {
     return make_value(key, version, kind, n);
   };
   // 1: put every key at version 7.
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       for (std::uint64_t k = 0; k < kKeys; ++k) {
-                         s.put(key_name("hand", k), value_of(k, 7));
-                       }
-                       return 0;
-                     })},
-                     "putter");
+  expect_child_exits_zero("putter", [&] {
+    Store s = Store::open(file_, opt);
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      s.put(key_name("hand", k), value_of(k, 7));
+    }
+    return 0;
+  });
   // 2: another process reads every one back exactly.
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       std::string got;
-                       for (std::uint64_t k = 0; k < kKeys; ++k) {
-                         const std::string key = key_name("hand", k);
-                         if (!s.get(key, got)) {
-                           return report(kExitWrongState, "missing '" + key + "'");
-                         }
-                         if (got != value_of(k, 7)) return bad_value(key, got);
-                       }
-                       return 0;
-                     })},
-                     "reader 1");
+  expect_child_exits_zero("reader 1", [&] {
+    Store s = Store::open(file_, opt);
+    std::string got;
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      const std::string key = key_name("hand", k);
+      if (!s.get(key, got)) {
+        return report(kExitWrongState, "missing '" + key + "'");
+      }
+      if (got != value_of(k, 7)) return bad_value(key, got);
+    }
+    return 0;
+  });
   // 3: erase even keys, rewrite odd ones at version 8.
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       for (std::uint64_t k = 0; k < kKeys; ++k) {
-                         const std::string key = key_name("hand", k);
-                         if (k % 2 == 0) {
-                           if (!s.erase(key)) {
-                             return report(kExitWrongState, "erase of '" + key + "' found nothing");
-                           }
-                         } else {
-                           s.put(key, value_of(k, 8));
-                         }
-                       }
-                       return 0;
-                     })},
-                     "rewriter");
+  expect_child_exits_zero("rewriter", [&] {
+    Store s = Store::open(file_, opt);
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      const std::string key = key_name("hand", k);
+      if (k % 2 == 0) {
+        if (!s.erase(key)) {
+          return report(kExitWrongState, "erase of '" + key + "' found nothing");
+        }
+      } else {
+        s.put(key, value_of(k, 8));
+      }
+    }
+    return 0;
+  });
   // 4: a fourth process sees exactly that.
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       std::string got;
-                       for (std::uint64_t k = 0; k < kKeys; ++k) {
-                         const std::string key = key_name("hand", k);
-                         const bool found = s.get(key, got);
-                         if (k % 2 == 0 && found) {
-                           return report(kExitWrongState, "erased '" + key + "' is back");
-                         }
-                         if (k % 2 == 1 && (!found || got != value_of(k, 8))) {
-                           return report(kExitWrongState, "'" + key + "' is not at version 8");
-                         }
-                       }
-                       return 0;
-                     })},
-                     "reader 2");
+  expect_child_exits_zero("reader 2", [&] {
+    Store s = Store::open(file_, opt);
+    std::string got;
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      const std::string key = key_name("hand", k);
+      const bool found = s.get(key, got);
+      if (k % 2 == 0 && found) {
+        return report(kExitWrongState, "erased '" + key + "' is back");
+      }
+      if (k % 2 == 1 && (!found || got != value_of(k, 8))) {
+        return report(kExitWrongState, "'" + key + "' is not at version 8");
+      }
+    }
+    return 0;
+  });
   if (HasFailure()) return;
 
   for (std::uint64_t k = 0; k < kKeys; ++k) {
@@ -1029,13 +684,11 @@ TEST_F(MultiprocessTest, CompressedValuesCrossProcesses) {
   };
   std::uint64_t raw_bytes = 0;
   for (std::uint64_t k = 0; k < kKeys; ++k) raw_bytes += value_of(k).size();
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       for (std::uint64_t k = 0; k < kKeys; ++k)
-                         s.put(key_name("lz4", k), value_of(k));
-                       return 0;
-                     })},
-                     "putter");
+  expect_child_exits_zero("putter", [&] {
+    Store s = Store::open(file_, opt);
+    for (std::uint64_t k = 0; k < kKeys; ++k) s.put(key_name("lz4", k), value_of(k));
+    return 0;
+  });
   {
     Store s = Store::open(file_, opt);
     const StoreStats st = s.stats();
@@ -1043,17 +696,16 @@ TEST_F(MultiprocessTest, CompressedValuesCrossProcesses) {
     EXPECT_LT(st.bytes * 4, raw_bytes)
         << "values of " << raw_bytes << " bytes of repeated text were stored uncompressed";
   }
-  expect_exited_zero({spawn([&] {
-                       Store s = Store::open(file_, opt);
-                       std::string got;
-                       for (std::uint64_t k = 0; k < kKeys; ++k) {
-                         const std::string key = key_name("lz4", k);
-                         if (!s.get(key, got)) return report(kExitWrongState, "missing " + key);
-                         if (got != value_of(k)) return bad_value(key, got);
-                       }
-                       return 0;
-                     })},
-                     "reader");
+  expect_child_exits_zero("reader", [&] {
+    Store s = Store::open(file_, opt);
+    std::string got;
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      const std::string key = key_name("lz4", k);
+      if (!s.get(key, got)) return report(kExitWrongState, "missing " + key);
+      if (got != value_of(k)) return bad_value(key, got);
+    }
+    return 0;
+  });
 }
 
 // While a writer keeps raising the versions of its keys, readers in other

@@ -10,12 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
@@ -23,6 +21,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
 
 namespace {
@@ -31,6 +30,8 @@ namespace fs = std::filesystem;
 using tcache::Errc;
 using tcache::Store;
 using tcache::StoreOptions;
+using tcache::test::read_file;
+using tcache::test::TempDirTest;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
 
@@ -65,6 +66,11 @@ std::optional<Thrown> error_of(const std::function<void()>& f) {
   return std::nullopt;
 }
 
+// The error Store::open(file, o) threw (see error_of()).
+std::optional<Thrown> open_error(const fs::path& file, const StoreOptions& o) {
+  return error_of([&] { Store::open(file, o); });
+}
+
 mode_t mode_of(const fs::path& p) {
   struct stat st {};
   EXPECT_EQ(::lstat(p.c_str(), &st), 0) << p << ": " << std::strerror(errno);
@@ -83,25 +89,48 @@ std::vector<std::string> entries_of(const fs::path& dir) {
   return names;
 }
 
-std::string file_bytes(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 StoreOptions small_options() {
   StoreOptions o;
   o.capacity_bytes = 4ull << 20;
   return o;
 }
 
-class PermissionsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tcache-permissions-test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    file_ = dir_ / "cache.tcache";
+StoreOptions read_only_options() {
+  StoreOptions o = small_options();
+  o.read_only = true;
+  return o;
+}
+
+StoreOptions shared_options() {
+  StoreOptions o = small_options();
+  o.allow_shared_access = true;
+  return o;
+}
+
+// Creates `file` with options `o` under umask `mask` and puts "k" = "v".
+void create_under_umask(const fs::path& file, const StoreOptions& o, mode_t mask) {
+  ScopedUmask scoped(mask);
+  Store s = Store::open(file, o);
+  s.put("k", "v");
+}
+
+// Opening `file` without allow_shared_access, read-write and read-only,
+// throws unsafe_permissions with a message that contains each of `mentions`.
+void expect_open_refused_as_unsafe(const fs::path& file, const std::vector<std::string>& mentions) {
+  for (const bool read_only : {false, true}) {
+    SCOPED_TRACE(read_only ? "read_only" : "read-write");
+    StoreOptions o = small_options();
+    o.read_only = read_only;
+    const auto e = open_error(file, o);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
+    for (const std::string& m : mentions) EXPECT_THAT(e->message, HasSubstr(m));
   }
+}
+
+class PermissionsTest : public TempDirTest {
+ protected:
+  PermissionsTest() : TempDirTest("tcache-permissions-test") {}
   void TearDown() override {
     // A test may have made a directory unwritable; make it removable again.
     ::chmod(dir_.c_str(), 0700);
@@ -109,7 +138,7 @@ class PermissionsTest : public ::testing::Test {
     for (const auto& e : fs::recursive_directory_iterator(dir_, ec)) {
       if (e.is_directory()) ::chmod(e.path().c_str(), 0700);
     }
-    fs::remove_all(dir_, ec);
+    TempDirTest::TearDown();
   }
 
   // Creates the cache file with one entry in it and closes it.
@@ -117,20 +146,13 @@ class PermissionsTest : public ::testing::Test {
     Store s = Store::open(file_, o);
     s.put("greeting", "hello");
   }
-
-  fs::path dir_;
-  fs::path file_;
 };
 
 TEST_F(PermissionsTest, NewFileIsExactly0600WhateverTheUmask) {
   for (const mode_t mask : {mode_t{0}, mode_t{022}, mode_t{077}, mode_t{0777}}) {
     SCOPED_TRACE("umask " + octal(mask));
     const fs::path file = dir_ / ("umask-" + octal(mask) + ".tcache");
-    {
-      ScopedUmask scoped(mask);
-      Store s = Store::open(file, small_options());
-      s.put("k", "v");
-    }
+    create_under_umask(file, small_options(), mask);
     EXPECT_EQ(octal(mode_of(file)), "0600");
     // The file is ours and reopens without complaint.
     Store again = Store::open(file, small_options());
@@ -147,11 +169,7 @@ TEST_F(PermissionsTest, ModeOptionIsHonouredWhateverTheUmask) {
       const fs::path file = dir_ / ("m" + octal(mode) + "-u" + octal(mask) + ".tcache");
       StoreOptions o = small_options();
       o.mode = mode;
-      {
-        ScopedUmask scoped(mask);
-        Store s = Store::open(file, o);
-        s.put("k", "v");
-      }
+      create_under_umask(file, o, mask);
       EXPECT_EQ(octal(mode_of(file)), octal(mode));
       // Readable by the group is not writable by it: reopening with default
       // options is fine.
@@ -168,11 +186,7 @@ TEST_F(PermissionsTest, SharedModeWithAllowSharedAccessIsHonoured) {
     StoreOptions o = small_options();
     o.mode = mode;
     o.allow_shared_access = true;
-    {
-      ScopedUmask scoped(077);
-      Store s = Store::open(file, o);
-      s.put("k", "v");
-    }
+    create_under_umask(file, o, 077);
     EXPECT_EQ(octal(mode_of(file)), octal(mode));
     Store again = Store::open(file, o);
     EXPECT_EQ(again.get("k"), "v");
@@ -184,24 +198,13 @@ TEST_F(PermissionsTest, GroupOrWorldWritableFileIsRefused) {
   for (const mode_t mode : {mode_t{0666}, mode_t{0620}, mode_t{0602}, mode_t{0660}}) {
     SCOPED_TRACE("mode " + octal(mode));
     ASSERT_EQ(::chmod(file_.c_str(), mode), 0) << std::strerror(errno);
-    for (const bool read_only : {false, true}) {
-      SCOPED_TRACE(read_only ? "read_only" : "read-write");
-      StoreOptions o = small_options();
-      o.read_only = read_only;
-      const auto e = error_of([&] { Store::open(file_, o); });
-      ASSERT_TRUE(e.has_value());
-      EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
-      // The message names the file and says what to do about it.
-      EXPECT_THAT(e->message, HasSubstr(file_.string()));
-      EXPECT_THAT(e->message, HasSubstr("chmod"));
-      EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
-    }
+    // The message names the file and says what to do about it.
+    ASSERT_NO_FATAL_FAILURE(
+        expect_open_refused_as_unsafe(file_, {file_.string(), "chmod", "allow_shared_access"}));
     // Refusing must not have "fixed" the file behind the user's back.
     EXPECT_EQ(octal(mode_of(file_)), octal(mode));
 
-    StoreOptions shared = small_options();
-    shared.allow_shared_access = true;
-    Store s = Store::open(file_, shared);
+    Store s = Store::open(file_, shared_options());
     EXPECT_EQ(s.get("greeting"), "hello");
     s.put("greeting", "hi");
     EXPECT_EQ(s.get("greeting"), "hi");
@@ -220,7 +223,7 @@ TEST_F(PermissionsTest, SymbolicLinkIsRefused) {
       StoreOptions o = small_options();
       o.read_only = read_only;
       o.allow_shared_access = shared;
-      const auto e = error_of([&] { Store::open(link, o); });
+      const auto e = open_error(link, o);
       ASSERT_TRUE(e.has_value());
       EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
       EXPECT_THAT(e->message, HasSubstr(link.string()));
@@ -235,7 +238,7 @@ TEST_F(PermissionsTest, DanglingSymbolicLinkIsRefusedNotFollowedToCreate) {
   const fs::path target = dir_ / "target.tcache";
   const fs::path link = dir_ / "dangling.tcache";
   fs::create_symlink(target, link);
-  const auto e = error_of([&] { Store::open(link, small_options()); });
+  const auto e = open_error(link, small_options());
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
   EXPECT_FALSE(fs::exists(fs::symlink_status(target))) << "open created the link's target";
@@ -248,7 +251,7 @@ TEST_F(PermissionsTest, ModeGrantingGroupOrOtherWriteNeedsAllowSharedAccess) {
     SCOPED_TRACE("mode " + octal(mode));
     StoreOptions o = small_options();
     o.mode = mode;
-    const auto e = error_of([&] { Store::open(file_, o); });
+    const auto e = open_error(file_, o);
     ASSERT_TRUE(e.has_value());
     EXPECT_EQ(e->code, Errc::invalid_option) << e->message;
     EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
@@ -262,7 +265,7 @@ TEST_F(PermissionsTest, ModeOptionMustBePermissionBitsThatLetTheOwnerWrite) {
     SCOPED_TRACE("mode " + octal(static_cast<mode_t>(mode)));
     StoreOptions o = small_options();
     o.mode = mode;
-    const auto e = error_of([&] { Store::open(file_, o); });
+    const auto e = open_error(file_, o);
     ASSERT_TRUE(e.has_value());
     EXPECT_EQ(e->code, Errc::invalid_option) << e->message;
     EXPECT_TRUE(entries_of(dir_).empty());
@@ -270,9 +273,7 @@ TEST_F(PermissionsTest, ModeOptionMustBePermissionBitsThatLetTheOwnerWrite) {
 }
 
 TEST_F(PermissionsTest, ReadOnlyOfMissingFileIsAnErrorNotACreation) {
-  StoreOptions o = small_options();
-  o.read_only = true;
-  const auto e = error_of([&] { Store::open(file_, o); });
+  const auto e = open_error(file_, read_only_options());
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->code, Errc::io_error) << e->message;
   EXPECT_THAT(e->message, HasSubstr(file_.string()));
@@ -282,7 +283,7 @@ TEST_F(PermissionsTest, ReadOnlyOfMissingFileIsAnErrorNotACreation) {
   // create_if_missing = false is the same, for a read-write open.
   StoreOptions no_create = small_options();
   no_create.create_if_missing = false;
-  const auto e2 = error_of([&] { Store::open(file_, no_create); });
+  const auto e2 = open_error(file_, no_create);
   ASSERT_TRUE(e2.has_value());
   EXPECT_EQ(e2->code, Errc::io_error) << e2->message;
   EXPECT_TRUE(entries_of(dir_).empty());
@@ -295,11 +296,9 @@ TEST_F(PermissionsTest, ReadOnlyStoreReadsButNeverWrites) {
     w.put("big", std::string(20000, 'z'));  // compressed on disk
     w.put("doomed", "bye");
   }
-  const std::string bytes_before = file_bytes(file_);
+  const std::string bytes_before = read_file(file_);
 
-  StoreOptions o = small_options();
-  o.read_only = true;
-  Store r = Store::open(file_, o);
+  Store r = Store::open(file_, read_only_options());
   EXPECT_EQ(r.get("greeting"), "hello");
   EXPECT_EQ(r.get("big"), std::string(20000, 'z'));
   std::string buf;
@@ -325,7 +324,7 @@ TEST_F(PermissionsTest, ReadOnlyStoreReadsButNeverWrites) {
   const tcache::StoreStats st = r.stats();
   EXPECT_EQ(st.entries, 3u);
   EXPECT_GE(st.hits, 5u);  // this process's reads count, even kept private
-  EXPECT_TRUE(file_bytes(file_) == bytes_before) << "a read-only handle changed the file";
+  EXPECT_TRUE(read_file(file_) == bytes_before) << "a read-only handle changed the file";
   Store w = Store::open(file_, small_options());
   EXPECT_EQ(w.get("greeting"), "hello");
   EXPECT_EQ(w.get("doomed"), "bye");
@@ -338,9 +337,7 @@ TEST_F(PermissionsTest, ReadOnlyStoreReadsButNeverWrites) {
 TEST_F(PermissionsTest, ReadOnlyOpenWorksOnAFileWithoutWritePermission) {
   create_with_entry();
   ASSERT_EQ(::chmod(file_.c_str(), 0400), 0);
-  StoreOptions o = small_options();
-  o.read_only = true;
-  Store r = Store::open(file_, o);
+  Store r = Store::open(file_, read_only_options());
   EXPECT_EQ(r.get("greeting"), "hello");
   const auto put = error_of([&] { r.put("greeting", "changed"); });
   ASSERT_TRUE(put.has_value());
@@ -354,7 +351,7 @@ TEST_F(PermissionsTest, DirectoryPathGivesAClearError) {
     SCOPED_TRACE(read_only ? "read_only" : "read-write");
     StoreOptions o = small_options();
     o.read_only = read_only;
-    const auto e = error_of([&] { Store::open(sub, o); });
+    const auto e = open_error(sub, o);
     ASSERT_TRUE(e.has_value());
     EXPECT_THAT(e->code, AnyOf(Errc::io_error, Errc::unsafe_permissions, Errc::not_a_cache_file))
         << e->message;
@@ -372,19 +369,9 @@ TEST_F(PermissionsTest, FileOwnedByAnotherUserIsRefused) {
   create_with_entry();
   ASSERT_EQ(::chown(file_.c_str(), kOtherUid, kOtherGid), 0) << std::strerror(errno);
   ASSERT_EQ(octal(mode_of(file_)), "0600");
-  for (const bool read_only : {false, true}) {
-    SCOPED_TRACE(read_only ? "read_only" : "read-write");
-    StoreOptions o = small_options();
-    o.read_only = read_only;
-    const auto e = error_of([&] { Store::open(file_, o); });
-    ASSERT_TRUE(e.has_value());
-    EXPECT_EQ(e->code, Errc::unsafe_permissions) << e->message;
-    EXPECT_THAT(e->message, HasSubstr(file_.string()));
-    EXPECT_THAT(e->message, HasSubstr("allow_shared_access"));
-  }
-  StoreOptions shared = small_options();
-  shared.allow_shared_access = true;
-  Store s = Store::open(file_, shared);
+  ASSERT_NO_FATAL_FAILURE(
+      expect_open_refused_as_unsafe(file_, {file_.string(), "allow_shared_access"}));
+  Store s = Store::open(file_, shared_options());
   EXPECT_EQ(s.get("greeting"), "hello");
   s.put("greeting", "hi");
   EXPECT_EQ(s.get("greeting"), "hi");
@@ -402,7 +389,7 @@ TEST_F(PermissionsTest, UnwritableDirectoryGivesIoErrorForANewFile) {
   const fs::path sub = dir_ / "locked";
   ASSERT_TRUE(fs::create_directory(sub));
   ASSERT_EQ(::chmod(sub.c_str(), 0500), 0);
-  const auto e = error_of([&] { Store::open(sub / "cache.tcache", small_options()); });
+  const auto e = open_error(sub / "cache.tcache", small_options());
   ASSERT_TRUE(e.has_value());
   EXPECT_EQ(e->code, Errc::io_error) << e->message;
   EXPECT_THAT(e->message, HasSubstr((sub / "cache.tcache").string()));

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
 
 namespace fs = std::filesystem;
@@ -21,24 +22,23 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class StoreTest : public ::testing::Test {
+class StoreTest : public tcache::test::TempDirTest {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/tcache-store-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    path_ = dir_ / "cache.tc";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  StoreTest() : TempDirTest("tcache-store-test") {}
 
   tcache::Store open(tcache::StoreOptions o = {}) {
     if (o.capacity_bytes == (1ull << 30)) o.capacity_bytes = 16ull << 20;
-    return tcache::Store::open(path_, o);
+    return tcache::Store::open(file_, o);
   }
-
-  fs::path dir_;
-  fs::path path_;
 };
+
+// A 2 MiB file for entries of about 1 KiB: a few thousand puts overflow it.
+tcache::StoreOptions two_mib_options() {
+  tcache::StoreOptions o;
+  o.capacity_bytes = 2ull << 20;
+  o.expected_entry_bytes = 1024;
+  return o;
+}
 
 std::string value_for(int i, std::size_t n) {
   std::string v(n, '\0');
@@ -119,7 +119,7 @@ TEST_F(StoreTest, StatsCountHitsMissesAndBytes) {
   EXPECT_EQ(st.entries, 1u);
   EXPECT_GT(st.bytes, 0u);
   EXPECT_EQ(st.capacity_bytes, 16ull << 20);
-  EXPECT_EQ(st.file_bytes, fs::file_size(path_));
+  EXPECT_EQ(st.file_bytes, fs::file_size(file_));
   EXPECT_EQ(st.attached_processes, 1u);
 }
 
@@ -148,16 +148,14 @@ TEST_F(StoreTest, DefaultTtlApplies) {
 }
 
 TEST_F(StoreTest, EvictsAtCapacityAndKeepsWorking) {
-  tcache::StoreOptions o;
-  o.capacity_bytes = 2ull << 20;
-  o.expected_entry_bytes = 1024;
+  const tcache::StoreOptions o = two_mib_options();
   auto s = open(o);
   const std::string v(1000, 'x');
   for (int i = 0; i < 10000; ++i) s.put("k" + std::to_string(i), v);  // ~10 MB into 2 MiB
   const auto st = s.stats();
   EXPECT_GT(st.evictions, 0u);
   EXPECT_LE(st.file_bytes, o.capacity_bytes);
-  EXPECT_EQ(fs::file_size(path_), st.file_bytes);
+  EXPECT_EQ(fs::file_size(file_), st.file_bytes);
   EXPECT_LE(st.entries * 1000, o.capacity_bytes);
   // The newest entries are there; whatever is present is intact.
   EXPECT_EQ(s.get("k9999"), v);
@@ -172,10 +170,7 @@ TEST_F(StoreTest, EvictsAtCapacityAndKeepsWorking) {
 }
 
 TEST_F(StoreTest, RecentlyReadEntriesSurviveEviction) {
-  tcache::StoreOptions o;
-  o.capacity_bytes = 2ull << 20;
-  o.expected_entry_bytes = 1024;
-  auto s = open(o);
+  auto s = open(two_mib_options());
   const std::string v(1000, 'h');
   s.put("hot", v);
   for (int i = 0; i < 5000; ++i) {
@@ -237,16 +232,16 @@ TEST_F(StoreTest, ValuesLargerThanAPageLiveInBlobFiles) {
   const std::string big = value_for(7, 3u << 20);  // random: does not compress
   s.put("big", big);
   EXPECT_EQ(s.get("big"), big);
-  EXPECT_EQ(blob_files(path_), 1u);
+  EXPECT_EQ(blob_files(file_), 1u);
   EXPECT_GE(s.stats().blob_bytes, big.size());
-  fs::path dir = path_;
+  fs::path dir = file_;
   dir += ".blobs";
   EXPECT_EQ(fs::status(dir).permissions() & fs::perms::all, fs::perms::owner_all);
 
   const std::string big2 = value_for(8, 2u << 20);
   s.put("big", big2);  // replacing removes the old file
   EXPECT_EQ(s.get("big"), big2);
-  EXPECT_EQ(blob_files(path_), 1u);
+  EXPECT_EQ(blob_files(file_), 1u);
 
   std::string text;
   while (text.size() < (4u << 20))
@@ -258,7 +253,7 @@ TEST_F(StoreTest, ValuesLargerThanAPageLiveInBlobFiles) {
   EXPECT_TRUE(s.erase("big"));
   EXPECT_FALSE(s.get("big").has_value());
   s.clear();
-  EXPECT_EQ(blob_files(path_), 0u);
+  EXPECT_EQ(blob_files(file_), 0u);
   EXPECT_EQ(s.stats().blob_bytes, 0u);
 }
 
@@ -268,7 +263,7 @@ TEST_F(StoreTest, BlobFilesAreEvictedPastCapacity) {
   auto s = open(o);
   for (int i = 0; i < 12; ++i) s.put("b" + std::to_string(i), value_for(i, 1u << 20));
   EXPECT_LE(s.stats().blob_bytes, o.capacity_bytes);
-  EXPECT_LE(blob_files(path_), 4u);
+  EXPECT_LE(blob_files(file_), 4u);
   EXPECT_EQ(s.get("b11"), value_for(11, 1u << 20));
   EXPECT_GT(s.stats().evictions, 0u);
 }
@@ -276,7 +271,7 @@ TEST_F(StoreTest, BlobFilesAreEvictedPastCapacity) {
 TEST_F(StoreTest, DamagedBlobFileIsAMiss) {
   auto s = open();
   s.put("big", value_for(1, 2u << 20));
-  fs::path dir = path_;
+  fs::path dir = file_;
   dir += ".blobs";
   for (const auto& e : fs::directory_iterator(dir)) {
     std::FILE* f = std::fopen(e.path().c_str(), "r+b");
@@ -300,7 +295,7 @@ TEST_F(StoreTest, CompressibleValuesAreCompressedAndRoundTrip) {
 
   tcache::StoreOptions o;
   o.compress_threshold = 0;
-  fs::remove(path_);
+  fs::remove(file_);
   auto raw = open(o);
   raw.put("text", v);
   EXPECT_EQ(raw.get("text"), v);
@@ -344,7 +339,7 @@ TEST_F(StoreTest, InvalidOptionsAreRejected) {
   const auto with = [&](auto edit) {
     tcache::StoreOptions o;
     edit(o);
-    return error_of([&] { tcache::Store::open(path_, o); });
+    return error_of([&] { tcache::Store::open(file_, o); });
   };
   EXPECT_EQ(with([](auto& o) { o.capacity_bytes = 1000; }), tcache::Errc::invalid_option);
   EXPECT_EQ(with([](auto& o) { o.capacity_bytes = 1ull << 50; }), tcache::Errc::invalid_option);
@@ -353,7 +348,7 @@ TEST_F(StoreTest, InvalidOptionsAreRejected) {
   EXPECT_EQ(with([](auto& o) { o.default_ttl = -1ms; }), tcache::Errc::invalid_option);
   EXPECT_EQ(with([](auto& o) { o.mode = 0400; }), tcache::Errc::invalid_option);
   EXPECT_EQ(with([](auto& o) { o.mode = 0666; }), tcache::Errc::invalid_option);
-  EXPECT_FALSE(fs::exists(path_));
+  EXPECT_FALSE(fs::exists(file_));
   auto s = open();
   EXPECT_EQ(error_of([&] { s.put("k", "v", -5ms); }), tcache::Errc::invalid_option);
 }
@@ -361,9 +356,9 @@ TEST_F(StoreTest, InvalidOptionsAreRejected) {
 TEST_F(StoreTest, ExistingFileKeepsItsGeometry) {
   tcache::StoreOptions o;
   o.capacity_bytes = 8ull << 20;
-  { auto s = tcache::Store::open(path_, o); }
+  { auto s = tcache::Store::open(file_, o); }
   o.capacity_bytes = 64ull << 20;
-  auto s = tcache::Store::open(path_, o);
+  auto s = tcache::Store::open(file_, o);
   EXPECT_EQ(s.stats().capacity_bytes, 8ull << 20);
 }
 
@@ -382,7 +377,7 @@ TEST_F(StoreTest, ConcurrentCreationYieldsOneFile) {
   auto s = open();
   for (int t = 0; t < 8; ++t) EXPECT_EQ(s.get("t" + std::to_string(t)), "v");
   for (const auto& e : fs::directory_iterator(dir_)) {
-    EXPECT_EQ(e.path().filename(), "cache.tc") << "left behind: " << e.path();
+    EXPECT_EQ(e.path().filename(), file_.filename()) << "left behind: " << e.path();
   }
 }
 

@@ -13,7 +13,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -24,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/test_support.h"
 #include "tcache/tcache.h"
 
 #ifndef TCACHE_TOOL_PATH
@@ -33,6 +33,8 @@
 namespace {
 
 namespace fs = std::filesystem;
+using tcache::test::read_file;
+using tcache::test::TempDirTest;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
@@ -42,28 +44,14 @@ struct Result {
   std::string err;
 };
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 void write_file(const fs::path& path, const std::string& data) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
-class ToolTest : public ::testing::Test {
+class ToolTest : public TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "tcache-tool-test.XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-    file_ = (dir_ / "cache.tcache").string();
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  ToolTest() : TempDirTest("tcache-tool-test") {}
 
   // Runs tcache-tool with `args`, feeding `input` on stdin; stdout and stderr
   // go to files so that binary output and large output are captured whole.
@@ -112,8 +100,15 @@ class ToolTest : public ::testing::Test {
     ASSERT_EQ(r.status, 0) << r.err;
   }
 
-  fs::path dir_;
-  std::string file_;
+  // Puts `value` under `key` through stdin ("-") and gets it back: the same
+  // bytes.
+  void expect_stdin_put_round_trips(const std::string& key, const std::string& value) {
+    Result r = run({"put", file_, key, "-"}, value);
+    ASSERT_EQ(r.status, 0) << r.err;
+    r = run({"get", file_, key});
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(r.out, value);
+  }
 };
 
 // Every byte value, NUL and newline included, plus a long tail.
@@ -126,7 +121,7 @@ std::string binary_value() {
   return value;
 }
 
-mode_t file_mode(const std::string& path) {
+mode_t file_mode(const fs::path& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << std::strerror(errno);
   return st.st_mode & 07777;
@@ -159,7 +154,7 @@ TEST_F(ToolTest, UsageErrorsExitTwoAndPointToHelp) {
 TEST_F(ToolTest, CreateMakesAnOwnerOnlyFileWhateverTheUmask) {
   const Result r = run({"create", file_}, {}, mode_t{0});
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr(file_));
+  EXPECT_THAT(r.out, HasSubstr(file_.string()));
   ASSERT_TRUE(fs::is_regular_file(file_));
   EXPECT_EQ(file_mode(file_), 0600u);
 }
@@ -262,23 +257,14 @@ TEST_F(ToolTest, PutThenGetRoundTrips) {
 
 TEST_F(ToolTest, PutReadsABinaryValueFromStdin) {
   create();
-  const std::string value = binary_value();
-  Result r = run({"put", file_, "blob", "-"}, value);
-  ASSERT_EQ(r.status, 0) << r.err;
-  r = run({"get", file_, "blob"});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, value);
+  expect_stdin_put_round_trips("blob", binary_value());
 }
 
 TEST_F(ToolTest, PutReadsALargeCompressibleValueFromStdin) {
   create();
   std::string value;
   while (value.size() < 200'000) value += "a fairly repetitive line of text\n";
-  Result r = run({"put", file_, "big", "-"}, value);
-  ASSERT_EQ(r.status, 0) << r.err;
-  r = run({"get", file_, "big"});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(r.out, value);
+  expect_stdin_put_round_trips("big", value);
 }
 
 TEST_F(ToolTest, ValuesWrittenByTheToolAreTheLibrarysValues) {
@@ -321,7 +307,7 @@ TEST_F(ToolTest, MissingFileIsAnErrorThatSaysHowToCreateIt) {
     const Result r = run(args);
     EXPECT_EQ(r.status, 2) << args[0];
     EXPECT_THAT(r.err, StartsWith("tcache-tool: " + args[0] + " failed: ")) << args[0];
-    EXPECT_THAT(r.err, HasSubstr("tcache-tool create " + file_)) << args[0];
+    EXPECT_THAT(r.err, HasSubstr("tcache-tool create " + file_.string())) << args[0];
     EXPECT_FALSE(fs::exists(file_)) << args[0] << " created the file";
   }
 }
