@@ -27,6 +27,8 @@ const char* error_code_name(Errc code) noexcept {
       return "read_only";
     case Errc::not_a_cache_file:
       return "not_a_cache_file";
+    case Errc::decode_error:
+      return "decode_error";
   }
   return "unknown";
 }

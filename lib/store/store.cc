@@ -783,7 +783,7 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
   count(kPuts);
 }
 
-int StoreImpl::choose_victim(const Slots& s, std::uint64_t* word, bool* expired) {
+int StoreImpl::choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired) {
   // Expired entries go first, then the first slot whose reference bit is
   // clear (clearing the bits passed over: CLOCK within the bucket pair).
   const std::uint64_t now = now_unix_ms();
@@ -807,8 +807,11 @@ int StoreImpl::choose_victim(const Slots& s, std::uint64_t* word, bool* expired)
       return i;
     }
   }
+  // The sweep starts where the inserting key's hash says, so that no slot
+  // is everyone's first victim.
   for (int pass = 0; pass < 2; ++pass) {
-    for (int i = 0; i < kPairSlots; ++i) {
+    for (int k = 0; k < kPairSlots; ++k) {
+      const int i = (start + k) % kPairSlots;
       std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
       if ((w & kRefBit) == 0) {
         *word = w;
@@ -819,9 +822,9 @@ int StoreImpl::choose_victim(const Slots& s, std::uint64_t* word, bool* expired)
                                                             std::memory_order_relaxed);
     }
   }
-  *word = atom<std::uint64_t>(&s.at(0)).load(std::memory_order_acquire);
+  *word = atom<std::uint64_t>(&s.at(start)).load(std::memory_order_acquire);
   *expired = false;
-  return 0;
+  return start;
 }
 
 void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off) {
@@ -867,7 +870,7 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
       at = empty_slot;
       old = 0;
     } else {
-      at = choose_victim(s, &old, &expired);
+      at = choose_victim(s, static_cast<int>((h >> 32) % kPairSlots), &old, &expired);
     }
     std::uint64_t expected = old;
     if (!atom<std::uint64_t>(&s.at(at)).compare_exchange_strong(expected, nw,

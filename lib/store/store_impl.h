@@ -124,7 +124,7 @@ class StoreImpl {
   void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
   void publish(std::string_view key, std::uint64_t h, std::uint64_t off);
   void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
-  int choose_victim(const Slots& s, std::uint64_t* word, bool* expired);
+  int choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired);
 
   std::uint32_t class_for(std::uint64_t bytes) const noexcept;
   void count(Counter c, std::uint64_t n = 1) noexcept {
