@@ -28,6 +28,7 @@ enum class Errc : std::uint32_t {
   io_error = 8,            // a system call failed (see message for errno text)
   read_only = 9,           // a write through a store opened read_only
   not_a_cache_file = 10,   // the file does not start with tcache's magic
+  decode_error = 11,       // bytes given to tcache::decode are truncated or malformed
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.

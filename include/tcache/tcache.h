@@ -1,8 +1,8 @@
 // tcache/tcache.h: the umbrella header. Include this one.
 //
 // tcache is a persistent, memory-mapped cache that processes on one machine
-// share through a file. See store.h for tcache::Store and error.h for
-// tcache::Error.
+// share through a file. See store.h for tcache::Store, error.h for
+// tcache::Error and codec.h for tcache::Codec (canonical encoding of values).
 //
 // Caveats (read these once):
 //
@@ -33,6 +33,7 @@
 
 #pragma once
 
+#include "tcache/codec.h"
 #include "tcache/error.h"
 #include "tcache/store.h"
 #include "tcache/version.h"
