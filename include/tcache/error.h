@@ -23,7 +23,7 @@ enum class Errc : std::uint32_t {
   unsafe_permissions = 3,  // group/other-writable or foreign-owned file or directory
   invalid_option = 4,      // an option (or argument) is out of range
   key_too_large = 5,       // key longer than Store::kMaxKeyBytes
-  value_too_large = 6,     // value longer than Store::kMaxValueBytes
+  value_too_large = 6,     // value longer than Store::max_value_bytes()
   no_space = 7,            // no room even after eviction (disk full, size class starved)
   io_error = 8,            // a system call failed (see message for errno text)
   read_only = 9,           // a write through a store opened read_only

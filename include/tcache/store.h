@@ -121,7 +121,8 @@ class Store {
   // in which case `value` is unspecified.
   bool get(std::string_view key, std::string& value);
   // Batched lookup: values[i] / found[i] for keys[i]. Overlaps the memory
-  // misses of many keys. REQUIRES: the three spans have the same size.
+  // misses of many keys. The three spans must have the same size (else
+  // Error(invalid_option)); `found` takes a bool array, not vector<bool>.
   void get_many(std::span<const std::string_view> keys, std::span<std::string> values,
                 std::span<bool> found);
   // True if `key` is present and unexpired (no value copy, no hit counted).

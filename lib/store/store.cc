@@ -47,6 +47,18 @@ inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint6
   return static_cast<std::uint32_t>(checksum64(value, n, seed));
 }
 
+// Compressing the first KiB says cheaply whether the whole value will
+// compress: random or already-compressed data is stored as it is without
+// paying LZ4 over all of it (a put of 4 KiB of random bytes spent most of its
+// time in LZ4 before).
+bool worth_compressing(std::string_view value) {
+  constexpr int kSample = 1024;
+  if (value.size() < 2 * kSample) return true;
+  char out[LZ4_COMPRESSBOUND(kSample)];
+  const int n = LZ4_compress_default(value.data(), out, kSample, sizeof out);
+  return n > 0 && n < kSample - kSample / 16;
+}
+
 // Scratch space for compression, one per thread.
 std::string& scratch() {
   thread_local std::string s;
@@ -723,7 +735,7 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
   std::string_view stored = value;
   std::uint32_t flags = 0;
   if (options_.compress_threshold != 0 && value.size() >= options_.compress_threshold &&
-      value.size() <= static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE)) {
+      value.size() <= static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE) && worth_compressing(value)) {
     std::string& buf = scratch();
     const int bound = LZ4_compressBound(static_cast<int>(value.size()));
     buf.resize(4 + static_cast<std::size_t>(bound));
