@@ -257,6 +257,25 @@ TEST_F(StoreTest, ValuesLargerThanAPageLiveInBlobFiles) {
   EXPECT_EQ(s.stats().blob_bytes, 0u);
 }
 
+TEST_F(StoreTest, LooseBlobDirectoryIsRefused) {
+  auto s = open();
+  s.put("big", value_for(3, 2u << 20));  // creates the blob directory
+  fs::path dir = file_;
+  dir += ".blobs";
+  fs::permissions(dir, fs::perms::all);  // 0777: anyone could swap the files
+  tcache::Errc code = tcache::Errc::io_error;
+  try {
+    s.put("big2", value_for(4, 2u << 20));
+    ADD_FAILURE() << "a world-writable blob directory was used";
+  } catch (const tcache::Error& e) {
+    code = e.code();
+    EXPECT_NE(std::string(e.what()).find("chmod 700"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(code, tcache::Errc::unsafe_permissions);
+  EXPECT_FALSE(s.get("big2").has_value());
+  EXPECT_EQ(s.get("big"), value_for(3, 2u << 20));  // reading an existing entry still works
+}
+
 TEST_F(StoreTest, BlobFilesAreEvictedPastCapacity) {
   tcache::StoreOptions o;
   o.capacity_bytes = 4ull << 20;

@@ -151,7 +151,6 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
     }
     ::unlink(tmp.c_str());
     r.fd_ = tfd;
-    r.created_ = true;
     break;
   }
   if (r.fd_ < 0) fail(Errc::io_error, "cannot open or create '" + p + "': it keeps changing");
@@ -168,7 +167,6 @@ Region& Region::operator=(Region&& o) noexcept {
     path_ = std::move(o.path_);
     fd_ = o.fd_;
     read_only_ = o.read_only_;
-    created_ = o.created_;
     base_ = o.base_;
     mapped_bytes_ = o.mapped_bytes_;
     mapping_ = std::move(o.mapping_);

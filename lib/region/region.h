@@ -73,7 +73,6 @@ class Region {
   char* base() const noexcept { return base_; }
   std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_; }
   int fd() const noexcept { return fd_; }
-  bool created() const noexcept { return created_; }
   bool read_only() const noexcept { return read_only_; }
   const std::filesystem::path& path() const noexcept { return path_; }
 
@@ -84,7 +83,6 @@ class Region {
   std::filesystem::path path_;
   int fd_ = -1;
   bool read_only_ = false;
-  bool created_ = false;
   char* base_ = nullptr;
   std::uint64_t mapped_bytes_ = 0;
   std::unique_ptr<struct RegionMapping> mapping_;
