@@ -553,37 +553,45 @@ std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
       continue;
     }
     const std::uint64_t off = pages_offset_ + page * page_bytes_ + (pos % per_page) * size;
-    const char* c = chunk(off);
-    if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) continue;  // free
-    const std::uint64_t meta =
-        atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
-    const std::uint32_t klen = meta_key_len(meta);
-    if (kChunkHeaderBytes + klen > size) continue;
-    key.resize(klen);
-    racy_read(key.data(), c + kChunkHeaderBytes, klen);
-    const std::uint64_t h = hash(key);
-    const Slots s = slots_for(h);
-    for (int i = 0; i < kPairSlots; ++i) {
-      std::uint64_t& slot = s.at(i);
-      std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
-      if (w == 0 || slot_offset(w) != off) continue;
-      if ((w & kRefBit) != 0) {
-        atom<std::uint64_t>(&slot).compare_exchange_strong(w, w & ~kRefBit,
-                                                           std::memory_order_relaxed);
-        break;
-      }
-      if (atom<std::uint64_t>(&slot).compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
-        // Unpublished by us: the chunk is ours to reuse (not to free).
-        release_payload(off);
-        atom<std::uint32_t>(chunk(off)).fetch_add(1, std::memory_order_acq_rel);
-        const std::uint64_t expiry = meta_expiry(meta);
-        count(expiry != 0 && now_unix_ms() >= expiry ? kExpirations : kEvictions);
-        return off;
-      }
-      break;
+    std::uint64_t meta = 0;
+    std::uint64_t* const found = slot_of_chunk(off, size, key, &meta);
+    if (found == nullptr) continue;  // free, being written, or moving
+    std::uint64_t& slot = *found;
+    std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+    if (w == 0 || slot_offset(w) != off) continue;
+    if ((w & kRefBit) != 0) {  // a second chance
+      atom<std::uint64_t>(&slot).compare_exchange_strong(w, w & ~kRefBit,
+                                                         std::memory_order_relaxed);
+      continue;
+    }
+    if (atom<std::uint64_t>(&slot).compare_exchange_strong(w, 0, std::memory_order_acq_rel)) {
+      // Unpublished by us: the chunk is ours to reuse (not to free).
+      release_payload(off);
+      atom<std::uint32_t>(chunk(off)).fetch_add(1, std::memory_order_acq_rel);
+      const std::uint64_t expiry = meta_expiry(meta);
+      count(expiry != 0 && now_unix_ms() >= expiry ? kExpirations : kEvictions);
+      return off;
     }
   }
   return 0;
+}
+
+std::uint64_t* StoreImpl::slot_of_chunk(std::uint64_t off, std::uint32_t size, std::string& key,
+                                        std::uint64_t* meta) {
+  const char* c = chunk(off);
+  if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) return nullptr;
+  *meta = atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+  const std::uint32_t klen = meta_key_len(*meta);
+  if (kChunkHeaderBytes + klen > size) return nullptr;
+  key.resize(klen);
+  racy_read(key.data(), c + kChunkHeaderBytes, klen);
+  // A torn key hashes elsewhere and finds no slot: the caller skips it.
+  const Slots s = slots_for(hash(key));
+  for (int i = 0; i < kPairSlots; ++i) {
+    const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+    if (w != 0 && slot_offset(w) == off) return &s.at(i);
+  }
+  return nullptr;
 }
 
 bool StoreImpl::steal_page(std::uint32_t cls) {
@@ -603,6 +611,7 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
                               std::max<std::uint64_t>(1, page_bytes_ / class_bytes_[victim]);
   const std::uint32_t size = class_bytes_[victim];
   const std::uint64_t per_page = page_bytes_ / size;
+  std::string key;
   for (std::uint64_t k = 0; k < pages; ++k) {
     const std::uint64_t page = (start + k) % pages;
     if (atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire) != victim) continue;
@@ -611,19 +620,10 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
     //    on the victim's free list.
     for (std::uint64_t i = 0; i < per_page; ++i) {
       const std::uint64_t off = first + i * size;
-      const char* c = chunk(off);
-      if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) continue;
-      const std::uint32_t klen =
-          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
-      if (kChunkHeaderBytes + klen > size) continue;
-      std::string key(klen, '\0');
-      racy_read(key.data(), c + kChunkHeaderBytes, klen);
-      const Slots s = slots_for(hash(key));
-      for (int j = 0; j < kPairSlots; ++j) {
-        if (unlink_chunk(s.at(j), off)) {
-          count(kEvictions);
-          break;
-        }
+      std::uint64_t meta = 0;
+      if (std::uint64_t* slot = slot_of_chunk(off, size, key, &meta);
+          slot != nullptr && unlink_chunk(*slot, off)) {
+        count(kEvictions);
       }
     }
     // 2. Take the victim's whole free list. Chunks on it are free: nobody

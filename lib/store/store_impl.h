@@ -101,6 +101,11 @@ class StoreImpl {
   std::uint64_t pop_free(std::uint32_t cls);
   bool carve_page(std::uint32_t cls);
   std::uint64_t clock_evict(std::uint32_t cls);
+  // The slot that publishes chunk `off` (of a class of `size` bytes), found
+  // through the chunk's own key (copied into `key`; its meta word into
+  // `meta`), or nullptr if the chunk is free or no slot points at it now.
+  std::uint64_t* slot_of_chunk(std::uint64_t off, std::uint32_t size, std::string& key,
+                               std::uint64_t* meta);
   // Threads a page we exclusively own into chunks of `cls` and publishes them.
   void carve_owned_page(std::uint64_t page, std::uint32_t cls);
   // In a full file, takes a page from the class with the most pages (after
