@@ -174,6 +174,22 @@ TEST(CodecTest, NaNIsCanonical) {
             tcache::encode(std::vector<double>{std::nan(""), std::nan("")}));
 }
 
+// Vectors of numbers are copied in bulk; the bytes must be exactly those of
+// element-by-element encoding, and decoding must check the same things.
+TEST(CodecTest, VectorsOfNumbersMatchElementwiseEncoding) {
+  const std::vector<std::int32_t> ints = {1, -2, 0x7fffffff, -0x7fffffff - 1};
+  std::string elementwise;
+  tcache::encode_args(elementwise, std::uint64_t{4}, ints[0], ints[1], ints[2], ints[3]);
+  EXPECT_EQ(tcache::encode(ints), elementwise);
+  check(ints);
+  check(std::vector<double>{0.5, -0.0, 1e300, std::numeric_limits<double>::infinity()});
+  check(std::vector<std::uint8_t>{});
+  check(std::vector<float>{1.5f, -3.25f});
+  std::string bad = tcache::encode(std::vector<double>{1.0, std::nan("")});
+  bad[8 + 8] = 1;  // the NaN's low byte: a NaN, but not the canonical one
+  EXPECT_EQ(decode_error_of<std::vector<double>>(bad), Errc::decode_error);
+}
+
 TEST(CodecTest, Strings) {
   check(std::string());
   check(std::string("hello"));

@@ -397,17 +397,58 @@ struct Codec<char[N]> {
   }
 };
 
+namespace detail {
+// Numbers whose encoding is their memory image on this host (integers and
+// floats other than bool on a little-endian machine), so a vector of them
+// is copied in one memcpy each way: the same bytes as element by element.
+template <class T>
+inline constexpr bool bulk_number_v =
+    std::endian::native == std::endian::little && !std::is_same_v<T, bool> &&
+    (std::is_integral_v<T> || std::is_same_v<T, float> || std::is_same_v<T, double>);
+}  // namespace detail
+
 template <class T, class Alloc>
 struct Codec<std::vector<T, Alloc>> {
   static constexpr std::size_t min_size = 8;
   static void encode(const std::vector<T, Alloc>& v, std::string& out) {
     detail::check_element<T>();
     detail::put_len(v.size(), out);
+    if constexpr (detail::bulk_number_v<T>) {
+      const std::size_t at = out.size();
+      out.resize(at + v.size() * sizeof(T));
+      if (!v.empty()) std::memcpy(out.data() + at, v.data(), v.size() * sizeof(T));
+      if constexpr (std::is_floating_point_v<T>) {
+        for (std::size_t i = 0; i < v.size(); ++i) {
+          if (v[i] != v[i]) {  // canonical NaN, as Codec<T> writes it
+            const auto nan = Codec<T>::kCanonicalNaN;
+            std::memcpy(out.data() + at + i * sizeof(T), &nan, sizeof(T));
+          }
+        }
+      }
+      return;
+    }
     for (const auto& e : v) detail::encode_element<T>(static_cast<const T&>(e), out);
   }
   static std::vector<T, Alloc> decode(std::string_view& in) {
     detail::check_element<T>();
     const std::size_t n = detail::get_count(in, detail::min_size_v<T>, "vector");
+    if constexpr (detail::bulk_number_v<T>) {
+      std::vector<T, Alloc> v(n);  // get_count checked n * sizeof(T) <= in.size()
+      if (n != 0) std::memcpy(v.data(), in.data(), n * sizeof(T));
+      if constexpr (std::is_floating_point_v<T>) {
+        for (std::size_t i = 0; i < n; ++i) {
+          if (v[i] != v[i]) {
+            typename Codec<T>::U bits;
+            std::memcpy(&bits, in.data() + i * sizeof(T), sizeof(T));
+            if (bits != Codec<T>::kCanonicalNaN) {
+              detail::decode_fail("NaN is not in canonical form");
+            }
+          }
+        }
+      }
+      in.remove_prefix(n * sizeof(T));
+      return v;
+    }
     std::vector<T, Alloc> v;
     v.reserve(n);
     for (std::size_t i = 0; i < n; ++i) v.push_back(Codec<T>::decode(in));

@@ -138,6 +138,55 @@ class Store {
   // Removes every entry. Concurrent puts may survive it. Throws Error: read_only.
   void clear();
 
+  // Removes every entry whose key starts with `prefix` (walks the index:
+  // O(index size)). Returns how many live entries it removed. Entries put
+  // concurrently may survive it. Throws Error: read_only.
+  std::uint64_t erase_prefix(std::string_view prefix);
+  // Counts live entries whose key starts with `prefix` (walks the index).
+  // Never throws.
+  std::uint64_t count_prefix(std::string_view prefix);
+
+  // Single flight. Returns true with the value if `key` is present. On a
+  // miss, either takes the key's lease and returns false (the caller must
+  // now compute the value and put() it, which replaces the lease, or call
+  // release_lease() if it cannot), or, while another thread or process
+  // holds the lease, waits for its value. A lease lasts at most
+  // lease_timeout; one whose holder died (killed, crashed) or whose deadline
+  // passed is taken over, so waiting always ends. Readers (get, contains)
+  // see a lease as a miss. Leases of a store opened read_only are never
+  // taken: the call returns false at once on a miss.
+  // Throws Error: invalid_option (lease_timeout <= 0), key_too_large, and
+  // what put() throws while writing the lease (no_space, corrupt_file).
+  bool get_or_lease(std::string_view key, std::string& value,
+                    std::chrono::milliseconds lease_timeout = std::chrono::seconds(60));
+  // Removes this process's lease on `key`, if it holds one. Never throws.
+  void release_lease(std::string_view key) noexcept;
+
+  // get_or_lease + compute + put: the value of `key`, computed by
+  // compute() (returning something convertible to std::string_view) in at
+  // most one caller at a time across threads and processes. If compute
+  // throws, the lease is released and the exception propagates.
+  template <class Compute>
+  std::string get_or_compute(std::string_view key, Compute&& compute,
+                             std::chrono::milliseconds ttl = {},
+                             std::chrono::milliseconds lease_timeout = std::chrono::seconds(60)) {
+    std::string value;
+    if (get_or_lease(key, value, lease_timeout)) return value;
+    try {
+      value = std::string(compute());
+    } catch (...) {
+      release_lease(key);
+      throw;
+    }
+    try {
+      put(key, value, ttl);
+    } catch (...) {
+      release_lease(key);
+      throw;
+    }
+    return value;
+  }
+
   // Sums counters and walks the index (O(index size)). Never throws.
   StoreStats stats() const;
   // Writes dirty pages to disk (msync). Throws Error: io_error.

@@ -20,7 +20,7 @@
 namespace tcache::detail {
 
 inline constexpr char kMagic[8] = {'T', 'C', 'A', 'C', 'H', 'E', '\0', '\x1a'};
-inline constexpr std::uint32_t kFileFormatVersion = 1;  // DO NOT CHANGE without a bump rule
+inline constexpr std::uint32_t kFileFormatVersion = 2;  // DO NOT CHANGE without a bump rule
 inline constexpr std::uint32_t kEndianCheck = 0x01020304u;
 
 inline constexpr std::size_t kCacheLine = 64;
@@ -131,6 +131,18 @@ inline constexpr std::uint32_t kChunkVlenOffset = 16;
 inline constexpr std::uint32_t kValueLenMask = (1u << 28) - 1;
 inline constexpr std::uint32_t kFlagCompressed = 1u << 28;  // value is [u32 raw length][LZ4 block]
 inline constexpr std::uint32_t kFlagBlob = 1u << 29;        // stored value is a BlobRef
+inline constexpr std::uint32_t kFlagLease = 1u << 30;       // stored value is a LeaseRecord
+
+// A lease (single flight): the entry of a key whose value one caller is
+// computing. Readers treat it as a miss; get_or_lease waits on it. Its
+// expiry is the lease's deadline.
+struct LeaseRecord {
+  std::uint32_t pid;          // holder's process id
+  std::uint32_t reserved;     // 0
+  std::uint64_t start_time;   // holder's start time (util/proc.h), against pid reuse
+  std::uint64_t deadline_ms;  // Unix ms after which the lease may be taken over
+};
+static_assert(sizeof(LeaseRecord) == 24 && std::is_trivially_copyable_v<LeaseRecord>);
 
 // A value too large for a page lives in a blob file beside the cache file,
 // `<file>.blobs/<key hash, 16 hex>-<id, 16 hex>`; its chunk stores this

@@ -28,6 +28,7 @@
 #include "store/store_impl.h"
 #include "util/checksum.h"
 #include "util/fail.h"
+#include "util/private_dir.h"
 #include "util/proc.h"
 #include "util/racy.h"
 
@@ -65,33 +66,11 @@ std::string StoreImpl::blob_path(std::uint64_t h, std::uint64_t id, bool tmp) co
 }
 
 void StoreImpl::ensure_blob_dir() {
-  std::call_once(blob_dir_once_, [this] {
-    const std::uint32_t mode =
-        0700 | ((options_.mode & 0040) ? 0050 : 0) | ((options_.mode & 0004) ? 0005 : 0);
-    if (::mkdir(blob_dir_.c_str(), mode) == 0) {
-      ::chmod(blob_dir_.c_str(), mode);  // umask does not apply
-    } else if (errno != EEXIST) {
-      fail_errno(errno, "cannot create blob directory", blob_dir_.string(),
-                 "check that the cache file's directory is writable");
-    }
-  });
-  // Checked on every use, on the descriptor, like the cache file itself.
-  const int fd = ::open(blob_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    fail_errno(errno, "cannot open blob directory", blob_dir_.string(),
-               errno == ELOOP ? "it must not be a symbolic link" : "");
-  }
-  struct stat st {};
-  const int rc = ::fstat(fd, &st);
-  ::close(fd);
-  if (rc != 0) fail_errno(errno, "cannot stat", blob_dir_.string(), "");
-  if (!options_.allow_shared_access &&
-      (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
-    fail(Errc::unsafe_permissions,
-         "blob directory '" + blob_dir_.string() +
-             "' is not owned by you or is writable by group/others; remove it or fix its "
-             "permissions (chmod 700), or set StoreOptions::allow_shared_access");
-  }
+  // Group/other may search it when the cache file's mode lets them read.
+  const std::uint32_t mode =
+      0700 | ((options_.mode & 0040) ? 0050 : 0) | ((options_.mode & 0004) ? 0005 : 0);
+  // Checked on every use, like the cache file itself.
+  ensure_private_dir(blob_dir_, mode, options_.allow_shared_access, false, "blob directory");
 }
 
 BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {

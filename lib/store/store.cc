@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -229,7 +230,7 @@ std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_b
 
 template <bool kCopy>
 StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const Slots& s,
-                                  std::string* out) {
+                                  std::string* out, Found* found) {
   const std::uint64_t tag = hash_tag(h);
   for (int i = 0; i < kPairSlots; ++i) {
     std::uint64_t& slot = s.at(i);
@@ -272,12 +273,14 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
       if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
       return Probe::miss;
     }
-    if (!kCopy) return Probe::hit;
+    if (found != nullptr) *found = Found{&slot, w};
+    if (!kCopy) return (vf & kFlagLease) != 0 ? Probe::lease : Probe::hit;
     if (value_checksum(out->data(), vlen, h, meta, vf) != sum) {
       count(kChecksumFailures);
       if (!region_.read_only()) unlink(slot, w);
       return Probe::miss;
     }
+    if ((vf & kFlagLease) != 0) return vlen == sizeof(LeaseRecord) ? Probe::lease : Probe::miss;
     if ((w & kRefBit) == 0 && !region_.read_only()) {
       std::uint64_t expected = w;
       atom<std::uint64_t>(&slot).compare_exchange_strong(expected, w | kRefBit,
@@ -315,7 +318,7 @@ bool StoreImpl::get(std::string_view key, std::string& value) {
   const Slots s = slots_for(h);
   prefetch(s.b[1]);  // in flight while the first bucket is scanned
   for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
-    const Probe p = probe<true>(key, h, s, &value);
+    const Probe p = probe<true>(key, h, s, &value, nullptr);
     if (p == Probe::retry) continue;
     count(p == Probe::hit ? kHits : kMisses);
     return p == Probe::hit;
@@ -328,7 +331,7 @@ bool StoreImpl::contains(std::string_view key) {
   const std::uint64_t h = hash(key);
   const Slots s = slots_for(h);
   for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
-    const Probe p = probe<false>(key, h, s, nullptr);
+    const Probe p = probe<false>(key, h, s, nullptr, nullptr);
     if (p != Probe::retry) return p == Probe::hit;
   }
   return false;
@@ -368,7 +371,7 @@ void StoreImpl::get_many(std::span<const std::string_view> keys, std::span<std::
     for (std::size_t i = 0; i < n; ++i) {
       Probe p = Probe::retry;
       for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
-        p = probe<true>(keys[base + i], hs[i], ss[i], &values[base + i]);
+        p = probe<true>(keys[base + i], hs[i], ss[i], &values[base + i], nullptr);
       }
       found[base + i] = p == Probe::hit;
       count(p == Probe::hit ? kHits : kMisses);
@@ -756,6 +759,12 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
     prefetch(s.b[0]);
     prefetch(s.b[1]);
   }
+  store_entry(key, h, stored, flags, expiry, Publish::upsert);
+  count(kPuts);
+}
+
+bool StoreImpl::store_entry(std::string_view key, std::uint64_t h, std::string_view stored,
+                            std::uint32_t flags, std::uint64_t expiry, Publish mode) {
   BlobRef ref{};
   if (kChunkHeaderBytes + key.size() + stored.size() > page_bytes_) {
     ref = write_blob(h, stored);
@@ -791,8 +800,7 @@ void StoreImpl::put(std::string_view key, std::string_view value, std::chrono::m
   auto version = atom<std::uint32_t>(c);
   version.store((version.load(std::memory_order_relaxed) | 1) + 1, std::memory_order_release);
 
-  publish(key, h, off);
-  count(kPuts);
+  return publish(key, h, off, mode);
 }
 
 int StoreImpl::choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired) {
@@ -839,7 +847,7 @@ int StoreImpl::choose_victim(const Slots& s, int start, std::uint64_t* word, boo
   return start;
 }
 
-void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off) {
+bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode) {
   // New entries start unreferenced: one that is never read again is the
   // first to go (scan resistance); a read gives it a second chance.
   const std::uint64_t nw = slot_make(hash_tag(h), off);
@@ -876,8 +884,13 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
     std::uint64_t old;
     bool expired = false;
     if (match >= 0) {
+      if (mode == Publish::if_absent && !entry_expired(mw)) {
+        retire(off);  // never published: ours to free
+        return false;
+      }
       at = match;
       old = mw;
+      expired = mode == Publish::if_absent;
     } else if (empty_slot >= 0) {
       at = empty_slot;
       old = 0;
@@ -886,16 +899,47 @@ void StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
     }
     std::uint64_t expected = old;
     if (!atom<std::uint64_t>(&s.at(at)).compare_exchange_strong(expected, nw,
-                                                                std::memory_order_acq_rel)) {
+                                                                std::memory_order_seq_cst)) {
       continue;
     }
     if (old != 0) {
       retire(slot_offset(old));
-      if (match < 0) count(expired ? kExpirations : kEvictions);
+      if (match < 0 || mode == Publish::if_absent) count(expired ? kExpirations : kEvictions);
     }
+    if (mode == Publish::if_absent) return !withdraw_if_rival(key, s, at, nw);
     dedupe(key, s, at, nw);
-    return;
+    return true;
   }
+}
+
+bool StoreImpl::entry_expired(std::uint64_t w) const noexcept {
+  const std::uint64_t off = slot_offset(w);
+  if (chunk_class(off) < 0) return true;
+  const std::uint64_t meta =
+      atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load(std::memory_order_relaxed);
+  return meta_expiry(meta) != 0 && now_unix_ms() >= meta_expiry(meta);
+}
+
+bool StoreImpl::withdraw_if_rival(std::string_view key, const Slots& s, int mine,
+                                  std::uint64_t my_word) {
+  // Insert-if-absent must have one winner. Every contender publishes first
+  // (a seq_cst CAS) and then looks (seq_cst loads): of two contenders, the
+  // later to publish sees the other, so at most one sees no rival. One that
+  // sees a rival withdraws; both may withdraw, and then both retry.
+  const std::uint64_t tag = slot_tag(my_word);
+  for (int i = 0; i < kPairSlots; ++i) {
+    if (i == mine) continue;
+    for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_seq_cst);
+      if (w == 0 || slot_tag(w) != tag) break;
+      const int has = chunk_has_key(s.at(i), w, key);
+      if (has < 0) continue;
+      if (has == 0) break;
+      unlink_chunk(s.at(mine), slot_offset(my_word));
+      return true;
+    }
+  }
+  return false;
 }
 
 void StoreImpl::dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word) {
@@ -972,6 +1016,153 @@ void StoreImpl::clear() {
   }
   count(kErases, n);
   atom<std::uint64_t>(&sb_->generation).fetch_add(1);
+}
+
+// ---------------------------------------------------------------------------
+// Single flight
+
+namespace {
+
+// This process's identity for lease records (pid and start time). Computed
+// once per pid, so a child after fork() gets its own.
+LeaseRecord self_lease(std::uint64_t deadline_ms) {
+  static std::atomic<std::uint64_t> cached_pid{0};
+  static std::atomic<std::uint64_t> cached_start{0};
+  const pid_t pid = ::getpid();
+  std::uint64_t start = cached_start.load(std::memory_order_acquire);
+  if (cached_pid.load(std::memory_order_acquire) != static_cast<std::uint64_t>(pid)) {
+    start = process_start_time(pid);
+    cached_start.store(start, std::memory_order_release);
+    cached_pid.store(static_cast<std::uint64_t>(pid), std::memory_order_release);
+  }
+  return LeaseRecord{static_cast<std::uint32_t>(pid), 0, start, deadline_ms};
+}
+
+}  // namespace
+
+bool StoreImpl::get_or_lease(std::string_view key, std::string& value,
+                             std::chrono::milliseconds lease_timeout) {
+  if (lease_timeout.count() <= 0) fail(Errc::invalid_option, "lease_timeout must be positive");
+  if (key.size() > Store::kMaxKeyBytes) {
+    fail(Errc::key_too_large, "key of " + std::to_string(key.size()) + " bytes exceeds the " +
+                                  std::to_string(Store::kMaxKeyBytes) + "-byte limit");
+  }
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  // Waiting polls: a lease is held while a (slow) value is computed, so a
+  // few milliseconds of extra latency do not matter, and polling needs no
+  // wake-up channel that a killed holder could leave in a bad state.
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    Probe p = Probe::retry;
+    Found f;
+    for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
+      p = probe<true>(key, h, s, &value, &f);
+    }
+    if (p == Probe::hit) {
+      count(kHits);
+      return true;
+    }
+    if (region_.read_only()) {  // cannot lease: the caller computes
+      count(kMisses);
+      return false;
+    }
+    if (p == Probe::lease) {
+      LeaseRecord rec;
+      std::memcpy(&rec, value.data(), sizeof rec);
+      const bool dead = !process_alive(static_cast<pid_t>(rec.pid), rec.start_time);
+      if (dead || now_unix_ms() >= rec.deadline_ms) {
+        unlink_chunk(*f.slot, slot_offset(f.word));  // take it over
+        continue;
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
+      continue;
+    }
+    if (p == Probe::retry) continue;
+    // A miss: try to become the holder.
+    const std::uint64_t deadline = std::min<std::uint64_t>(
+        now_unix_ms() + static_cast<std::uint64_t>(lease_timeout.count()), kMaxExpiryMs);
+    const LeaseRecord rec = self_lease(deadline);
+    const std::string_view bytes(reinterpret_cast<const char*>(&rec), sizeof rec);
+    if (store_entry(key, h, bytes, kFlagLease, deadline, Publish::if_absent)) {
+      count(kMisses);
+      return false;
+    }
+  }
+}
+
+void StoreImpl::release_lease(std::string_view key) noexcept {
+  if (region_.read_only() || key.size() > Store::kMaxKeyBytes) return;
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  std::string bytes;
+  for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+    Found f;
+    const Probe p = probe<true>(key, h, s, &bytes, &f);
+    if (p == Probe::retry) continue;
+    if (p != Probe::lease) return;
+    LeaseRecord rec;
+    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (rec.pid == static_cast<std::uint32_t>(::getpid()))
+      unlink_chunk(*f.slot, slot_offset(f.word));
+    return;
+  }
+}
+
+template <class Fn>
+void StoreImpl::for_each_entry(Fn&& fn) {
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  std::string key;
+  const std::uint64_t now = now_unix_ms();
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    std::uint64_t& slot = index_[i];
+    for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
+      const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+      if (w == 0) break;
+      const std::uint64_t off = slot_offset(w);
+      const int cls = chunk_class(off);
+      if (cls < 0) break;
+      const char* c = chunk(off);
+      const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
+      if ((v1 & 1) != 0) continue;
+      const std::uint64_t meta =
+          atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
+      const std::uint32_t vf =
+          atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
+      const std::uint32_t klen = meta_key_len(meta);
+      if (kChunkHeaderBytes + klen > class_bytes_[cls]) break;
+      key.resize(klen);
+      racy_read(key.data(), c + kChunkHeaderBytes, klen);
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) continue;
+      const bool live =
+          (vf & kFlagLease) == 0 && (meta_expiry(meta) == 0 || now < meta_expiry(meta));
+      fn(slot, w, std::string_view(key), live);
+      break;
+    }
+  }
+}
+
+std::uint64_t StoreImpl::erase_prefix(std::string_view prefix) {
+  if (region_.read_only()) {
+    fail(Errc::read_only,
+         "'" + region_.path().string() + "' is open read-only; open it without read_only to erase");
+  }
+  std::uint64_t n = 0;
+  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view key, bool live) {
+    if (key.starts_with(prefix) && unlink(slot, w) && live) ++n;
+  });
+  count(kErases, n);
+  return n;
+}
+
+std::uint64_t StoreImpl::count_prefix(std::string_view prefix) {
+  std::uint64_t n = 0;
+  for_each_entry([&](std::uint64_t&, std::uint64_t, std::string_view key, bool live) {
+    if (live && key.starts_with(prefix)) ++n;
+  });
+  return n;
 }
 
 // ---------------------------------------------------------------------------
@@ -1093,6 +1284,13 @@ void Store::put(std::string_view key, std::string_view value, std::chrono::milli
 bool Store::erase(std::string_view key) { return impl_->erase(key); }
 void Store::clear() { impl_->clear(); }
 StoreStats Store::stats() const { return impl_->stats(); }
+bool Store::get_or_lease(std::string_view key, std::string& value,
+                         std::chrono::milliseconds lease_timeout) {
+  return impl_->get_or_lease(key, value, lease_timeout);
+}
+void Store::release_lease(std::string_view key) noexcept { impl_->release_lease(key); }
+std::uint64_t Store::erase_prefix(std::string_view prefix) { return impl_->erase_prefix(prefix); }
+std::uint64_t Store::count_prefix(std::string_view prefix) { return impl_->count_prefix(prefix); }
 void Store::flush() { impl_->flush(); }
 const std::filesystem::path& Store::path() const noexcept { return impl_->path(); }
 std::size_t Store::max_value_bytes() const noexcept { return impl_->max_value_bytes(); }

@@ -58,6 +58,11 @@ class StoreImpl {
   bool erase(std::string_view key);
   void clear();
   StoreStats stats() const;
+  bool get_or_lease(std::string_view key, std::string& value,
+                    std::chrono::milliseconds lease_timeout);
+  void release_lease(std::string_view key) noexcept;
+  std::uint64_t erase_prefix(std::string_view prefix);
+  std::uint64_t count_prefix(std::string_view prefix);
   void flush() { region_.flush(); }
   const std::filesystem::path& path() const noexcept { return region_.path(); }
   std::size_t max_value_bytes() const noexcept;
@@ -67,7 +72,14 @@ class StoreImpl {
   void recover();
 
  private:
-  enum class Probe { hit, miss, retry };
+  // lease: the key's entry is a lease (out holds its LeaseRecord); a miss
+  // for every reader but get_or_lease.
+  enum class Probe { hit, miss, retry, lease };
+  // Where probe() found the key: the slot and the word it held.
+  struct Found {
+    std::uint64_t* slot = nullptr;
+    std::uint64_t word = 0;
+  };
   struct Slots {
     std::uint64_t* b[2];
     std::uint64_t& at(int i) const { return b[i >> 3][i & 7]; }
@@ -88,7 +100,8 @@ class StoreImpl {
   char* chunk(std::uint64_t off) const noexcept { return base_ + off; }
 
   template <bool kCopy>
-  Probe probe(std::string_view key, std::uint64_t h, const Slots& s, std::string* out);
+  Probe probe(std::string_view key, std::uint64_t h, const Slots& s, std::string* out,
+              Found* found);
   // 1 = the chunk `w` (read from `slot`) holds `key`, 0 = it does not and
   // the slot still holds `w`, -1 = something changed while looking.
   int chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
@@ -127,9 +140,25 @@ class StoreImpl {
   // REQUIRES: exclusive (recovery).
   void sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes);
   void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
-  void publish(std::string_view key, std::uint64_t h, std::uint64_t off);
+  // upsert: replace the key's entry or add one. if_absent: add one only if
+  // the key has no live entry (an expired one is replaced).
+  enum class Publish { upsert, if_absent };
+  // Writes a chunk for (key, stored) and publishes it. False (and the chunk
+  // freed) if `mode` is if_absent and the key has a live entry.
+  bool store_entry(std::string_view key, std::uint64_t h, std::string_view stored,
+                   std::uint32_t flags, std::uint64_t expiry, Publish mode);
+  bool publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode);
+  // After an if_absent publish into slot `mine`: if another slot holds the
+  // key, unpublishes ours and returns true.
+  bool withdraw_if_rival(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
+  bool entry_expired(std::uint64_t w) const noexcept;
   void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
   int choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired);
+
+  // Calls fn(slot, word, key, live) for each published entry, with a
+  // consistent copy of its key; live = neither expired nor a lease.
+  template <class Fn>
+  void for_each_entry(Fn&& fn);
 
   std::uint32_t class_for(std::uint64_t bytes) const noexcept;
   void count(Counter c, std::uint64_t n = 1) noexcept {
@@ -161,7 +190,6 @@ class StoreImpl {
   int proc_slot_ = -1;
   std::atomic<std::uint64_t> grow_retry_after_ms_{0};
   std::filesystem::path blob_dir_;
-  std::once_flag blob_dir_once_;
   mutable std::mutex log_mutex_;
   mutable int logged_grow_errno_ = 0;
 };

@@ -1,0 +1,173 @@
+// bench/decorator_bench.cc: Google Benchmark loops of one decorated call,
+// each beside what a user would write by hand instead, so that the cost of
+// a decorator reads as a ratio (run with --benchmark_filter=<section>).
+//
+// Sections (each a block of BM_<decorator>_* / BM_<alternative>_* functions
+// and their BENCHMARK registrations; add new sections the same way):
+//
+//   mcache   hits of tcache::mcache on int(int) vs a hand-written
+//            std::unordered_map<int, int> + std::mutex memo over the same
+//            keys; misses (every key new) vs calling the function itself;
+//            one thread and two.
+//   bcache   (to come) bcache hits vs a raw Store::get of the same bytes.
+//
+// Multi-threaded variants share one cache between the threads (as a
+// program would) and report real time per call; every key sequence is
+// fixed before timing, so both sides of a pair do the same work.
+
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "tcache/decorators.h"
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+
+// The cached function: cheap, and opaque to the optimizer, so that a miss
+// costs what the cache adds plus one real call.
+[[gnu::noinline]] int work(int x) {
+  benchmark::ClobberMemory();
+  return static_cast<int>(static_cast<std::uint32_t>(x) * 2654435761u >> 3);
+}
+
+// Keys 0..n-1 in a fixed pseudo-random order (a sequential walk would be
+// kinder to some hash tables than real traffic).
+std::vector<int> shuffled_keys(int n) {
+  std::vector<int> keys(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) keys[static_cast<std::size_t>(i)] = i;
+  std::uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (std::size_t i = keys.size(); i > 1; --i) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    std::swap(keys[i - 1], keys[s % i]);
+  }
+  return keys;
+}
+
+// Where thread t starts in a shared key sequence: far from the others.
+std::size_t start_of(const benchmark::State& state, std::size_t size) {
+  return static_cast<std::size_t>(state.thread_index()) * size / 2 % size;
+}
+
+// ---------------------------------------------------------------------------
+// mcache: hits
+
+constexpr int kWorkingSet = 1024;  // keys; every one is cached before timing
+constexpr std::uint64_t kHitMaxsize = 4096;
+
+const std::vector<int>& hit_keys() {
+  static const std::vector<int> keys = shuffled_keys(kWorkingSet);
+  return keys;
+}
+
+// What a user would write without tcache.
+class HandwrittenMemo {
+ public:
+  int operator()(int x) {
+    {
+      std::lock_guard lock(mutex_);
+      if (auto it = map_.find(x); it != map_.end()) return it->second;
+    }
+    const int r = work(x);
+    std::lock_guard lock(mutex_);
+    map_.emplace(x, r);
+    return r;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<int, int> map_;
+};
+
+template <class Memo>
+void warm(Memo& memo) {
+  for (const int k : hit_keys()) memo(k);
+}
+
+auto& mcache_hit_memo() {
+  static auto memo = [] {
+    auto m = tcache::mcache(work, {.maxsize = kHitMaxsize});
+    warm(m);
+    return m;
+  }();
+  return memo;
+}
+
+HandwrittenMemo& handwritten_hit_memo() {
+  static HandwrittenMemo memo;
+  static const bool warmed = (warm(memo), true);
+  (void)warmed;
+  return memo;
+}
+
+template <class Memo>
+void run_hits(benchmark::State& state, Memo& memo) {
+  const std::vector<int>& keys = hit_keys();
+  std::size_t i = start_of(state, keys.size());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(memo(keys[i]));
+    if (++i == keys.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_mcache_hit_int(benchmark::State& state) { run_hits(state, mcache_hit_memo()); }
+void BM_handwritten_memo_hit_int(benchmark::State& state) {
+  run_hits(state, handwritten_hit_memo());
+}
+
+BENCHMARK(BM_mcache_hit_int);
+BENCHMARK(BM_handwritten_memo_hit_int);
+BENCHMARK(BM_mcache_hit_int)->Threads(2)->UseRealTime();
+BENCHMARK(BM_handwritten_memo_hit_int)->Threads(2)->UseRealTime();
+
+// ---------------------------------------------------------------------------
+// mcache: misses (every call a new key: lookup, call, insert, evict)
+
+constexpr std::uint64_t kMissMaxsize = 1024;
+
+auto& mcache_miss_memo() {
+  static auto memo = tcache::mcache(work, {.maxsize = kMissMaxsize});
+  return memo;
+}
+
+// Keys never seen before: each run of each thread counts up in its own
+// range of 2^24 keys.
+std::atomic<std::uint32_t> g_next_range{0};
+
+template <class Call>
+void run_misses(benchmark::State& state, Call call) {
+  std::uint32_t key = g_next_range.fetch_add(1) << 24;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(call(static_cast<int>(key)));
+    ++key;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_mcache_miss_int(benchmark::State& state) {
+  run_misses(state, [](int k) { return mcache_miss_memo()(k); });
+}
+void BM_direct_call_int(benchmark::State& state) {
+  run_misses(state, [](int k) { return work(k); });
+}
+
+BENCHMARK(BM_mcache_miss_int);
+BENCHMARK(BM_direct_call_int);
+BENCHMARK(BM_mcache_miss_int)->Threads(2)->UseRealTime();
+BENCHMARK(BM_direct_call_int)->Threads(2)->UseRealTime();
+
+// ---------------------------------------------------------------------------
+// bcache (to come): BM_bcache_hit_* vs BM_store_get_* go here.
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,214 @@
+// tcache/detail/byte_state.h: the state behind bcache, fcache and ucache: a
+// callable whose results are kept, encoded, in a byte-level Backend.
+//
+// Thread safety: call/info/clear/invalidate may run on many threads at once;
+// counters are relaxed atomics, and the backend is thread-safe. Scratch
+// buffers are thread_local and used only before the wrapped callable runs
+// or after it returns, so a recursive call through the wrapper is safe.
+
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "tcache/backend.h"
+#include "tcache/codec.h"
+#include "tcache/config.h"
+#include "tcache/detail/callable.h"
+#include "tcache/error.h"
+
+namespace tcache {
+
+struct BcacheOptions;
+struct FcacheOptions;
+struct UcacheOptions;
+
+namespace detail {
+
+inline constexpr std::size_t kKeyBytes = 24;  // 8-byte name prefix + xxh3-128
+
+// Reports each cause once through a logger (default: a line on stderr).
+class Warner {
+ public:
+  explicit Warner(Logger logger) : logger_(std::move(logger)) {}
+  // Thread-safe. `cause` groups warnings: the first of each cause is shown.
+  void warn(std::uint32_t cause, const std::string& line);
+
+ private:
+  Logger logger_;
+  std::mutex mutex_;
+  std::set<std::uint32_t> seen_;
+};
+
+// What a decorator's options resolve to (backend opened, defaults applied).
+struct ByteSetup {
+  std::string kind;  // "bcache", "fcache", "ucache", "acache": for messages
+  std::string name;
+  std::shared_ptr<Backend> backend;
+  std::string key_header;  // length-prefixed name and version, hashed before the arguments
+  std::string prefix;      // first 8 bytes of every key: xxh3-64 of the name
+  std::chrono::milliseconds ttl{0};
+  std::chrono::milliseconds lease_timeout{60'000};
+  int compression = 0;  // 0 none, 1 LZ4, 2 LZ4HC: done by the decorator (framed values)
+  bool disabled = false;
+  std::uint64_t fallbacks = 0;  // backends given up on while setting up
+  std::shared_ptr<Warner> warner;
+};
+
+// Each throws Error(invalid_option) naming a bad option; bcache_setup and
+// fcache_setup also throw what opening the file throws.
+ByteSetup bcache_setup(const BcacheOptions& options);
+ByteSetup fcache_setup(const FcacheOptions& options);
+ByteSetup ucache_setup(const UcacheOptions& options);
+
+// Writes the key of `hashed` (key_header followed by the encoded arguments).
+void make_key(const ByteSetup& setup, std::string_view hashed, char (&out)[kKeyBytes]);
+
+// Decorator-side compression (fcache). pack frames `raw` as
+// [u8 method][u32 raw length][data]; unpack reverses it and throws
+// Error(decode_error) on a malformed frame.
+void pack_value(int compression, std::string_view raw, std::string& out);
+void unpack_value(std::string_view stored, std::string& out);
+
+template <class F, class Sig, class KeyFn>
+class ByteState;
+
+template <class F, class R, class... A, class KeyFn>
+class ByteState<F, R(A...), KeyFn> {
+ public:
+  using value_type = std::remove_cvref_t<R>;
+  using result_type = value_type;
+  static_assert(!std::is_void_v<R>, "tcache: a cached function must return a value");
+
+  ByteState(F f, ByteSetup setup, KeyFn key_fn)
+      : f_(std::move(f)), setup_(std::move(setup)), key_fn_(std::move(key_fn)) {}
+
+  value_type call(A... a) {
+    if (setup_.disabled || disabled_by_scope()) return std::invoke(f_, std::forward<A>(a)...);
+    char key[kKeyBytes];
+    key_of(key, a...);
+    const std::string_view k(key, kKeyBytes);
+    static thread_local std::string stored;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool have = false;
+      try {
+        have = setup_.backend->get_or_lease(k, stored, setup_.lease_timeout);
+      } catch (const Error& e) {
+        // The backend cannot serve this call: compute without caching.
+        setup_.warner->warn(static_cast<std::uint32_t>(e.code()),
+                            "tcache: " + setup_.kind + " '" + setup_.name +
+                                "': lookup failed, calling through: " + e.what());
+        misses_.fetch_add(1, std::memory_order_relaxed);
+        return std::invoke(f_, std::forward<A>(a)...);
+      }
+      if (have) {
+        try {
+          value_type v = decode_stored(stored);
+          hits_.fetch_add(1, std::memory_order_relaxed);
+          return v;
+        } catch (const Error& e) {
+          if (e.code() != Errc::decode_error) throw;
+          decode_errors_.fetch_add(1, std::memory_order_relaxed);
+          erase_quietly(k);
+          continue;  // look again: take the lease and recompute
+        }
+      }
+      misses_.fetch_add(1, std::memory_order_relaxed);
+      value_type v = compute_leased(k, std::forward<A>(a)...);
+      store(k, v);
+      return v;
+    }
+    misses_.fetch_add(1, std::memory_order_relaxed);
+    return std::invoke(f_, std::forward<A>(a)...);
+  }
+
+  CacheInfo info() const {
+    CacheInfo i;
+    i.hits = hits_.load(std::memory_order_relaxed);
+    i.misses = misses_.load(std::memory_order_relaxed);
+    i.decode_errors = decode_errors_.load(std::memory_order_relaxed);
+    i.maxsize = setup_.backend->max_entries();
+    i.currsize = setup_.backend->count_prefix(setup_.prefix);
+    i.backend = setup_.backend->name();
+    i.fallbacks = setup_.fallbacks + setup_.backend->fallbacks();
+    return i;
+  }
+
+  void clear() { setup_.backend->erase_prefix(setup_.prefix); }
+
+  bool invalidate(A... a) {
+    char key[kKeyBytes];
+    key_of(key, a...);
+    return setup_.backend->erase(std::string_view(key, kKeyBytes));
+  }
+
+  const ByteSetup& setup() const noexcept { return setup_; }
+
+ private:
+  void key_of(char (&key)[kKeyBytes], const std::remove_cvref_t<A>&... a) const {
+    static thread_local std::string buf;
+    buf.assign(setup_.key_header);
+    encode_key(key_fn_, buf, a...);
+    make_key(setup_, buf, key);
+  }
+
+  value_type decode_stored(const std::string& stored) const {
+    if (setup_.compression == 0) return decode<value_type>(stored);
+    static thread_local std::string raw;
+    unpack_value(stored, raw);
+    return decode<value_type>(raw);
+  }
+
+  value_type compute_leased(std::string_view k, A... a) {
+    try {
+      return std::invoke(f_, std::forward<A>(a)...);
+    } catch (...) {
+      setup_.backend->release_lease(k);
+      throw;
+    }
+  }
+
+  void store(std::string_view k, const value_type& v) {
+    std::string bytes = encode(v);
+    if (setup_.compression != 0) {
+      std::string packed;
+      pack_value(setup_.compression, bytes, packed);
+      bytes.swap(packed);
+    }
+    try {
+      setup_.backend->put(k, bytes, setup_.ttl);
+    } catch (const Error& e) {
+      // The value is returned all the same; the cache just does not keep it.
+      setup_.backend->release_lease(k);
+      setup_.warner->warn(static_cast<std::uint32_t>(e.code()),
+                          "tcache: " + setup_.kind + " '" + setup_.name +
+                              "': could not store a value (" + error_code_name(e.code()) +
+                              "): " + e.what());
+    }
+  }
+
+  void erase_quietly(std::string_view k) noexcept {
+    try {
+      setup_.backend->erase(k);
+    } catch (...) {  // a failing backend shows up on the next call
+    }
+  }
+
+  F f_;
+  ByteSetup setup_;
+  KeyFn key_fn_;
+  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> misses_{0};
+  std::atomic<std::uint64_t> decode_errors_{0};
+};
+
+}  // namespace detail
+}  // namespace tcache
