@@ -1,4 +1,5 @@
-// Fuzzes tcache/codec.h decoding of arbitrary bytes as a few nested types.
+// Fuzzes tcache/codec.h decoding of arbitrary bytes as a few nested types,
+// and fcache's value frames (LZ4 / LZ4HC / raw) in front of a codec.
 //
 // The oracle: decode may throw tcache::Error (and nothing else), but never
 // crash. When it succeeds, the input was a canonical encoding, so encoding
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "tcache/codec.h"
+#include "tcache/decorators.h"
 
 namespace {
 
@@ -48,16 +50,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size == 0) return 0;
   // The first byte picks the type.
   const std::string_view bytes(reinterpret_cast<const char*>(data) + 1, size - 1);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0:
       round_trip<Deep>(bytes);
       break;
     case 1:
       round_trip<Flat>(bytes);
       break;
-    default:
+    case 2:
       round_trip<std::set<std::tuple<std::uint8_t, std::string>>>(bytes);
       break;
+    default: {
+      std::string raw;
+      try {
+        tcache::detail::unpack_value(bytes, raw);  // an fcache frame
+      } catch (const tcache::Error& e) {
+        if (e.code() != tcache::Errc::decode_error) std::abort();
+        return 0;
+      }
+      round_trip<std::vector<double>>(raw);
+      break;
+    }
   }
   return 0;
 }

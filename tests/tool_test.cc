@@ -8,15 +8,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -424,3 +428,152 @@ TEST_F(ToolTest, InspectionWorksOnAFileWithoutWritePermission) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// ls, clear, purge, dump, load
+
+namespace tool_more {
+
+std::uint64_t unix_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+TEST_F(ToolTest, LsListsKeysEscapedWithSizesAndTtl) {
+  create();
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    s.put("plain", "12345");
+    s.put(std::string("bin\x01\xff", 5), "v", std::chrono::hours(2));
+    s.put("other/x", std::string(10000, 'z'));  // LZ4-compressed
+  }
+  Result r = run({"ls", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("plain\n"));
+  EXPECT_THAT(r.out, HasSubstr("bin\\x01\\xff\n"));
+  r = run({"ls", file_, "--prefix", "other/", "--long"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("10000"));
+  EXPECT_THAT(r.out, HasSubstr("lz4"));
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1);
+  r = run({"ls", file_, "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.size(), 3u);
+  int with_ttl = 0;
+  for (const auto& e : j) {
+    if (e["key_hex"] == "62696e01ff") {
+      EXPECT_GT(e["ttl_ms"].get<std::uint64_t>(), 3'600'000u);
+      ++with_ttl;
+    } else {
+      EXPECT_TRUE(e["ttl_ms"].is_null());
+    }
+  }
+  EXPECT_EQ(with_ttl, 1);
+  r = run({"ls", file_, "--limit", "2"});
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 2);
+}
+
+TEST_F(ToolTest, ClearNeedsYesWithoutATerminal) {
+  create();
+  { tcache::Store::open(file_).put("k", "v"); }
+  Result r = run({"clear", file_});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("--yes"));
+  EXPECT_TRUE(tcache::Store::open(file_).get("k").has_value());
+  r = run({"clear", file_, "--yes"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_FALSE(tcache::Store::open(file_).get("k").has_value());
+}
+
+TEST_F(ToolTest, PurgeRemovesExpiredEntries) {
+  create();
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    s.put("old", "v", std::chrono::milliseconds(1));
+    s.put("new", "v");
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let "old" expire
+  const Result r = run({"purge", file_, "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["purged"], 1);
+  EXPECT_EQ(tcache::Store::open(file_).stats().entries, 1u);
+}
+
+TEST_F(ToolTest, DumpAndLoadRoundTripEveryEntry) {
+  create();
+  std::map<std::string, std::string> want;
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 500; ++i) {
+      std::string key = "key-" + std::to_string(i);
+      std::string value = i % 3 == 0 ? std::string(5000 + i, 'c') : binary_value() + key;
+      s.put(key, value, i % 2 == 0 ? std::chrono::hours(1) : std::chrono::milliseconds(0));
+      want[key] = value;
+    }
+    s.put("big", std::string(3 << 20, 'b'));  // a blob file
+    want["big"] = std::string(3 << 20, 'b');
+  }
+  const fs::path stream = dir_ / "cache.dump";
+  Result r = run({"dump", file_, "-o", stream});
+  ASSERT_EQ(r.status, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::stat(stream.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const fs::path copy = dir_ / "copy.tcache";
+  r = run({"load", copy, "-i", stream});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("loaded 501 entries"));
+  tcache::Store s = tcache::Store::open(copy);
+  for (const auto& [key, value] : want) EXPECT_EQ(s.get(key), value) << key;
+  int with_ttl = 0;
+  s.for_each("key-", [&](const tcache::EntryInfo& e, std::string_view) {
+    if (e.expires_at_ms != 0) {
+      ++with_ttl;
+      const auto left = e.expires_at_ms - unix_ms();
+      EXPECT_GT(left, 3'500'000u);  // about an hour left, as when dumped
+      EXPECT_LE(left, 3'600'000u);
+    }
+    return true;
+  });
+  EXPECT_EQ(with_ttl, 250);
+  // Through a pipe too (stdin is then copied to a temporary file).
+  r = run({"dump", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const fs::path piped = dir_ / "piped.tcache";
+  r = run({"load", piped}, r.out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(tcache::Store::open(piped).get("big"), want["big"]);
+}
+
+TEST_F(ToolTest, LoadOfADamagedStreamSaysWhereAndLoadsNothing) {
+  create();
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 100; ++i) s.put("key-" + std::to_string(i), "value " + std::to_string(i));
+  }
+  Result r = run({"dump", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::string damaged = r.out;
+  damaged[damaged.size() / 2] ^= 0x40;
+  const fs::path target = dir_ / "target.tcache";
+  r = run({"load", target}, damaged);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("damaged at byte"));
+  EXPECT_THAT(r.err, HasSubstr("corrupt_file"));
+  EXPECT_EQ(tcache::Store::open(target).stats().entries, 0u);
+  r = run({"load", target, "--partial"}, damaged);
+  EXPECT_EQ(r.status, 2);
+  const auto loaded = tcache::Store::open(target).stats().entries;
+  EXPECT_GT(loaded, 0u);
+  EXPECT_LT(loaded, 100u);
+  // Cut short, or not a dump at all.
+  r = run({"load", target}, r.out.substr(0, 10));
+  EXPECT_EQ(r.status, 2);
+  r = run({"load", target}, "definitely not a dump stream, though long enough for a header");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("not a tcache dump stream"));
+}
+
+}  // namespace tool_more

@@ -43,6 +43,11 @@ Command add_put_command(CLI::App& app, const GlobalOptions& global);
 Command add_get_command(CLI::App& app, const GlobalOptions& global);
 Command add_del_command(CLI::App& app, const GlobalOptions& global);
 Command add_stats_command(CLI::App& app, const GlobalOptions& global);
+Command add_ls_command(CLI::App& app, const GlobalOptions& global);
+Command add_clear_command(CLI::App& app, const GlobalOptions& global);
+Command add_purge_command(CLI::App& app, const GlobalOptions& global);
+Command add_dump_command(CLI::App& app, const GlobalOptions& global);
+Command add_load_command(CLI::App& app, const GlobalOptions& global);
 
 // Opens an existing cache file, never creating one. Inspection commands pass
 // read_only = true so that they cannot change the file. Throws tcache::Error;

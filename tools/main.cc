@@ -48,11 +48,20 @@ int run(int argc, char** argv) {
       "Exit status: 0 success, 1 key not found (get, del), 2 error.\n"
       "Run 'tcache-tool COMMAND --help' for a command's options; see tcache-tool(1).");
 
-  std::vector<Command> commands = {add_create_command(app, global), add_put_command(app, global),
-                                   add_get_command(app, global), add_del_command(app, global),
-                                   add_stats_command(app, global)};
+  std::vector<Command> commands = {add_create_command(app, global), add_stats_command(app, global),
+                                   add_ls_command(app, global),     add_get_command(app, global),
+                                   add_put_command(app, global),    add_del_command(app, global),
+                                   add_clear_command(app, global),  add_purge_command(app, global),
+                                   add_dump_command(app, global),   add_load_command(app, global)};
 
   // CLI11 would call an unknown command "A subcommand is required".
+  const auto command_names = [&] {
+    std::string names;
+    for (const Command& command : commands) {
+      names += (names.empty() ? "" : ", ") + command.app->get_name();
+    }
+    return names;
+  };
   const auto is_command = [&](std::string_view word) {
     for (const Command& command : commands) {
       if (command.app->get_name() == word) return true;
@@ -69,10 +78,8 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (argv[i][0] == '-') continue;
     if (!is_command(argv[i])) {
-      print_note(
-          fmt::format("unknown command '{}'; the commands are create, put, get, del and stats (see "
-                      "'tcache-tool --help')",
-                      argv[i]));
+      print_note(fmt::format("unknown command '{}'; the commands are {} (see 'tcache-tool --help')",
+                             argv[i], command_names()));
       return kExitError;
     }
     break;

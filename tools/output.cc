@@ -2,8 +2,11 @@
 
 #include "output.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <iterator>
 #include <stdexcept>
@@ -124,5 +127,62 @@ void print_failure(std::string_view command, std::string_view reason) {
 }
 
 void print_note(std::string_view message) { fmt::print(stderr, "{}: {}\n", kProgram, message); }
+
+std::string escape_key(std::string_view key) {
+  std::string out;
+  out.reserve(key.size());
+  for (const char c : key) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (u >= 0x20 && u < 0x7f) {
+      out += c;
+    } else {
+      out += fmt::format("\\x{:02x}", u);
+    }
+  }
+  return out;
+}
+
+std::string hex(std::string_view bytes) {
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (const char c : bytes) out += fmt::format("{:02x}", static_cast<unsigned char>(c));
+  return out;
+}
+
+std::uint64_t unix_now_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
+ProgressBar::ProgressBar(std::string label)
+    : label_(std::move(label)), enabled_(::isatty(STDERR_FILENO) != 0) {}
+
+void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
+  if (!enabled_) return;
+  const std::uint64_t now = unix_now_ms();
+  if (drawn_ && now - last_draw_ms_ < 100) return;
+  last_draw_ms_ = now;
+  drawn_ = true;
+  if (total == 0) {
+    fmt::print(stderr, "\r{}: {}\x1b[K", label_, human_bytes(done));
+  } else {
+    constexpr int kWidth = 30;
+    const double f = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
+    const int filled = static_cast<int>(f * kWidth);
+    fmt::print(stderr, "\r{}: [{}{}] {:3.0f}% {}\x1b[K", label_, std::string(filled, '='),
+               std::string(kWidth - filled, ' '), f * 100, human_bytes(done));
+  }
+  std::fflush(stderr);
+}
+
+void ProgressBar::done() {
+  if (enabled_ && drawn_) {
+    fmt::print(stderr, "\r\x1b[K");
+    std::fflush(stderr);
+  }
+}
 
 }  // namespace tcache::tool

@@ -63,4 +63,31 @@ void print_failure(std::string_view command, std::string_view reason);
 // Prints "tcache-tool: <message>" on stderr (notes such as a miss).
 void print_note(std::string_view message);
 
+// A key as one printable line: printable ASCII as it is, backslash as \\,
+// every other byte as \xNN.
+std::string escape_key(std::string_view key);
+
+// Lowercase hex of `bytes`.
+std::string hex(std::string_view bytes);
+
+// Wall-clock Unix milliseconds.
+std::uint64_t unix_now_ms();
+
+// A progress bar on stderr, drawn only when stderr is a terminal, redrawn
+// at most a few times a second.
+class ProgressBar {
+ public:
+  explicit ProgressBar(std::string label);
+  // `total` 0 = unknown (shows bytes only).
+  void update(std::uint64_t done, std::uint64_t total);
+  // Clears the bar's line.
+  void done();
+
+ private:
+  std::string label_;
+  bool enabled_;
+  std::uint64_t last_draw_ms_ = 0;
+  bool drawn_ = false;
+};
+
 }  // namespace tcache::tool

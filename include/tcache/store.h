@@ -95,8 +95,20 @@ struct StoreStats {
   std::uint64_t attached_processes = 0;  // processes with the file open now
 };
 
+// One entry, as Store::for_each reports it.
+struct EntryInfo {
+  std::string_view key;
+  std::uint64_t value_bytes = 0;    // the value's size, as get() returns it
+  std::uint64_t stored_bytes = 0;   // what it takes in its chunk (compressed, or a blob ref)
+  bool compressed = false;          // stored LZ4-compressed
+  bool blob = false;                // stored in a blob file beside the cache file
+  std::uint64_t expires_at_ms = 0;  // Unix ms; 0 = never
+};
+
 class Store {
  public:
+  using Visitor = std::function<bool(const EntryInfo& info, std::string_view value)>;
+
   // Largest key accepted by put (longer: Errc::key_too_large).
   static constexpr std::size_t kMaxKeyBytes = 16 * 1024;
 
@@ -145,6 +157,20 @@ class Store {
   // Counts live entries whose key starts with `prefix` (walks the index).
   // Never throws.
   std::uint64_t count_prefix(std::string_view prefix);
+
+  // Removes every expired entry now (they are otherwise removed lazily,
+  // when looked up or when their slot is needed). Returns how many.
+  // Walks the index. Throws Error: read_only.
+  std::uint64_t purge_expired();
+
+  // Calls visit(info, value) for each live entry (not expired, not a lease)
+  // whose key starts with `prefix`, in index order, until visit returns
+  // false. Values are read as get() reads them (decompressed, checksum
+  // checked) but count as neither hits nor misses. Entries put or erased
+  // during the walk may or may not be seen; each one seen is complete.
+  // `info.key` and `value` are valid during the call only. Walks the index;
+  // throws only what visit throws (and std::bad_alloc).
+  void for_each(std::string_view prefix, const Visitor& visit);
 
   // Single flight. Returns true with the value if `key` is present. On a
   // miss, either takes the key's lease and returns false (the caller must

@@ -273,7 +273,7 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
       if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
       return Probe::miss;
     }
-    if (found != nullptr) *found = Found{&slot, w};
+    if (found != nullptr) *found = Found{&slot, w, expiry, vf};
     if (!kCopy) return (vf & kFlagLease) != 0 ? Probe::lease : Probe::hit;
     if (value_checksum(out->data(), vlen, h, meta, vf) != sum) {
       count(kChecksumFailures);
@@ -912,6 +912,10 @@ bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
   }
 }
 
+bool StoreImpl::entry_live(std::uint64_t meta, std::uint32_t vf, std::uint64_t now) noexcept {
+  return (vf & kFlagLease) == 0 && (meta_expiry(meta) == 0 || now < meta_expiry(meta));
+}
+
 bool StoreImpl::entry_expired(std::uint64_t w) const noexcept {
   const std::uint64_t off = slot_offset(w);
   if (chunk_class(off) < 0) return true;
@@ -1114,8 +1118,8 @@ template <class Fn>
 void StoreImpl::for_each_entry(Fn&& fn) {
   const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
   std::string key;
-  const std::uint64_t now = now_unix_ms();
   for (std::uint64_t i = 0; i < slots; ++i) {
+    const std::uint64_t now = now_unix_ms();
     std::uint64_t& slot = index_[i];
     for (int attempt = 0; attempt < kMaxProbeRetries; ++attempt) {
       const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
@@ -1136,9 +1140,7 @@ void StoreImpl::for_each_entry(Fn&& fn) {
       racy_read(key.data(), c + kChunkHeaderBytes, klen);
       std::atomic_thread_fence(std::memory_order_acquire);
       if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) continue;
-      const bool live =
-          (vf & kFlagLease) == 0 && (meta_expiry(meta) == 0 || now < meta_expiry(meta));
-      fn(slot, w, std::string_view(key), live);
+      fn(slot, w, std::string_view(key), meta, vf, now);
       break;
     }
   }
@@ -1150,8 +1152,9 @@ std::uint64_t StoreImpl::erase_prefix(std::string_view prefix) {
          "'" + region_.path().string() + "' is open read-only; open it without read_only to erase");
   }
   std::uint64_t n = 0;
-  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view key, bool live) {
-    if (key.starts_with(prefix) && unlink(slot, w) && live) ++n;
+  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view key, std::uint64_t meta,
+                     std::uint32_t vf, std::uint64_t now) {
+    if (key.starts_with(prefix) && unlink(slot, w) && entry_live(meta, vf, now)) ++n;
   });
   count(kErases, n);
   return n;
@@ -1159,10 +1162,53 @@ std::uint64_t StoreImpl::erase_prefix(std::string_view prefix) {
 
 std::uint64_t StoreImpl::count_prefix(std::string_view prefix) {
   std::uint64_t n = 0;
-  for_each_entry([&](std::uint64_t&, std::uint64_t, std::string_view key, bool live) {
-    if (live && key.starts_with(prefix)) ++n;
+  for_each_entry([&](std::uint64_t&, std::uint64_t, std::string_view key, std::uint64_t meta,
+                     std::uint32_t vf, std::uint64_t now) {
+    if (entry_live(meta, vf, now) && key.starts_with(prefix)) ++n;
   });
   return n;
+}
+
+std::uint64_t StoreImpl::purge_expired() {
+  if (region_.read_only()) {
+    fail(Errc::read_only,
+         "'" + region_.path().string() + "' is open read-only; open it without read_only to purge");
+  }
+  std::uint64_t n = 0;
+  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view, std::uint64_t meta,
+                     std::uint32_t, std::uint64_t now) {
+    if (meta_expiry(meta) != 0 && now >= meta_expiry(meta) && unlink(slot, w)) ++n;
+  });
+  count(kExpirations, n);
+  return n;
+}
+
+void StoreImpl::for_each(std::string_view prefix, const Store::Visitor& visit) {
+  std::string value;
+  bool go_on = true;
+  for_each_entry([&](std::uint64_t&, std::uint64_t, std::string_view key, std::uint64_t meta,
+                     std::uint32_t vf, std::uint64_t now) {
+    if (!go_on || !entry_live(meta, vf, now) || !key.starts_with(prefix)) return;
+    // A consistent copy of the value (decompressed, blob read, checksum
+    // checked) through the same path as get(), counted as neither hit nor
+    // miss. The entry may have changed since the scan: report what is there.
+    const std::uint64_t h = hash(key);
+    const Slots s = slots_for(h);
+    Found f;
+    Probe p = Probe::retry;
+    for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
+      p = probe<true>(key, h, s, &value, &f);
+    }
+    if (p != Probe::hit) return;
+    EntryInfo info;
+    info.key = key;
+    info.value_bytes = value.size();
+    info.stored_bytes = f.vlen_flags & kValueLenMask;
+    info.compressed = (f.vlen_flags & kFlagCompressed) != 0;
+    info.blob = (f.vlen_flags & kFlagBlob) != 0;
+    info.expires_at_ms = f.expiry;
+    go_on = visit(info, value);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -1291,6 +1337,10 @@ bool Store::get_or_lease(std::string_view key, std::string& value,
 void Store::release_lease(std::string_view key) noexcept { impl_->release_lease(key); }
 std::uint64_t Store::erase_prefix(std::string_view prefix) { return impl_->erase_prefix(prefix); }
 std::uint64_t Store::count_prefix(std::string_view prefix) { return impl_->count_prefix(prefix); }
+std::uint64_t Store::purge_expired() { return impl_->purge_expired(); }
+void Store::for_each(std::string_view prefix, const Visitor& visit) {
+  impl_->for_each(prefix, visit);
+}
 void Store::flush() { impl_->flush(); }
 const std::filesystem::path& Store::path() const noexcept { return impl_->path(); }
 std::size_t Store::max_value_bytes() const noexcept { return impl_->max_value_bytes(); }

@@ -63,6 +63,8 @@ class StoreImpl {
   void release_lease(std::string_view key) noexcept;
   std::uint64_t erase_prefix(std::string_view prefix);
   std::uint64_t count_prefix(std::string_view prefix);
+  std::uint64_t purge_expired();
+  void for_each(std::string_view prefix, const Store::Visitor& visit);
   void flush() { region_.flush(); }
   const std::filesystem::path& path() const noexcept { return region_.path(); }
   std::size_t max_value_bytes() const noexcept;
@@ -79,6 +81,8 @@ class StoreImpl {
   struct Found {
     std::uint64_t* slot = nullptr;
     std::uint64_t word = 0;
+    std::uint64_t expiry = 0;      // the entry's expiry, Unix ms (0 = never)
+    std::uint32_t vlen_flags = 0;  // its chunk's vlen_flags word
   };
   struct Slots {
     std::uint64_t* b[2];
@@ -155,8 +159,9 @@ class StoreImpl {
   void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
   int choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired);
 
-  // Calls fn(slot, word, key, live) for each published entry, with a
-  // consistent copy of its key; live = neither expired nor a lease.
+  // Calls fn(slot, word, key, meta, vlen_flags, now) for each published
+  // entry, with a consistent copy of its key and header.
+  static bool entry_live(std::uint64_t meta, std::uint32_t vf, std::uint64_t now) noexcept;
   template <class Fn>
   void for_each_entry(Fn&& fn);
 

@@ -1,0 +1,280 @@
+// dump/dump.cc: tcache::dump / load / verify_dump; see DUMP_FORMAT.md.
+//
+// Thread safety: no shared state; each call works on its own stream and
+// reaches the store through its public, thread-safe API.
+
+#include "tcache/dump.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "util/fail.h"
+#include "util/proc.h"
+
+namespace tcache {
+namespace {
+
+constexpr char kMagic[8] = {'t', 'c', 'd', 'u', 'm', 'p', '\0', '\n'};
+constexpr std::uint32_t kVersion = 1;
+constexpr std::size_t kHeaderBytes = 32;
+constexpr std::uint8_t kRecord = 1;
+constexpr std::uint8_t kTrailer = 0xff;
+constexpr std::size_t kRecordHead = 1 + 4 + 8 + 8;
+constexpr std::uint64_t kMaxValue = 1ull << 40;
+constexpr std::uint64_t kProgressEvery = 1 << 20;
+
+template <class U>
+void put(std::string& out, U v) {
+  char b[sizeof(U)];
+  std::memcpy(b, &v, sizeof(U));  // little-endian hosts (see codec.h)
+  out.append(b, sizeof(U));
+}
+
+template <class U>
+U get(const char* p) {
+  U v;
+  std::memcpy(&v, p, sizeof(U));
+  return v;
+}
+
+std::uint64_t xxh(const void* p, std::size_t n) { return XXH3_64bits(p, n); }
+
+[[noreturn]] void corrupt(std::uint64_t offset, const std::string& what) {
+  detail::fail(Errc::corrupt_file, "dump stream damaged at byte " + std::to_string(offset) + ": " +
+                                       what + "; nothing after it can be trusted");
+}
+
+void write(std::ostream& out, const std::string& bytes) {
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) detail::fail(Errc::io_error, "cannot write the dump stream (disk full?)");
+}
+
+// Reads a stream record by record, checking everything DUMP_FORMAT.md says.
+class Reader {
+ public:
+  explicit Reader(std::istream& in) : in_(in) {}
+
+  void header() {
+    char h[kHeaderBytes];
+    read(h, kHeaderBytes, "the header");
+    if (std::memcmp(h, kMagic, 8) != 0) {
+      detail::fail(Errc::corrupt_file, "not a tcache dump stream (bad magic)");
+    }
+    if (get<std::uint64_t>(h + 24) != xxh(h, 24)) corrupt(0, "header checksum mismatch");
+    if (get<std::uint32_t>(h + 8) != kVersion) {
+      detail::fail(Errc::version_mismatch,
+                   "dump stream format version " + std::to_string(get<std::uint32_t>(h + 8)) +
+                       ", this tcache reads version " + std::to_string(kVersion) +
+                       "; load it with the tcache that wrote it");
+    }
+    if (get<std::uint32_t>(h + 12) != 0) corrupt(12, "unknown flags");
+  }
+
+  // Next record into key/value/ttl; false at a valid trailer (then the
+  // stream must end).
+  bool next(std::string& key, std::string& value, std::uint64_t& ttl_ms) {
+    const std::uint64_t at = offset_;
+    char kind;
+    read(&kind, 1, "a record");
+    if (static_cast<std::uint8_t>(kind) == kTrailer) {
+      char t[24];
+      read(t, 24, "the trailer");
+      std::string whole(1, kind);
+      whole.append(t, 16);
+      if (get<std::uint64_t>(t + 16) != xxh(whole.data(), whole.size())) {
+        corrupt(at, "trailer checksum mismatch");
+      }
+      if (get<std::uint64_t>(t) != count_) {
+        corrupt(at, "trailer says " + std::to_string(get<std::uint64_t>(t)) + " records, " +
+                        std::to_string(count_) + " were read");
+      }
+      if (get<std::uint64_t>(t + 8) != XXH3_64bits_digest(sums_.get())) {
+        corrupt(at, "record checksums do not add up to the trailer's");
+      }
+      if (in_.peek() != std::char_traits<char>::eof()) corrupt(offset_, "bytes after the trailer");
+      return false;
+    }
+    if (static_cast<std::uint8_t>(kind) != kRecord) corrupt(at, "unknown record kind");
+    char h[kRecordHead - 1];
+    read(h, sizeof h, "a record header");
+    const std::uint32_t klen = get<std::uint32_t>(h);
+    const std::uint64_t vlen = get<std::uint64_t>(h + 4);
+    ttl_ms = get<std::uint64_t>(h + 12);
+    if (klen == 0 || klen > Store::kMaxKeyBytes) corrupt(at, "bad key length");
+    if (vlen >= kMaxValue) corrupt(at, "bad value length");
+    key.resize(klen);
+    read(key.data(), klen, "a key");
+    value.resize(static_cast<std::size_t>(vlen));
+    read(value.data(), value.size(), "a value");
+    char sum[8];
+    read(sum, 8, "a record checksum");
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, &kind, 1);
+    XXH3_64bits_update(&st, h, sizeof h);
+    XXH3_64bits_update(&st, key.data(), key.size());
+    XXH3_64bits_update(&st, value.data(), value.size());
+    if (get<std::uint64_t>(sum) != XXH3_64bits_digest(&st)) corrupt(at, "record checksum mismatch");
+    XXH3_64bits_update(sums_.get(), sum, 8);
+    ++count_;
+    return true;
+  }
+
+  std::uint64_t offset() const { return offset_; }
+  std::uint64_t count() const { return count_; }
+
+ private:
+  void read(char* p, std::size_t n, const char* what) {
+    in_.read(p, static_cast<std::streamsize>(n));
+    if (static_cast<std::size_t>(in_.gcount()) != n) {
+      if (in_.bad()) detail::fail(Errc::io_error, "cannot read the dump stream");
+      corrupt(offset_, std::string("stream ends inside ") + what + " (cut short?)");
+    }
+    offset_ += n;
+  }
+
+  struct FreeState {
+    void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+  };
+  std::istream& in_;
+  std::uint64_t offset_ = 0;
+  std::uint64_t count_ = 0;
+  std::unique_ptr<XXH3_state_t, FreeState> sums_{[] {
+    XXH3_state_t* s = XXH3_createState();
+    XXH3_64bits_reset(s);
+    return s;
+  }()};
+};
+
+// Reads all of `in` with `reader`, calling apply for each record.
+template <class Apply>
+std::uint64_t read_all(std::istream& in, const Progress& progress, std::uint64_t total,
+                       Apply&& apply) {
+  Reader reader(in);
+  reader.header();
+  std::string key;
+  std::string value;
+  std::uint64_t ttl = 0;
+  std::uint64_t reported = 0;
+  while (reader.next(key, value, ttl)) {
+    apply(key, value, ttl);
+    if (progress && reader.offset() - reported >= kProgressEvery) {
+      reported = reader.offset();
+      progress(reported, total);
+    }
+  }
+  if (progress) progress(reader.offset(), total);
+  return reader.offset();
+}
+
+}  // namespace
+
+DumpResult dump(Store& store, std::ostream& out, const Progress& progress) {
+  std::string buf;
+  buf.append(kMagic, 8);
+  put<std::uint32_t>(buf, kVersion);
+  put<std::uint32_t>(buf, 0);
+  put<std::uint64_t>(buf, detail::now_unix_ms());
+  put<std::uint64_t>(buf, xxh(buf.data(), buf.size()));
+  write(out, buf);
+  DumpResult r;
+  r.bytes = buf.size();
+  XXH3_state_t* sums = XXH3_createState();
+  XXH3_64bits_reset(sums);
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> guard(sums, &XXH3_freeState);
+  const std::uint64_t total = store.stats().bytes;
+  std::uint64_t reported = 0;
+  store.for_each({}, [&](const EntryInfo& e, std::string_view value) {
+    const std::uint64_t now = detail::now_unix_ms();
+    if (e.expires_at_ms != 0 && e.expires_at_ms <= now) return true;  // expired meanwhile
+    buf.clear();
+    buf.push_back(static_cast<char>(kRecord));
+    put<std::uint32_t>(buf, static_cast<std::uint32_t>(e.key.size()));
+    put<std::uint64_t>(buf, value.size());
+    put<std::uint64_t>(buf, e.expires_at_ms == 0 ? 0 : e.expires_at_ms - now);
+    buf.append(e.key);
+    buf.append(value);
+    const std::uint64_t sum = xxh(buf.data(), buf.size());
+    put<std::uint64_t>(buf, sum);
+    XXH3_64bits_update(sums, &sum, 8);
+    write(out, buf);
+    ++r.entries;
+    r.bytes += buf.size();
+    if (progress && r.bytes - reported >= kProgressEvery) {
+      reported = r.bytes;
+      progress(reported, total);
+    }
+    return true;
+  });
+  buf.clear();
+  buf.push_back(static_cast<char>(kTrailer));
+  put<std::uint64_t>(buf, r.entries);
+  put<std::uint64_t>(buf, XXH3_64bits_digest(sums));
+  put<std::uint64_t>(buf, xxh(buf.data(), buf.size()));
+  write(out, buf);
+  out.flush();
+  if (!out) detail::fail(Errc::io_error, "cannot write the dump stream (disk full?)");
+  r.bytes += buf.size();
+  if (progress) progress(r.bytes, r.bytes);
+  return r;
+}
+
+std::uint64_t verify_dump(std::istream& in) {
+  std::uint64_t n = 0;
+  read_all(in, {}, 0, [&](const std::string&, const std::string&, std::uint64_t) { ++n; });
+  return n;
+}
+
+DumpResult load(Store& store, std::istream& in, const LoadOptions& options) {
+  DumpResult r;
+  auto apply = [&](const std::string& key, const std::string& value, std::uint64_t ttl) {
+    store.put(key, value, std::chrono::milliseconds(ttl));
+    ++r.entries;
+  };
+  if (options.partial) {
+    r.bytes = read_all(in, options.progress, 0, apply);
+    return r;
+  }
+  // Check all of it first, then load: a damaged stream loads nothing.
+  std::istream* src = &in;
+  std::fstream spool;
+  if (in.tellg() == std::streampos(-1)) {
+    // A pipe: copy it to an unnamed temporary file, to read it twice.
+    std::string name = (std::filesystem::temp_directory_path() / "tcache-load.XXXXXX").string();
+    const int fd = ::mkstemp(name.data());
+    if (fd < 0) {
+      detail::fail_errno(errno, "cannot create a temporary file", name,
+                         "set TMPDIR to a writable directory, or load from a file");
+    }
+    ::close(fd);
+    spool.open(name, std::ios::in | std::ios::out | std::ios::binary | std::ios::trunc);
+    ::unlink(name.c_str());  // gone when closed
+    spool << in.rdbuf();
+    if (in.bad() || !spool) {
+      detail::fail(Errc::io_error, "cannot copy the dump stream to a temporary file (disk full?)");
+    }
+    spool.seekg(0);
+    src = &spool;
+  }
+  const std::streampos from = src->tellg();
+  src->seekg(0, std::ios::end);
+  const auto total = static_cast<std::uint64_t>(src->tellg() - from);
+  src->seekg(from);
+  read_all(*src, {}, 0, [](const std::string&, const std::string&, std::uint64_t) {});
+  src->clear();
+  src->seekg(from);
+  r.bytes = read_all(*src, options.progress, total, apply);
+  return r;
+}
+
+}  // namespace tcache
