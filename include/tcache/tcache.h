@@ -2,7 +2,10 @@
 //
 // tcache is a persistent, memory-mapped cache that processes on one machine
 // share through a file. See store.h for tcache::Store, error.h for
-// tcache::Error and codec.h for tcache::Codec (canonical encoding of values).
+// tcache::Error, codec.h for tcache::Codec (canonical encoding of values),
+// decorators.h for the memoizing wrappers (mcache, bcache, fcache, acache,
+// ucache), backend.h for the backends they use and config.h for their
+// defaults (TCACHE_* environment, ScopedConfig).
 //
 // Caveats (read these once):
 //
@@ -33,7 +36,11 @@
 
 #pragma once
 
+#include "tcache/backend.h"
 #include "tcache/codec.h"
+#include "tcache/config.h"
+#include "tcache/decorators.h"
+#include "tcache/dump.h"
 #include "tcache/error.h"
 #include "tcache/store.h"
 #include "tcache/version.h"
