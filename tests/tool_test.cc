@@ -369,14 +369,45 @@ TEST_F(ToolTest, StatsJsonHasEveryStoreStatsField) {
                                           "attached_processes"};
   std::set<std::string> keys;
   for (const auto& [key, value] : stats.items()) {
+    if (key == "classes" || key == "processes") {
+      EXPECT_TRUE(value.is_array()) << key;
+      continue;
+    }
     keys.insert(key);
     EXPECT_TRUE(value.is_number_unsigned()) << key;
   }
   EXPECT_EQ(keys, expected);
+  ASSERT_EQ(stats.at("classes").size(), 1u);  // ten 100-byte values share one class
+  EXPECT_EQ(stats.at("classes")[0].at("entries").get<std::uint64_t>(), 10u);
+  EXPECT_TRUE(stats.at("processes").empty());  // the tool detached (read-only: never listed)
   EXPECT_EQ(stats.at("entries").get<std::uint64_t>(), 10u);
   EXPECT_EQ(stats.at("puts").get<std::uint64_t>(), 10u);
   EXPECT_EQ(stats.at("capacity_bytes").get<std::uint64_t>(), 8ull << 20);
   EXPECT_GT(stats.at("file_bytes").get<std::uint64_t>(), 0u);
+}
+
+TEST_F(ToolTest, StatsPrometheusAndProcesses) {
+  create();
+  tcache::Store held = tcache::Store::open(file_);  // an attached process: this one
+  held.put("k", "v");
+  held.get("k");
+  Result r = run({"stats", file_, "--prometheus"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("# TYPE tcache_hits_total counter\n"));
+  EXPECT_THAT(r.out, HasSubstr("tcache_hits_total{file=\"" + file_.string() + "\"} 1\n"));
+  EXPECT_THAT(r.out, HasSubstr("# TYPE tcache_entries gauge\n"));
+  EXPECT_THAT(r.out, HasSubstr("tcache_class_entries{"));
+  r = run({"stats", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pid " + std::to_string(::getpid())));
+  EXPECT_THAT(r.out, HasSubstr("alive"));
+  EXPECT_THAT(r.out, HasSubstr("chunk_bytes"));
+  r = run({"stats", file_, "--json"});
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.at("processes").size(), 1u);
+  EXPECT_EQ(j.at("processes")[0].at("pid").get<int>(), ::getpid());
+  EXPECT_TRUE(j.at("processes")[0].at("alive").get<bool>());
+  EXPECT_EQ(run({"stats", file_, "--json", "--prometheus"}).status, 2);
 }
 
 TEST_F(ToolTest, StatsHumanOutputIsATable) {

@@ -185,4 +185,88 @@ void ProgressBar::done() {
   }
 }
 
+void print_classes(std::FILE* out, const std::vector<ClassStats>& classes) {
+  fmt::print(out, "\n{:>11}  {:>7}  {:>10}  {:>10}  {:>6}\n", "chunk_bytes", "pages", "chunks",
+             "in_use", "used");
+  for (const ClassStats& c : classes) {
+    if (c.pages == 0) continue;
+    fmt::print(out, "{:>11}  {:>7}  {:>10}  {:>10}  {:>5.1f}%\n", c.chunk_bytes, c.pages, c.chunks,
+               c.entries, c.chunks ? 100.0 * c.entries / static_cast<double>(c.chunks) : 0.0);
+  }
+}
+
+void print_processes(std::FILE* out, const std::vector<ProcessInfo>& processes) {
+  fmt::print(out, "\nprocesses:{}\n", processes.empty() ? " none attached" : "");
+  const std::uint64_t now = unix_now_ms();
+  for (const ProcessInfo& p : processes) {
+    fmt::print(out, "  pid {:<8} {:<5}  attached {:.0f} s ago\n", p.pid,
+               p.alive ? "alive" : "DEAD",
+               p.attached_unix_ms <= now ? (now - p.attached_unix_ms) / 1000.0 : 0.0);
+  }
+}
+
+nlohmann::ordered_json classes_to_json(const std::vector<ClassStats>& classes) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const ClassStats& c : classes) {
+    if (c.pages == 0) continue;
+    a.push_back({{"chunk_bytes", c.chunk_bytes},
+                 {"pages", c.pages},
+                 {"chunks", c.chunks},
+                 {"entries", c.entries}});
+  }
+  return a;
+}
+
+nlohmann::ordered_json processes_to_json(const std::vector<ProcessInfo>& processes) {
+  nlohmann::ordered_json a = nlohmann::ordered_json::array();
+  for (const ProcessInfo& p : processes) {
+    a.push_back({{"pid", p.pid}, {"alive", p.alive}, {"attached_unix_ms", p.attached_unix_ms}});
+  }
+  return a;
+}
+
+std::string prometheus_text(std::string_view file, const StoreStats& stats,
+                            const std::vector<ClassStats>& classes) {
+  // Label values escape backslash, double quote and newline.
+  std::string label;
+  for (const char c : file) {
+    if (c == '\\' || c == '"') label += '\\';
+    if (c == '\n') {
+      label += "\\n";
+      continue;
+    }
+    label += c;
+  }
+  static constexpr std::string_view kCounters[] = {"hits",
+                                                   "misses",
+                                                   "puts",
+                                                   "erases",
+                                                   "evictions",
+                                                   "expirations",
+                                                   "checksum_failures",
+                                                   "grow_failures",
+                                                   "recoveries"};
+  std::string text;
+  for (const StatsField& field : kStatsFields) {
+    const bool counter =
+        std::find(std::begin(kCounters), std::end(kCounters), field.name) != std::end(kCounters);
+    const std::string name = fmt::format("tcache_{}{}", field.name, counter ? "_total" : "");
+    text += fmt::format("# TYPE {} {}\n{}{{file=\"{}\"}} {}\n", name, counter ? "counter" : "gauge",
+                        name, label, stats.*field.member);
+  }
+  text += "# TYPE tcache_class_chunks gauge\n";
+  for (const ClassStats& c : classes) {
+    if (c.pages == 0) continue;
+    text += fmt::format("tcache_class_chunks{{file=\"{}\",chunk_bytes=\"{}\"}} {}\n", label,
+                        c.chunk_bytes, c.chunks);
+  }
+  text += "# TYPE tcache_class_entries gauge\n";
+  for (const ClassStats& c : classes) {
+    if (c.pages == 0) continue;
+    text += fmt::format("tcache_class_entries{{file=\"{}\",chunk_bytes=\"{}\"}} {}\n", label,
+                        c.chunk_bytes, c.entries);
+  }
+  return text;
+}
+
 }  // namespace tcache::tool

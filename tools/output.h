@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -43,6 +44,20 @@ void print_stats(std::FILE* out, std::string_view file, const StoreStats& stats)
 
 // Every StoreStats field, keyed by its name in tcache/store.h, in that order.
 nlohmann::ordered_json stats_to_json(const StoreStats& stats);
+
+// Size classes that own pages, as a table: chunk bytes, pages, chunks, in
+// use, occupancy.
+void print_classes(std::FILE* out, const std::vector<ClassStats>& classes);
+// The process table: pid, alive or dead, attached since.
+void print_processes(std::FILE* out, const std::vector<ProcessInfo>& processes);
+// [{chunk_bytes, pages, chunks, entries}, ...] for classes that own pages.
+nlohmann::ordered_json classes_to_json(const std::vector<ClassStats>& classes);
+// [{pid, alive, attached_unix_ms}, ...]
+nlohmann::ordered_json processes_to_json(const std::vector<ProcessInfo>& processes);
+// Prometheus text exposition format: every StoreStats field as
+// tcache_<field>{file="..."} (counters as *_total), and per-class gauges.
+std::string prometheus_text(std::string_view file, const StoreStats& stats,
+                            const std::vector<ClassStats>& classes);
 
 // {"error": {"code": <Errc value>, "name": "<error_code_name>", "message": ...}}
 nlohmann::ordered_json error_to_json(const Error& error);

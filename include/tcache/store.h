@@ -95,6 +95,21 @@ struct StoreStats {
   std::uint64_t attached_processes = 0;  // processes with the file open now
 };
 
+// One slab size class, as Store::class_stats reports it.
+struct ClassStats {
+  std::uint32_t chunk_bytes = 0;  // every chunk of the class has this size
+  std::uint64_t pages = 0;        // pages carved into this class
+  std::uint64_t chunks = 0;       // chunks in those pages
+  std::uint64_t entries = 0;      // chunks the index reaches (in use)
+};
+
+// A process in the file's process table.
+struct ProcessInfo {
+  std::uint32_t pid = 0;
+  bool alive = false;  // false: it died without detaching
+  std::uint64_t attached_unix_ms = 0;
+};
+
 // One entry, as Store::for_each reports it.
 struct EntryInfo {
   std::string_view key;
@@ -212,6 +227,13 @@ class Store {
     }
     return value;
   }
+
+  // Occupancy of every size class, smallest first (walks the index).
+  // Never throws except std::bad_alloc.
+  std::vector<ClassStats> class_stats() const;
+  // The processes the file's process table lists now. Never throws except
+  // std::bad_alloc.
+  std::vector<ProcessInfo> processes() const;
 
   // Sums counters and walks the index (O(index size)). Never throws.
   StoreStats stats() const;

@@ -1265,6 +1265,38 @@ StoreStats StoreImpl::stats() const {
   return st;
 }
 
+std::vector<ClassStats> StoreImpl::class_stats() const {
+  std::vector<ClassStats> out(class_count_);
+  for (std::uint32_t c = 0; c < class_count_; ++c) {
+    out[c].chunk_bytes = class_bytes_[c];
+    out[c].pages = atom<std::uint64_t>(&classes_[c].pages).load();
+    out[c].chunks = out[c].pages * (page_bytes_ / class_bytes_[c]);
+  }
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    const std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_relaxed);
+    if (w == 0) continue;
+    const int cls = chunk_class(slot_offset(w));
+    if (cls >= 0) ++out[static_cast<std::size_t>(cls)].entries;
+  }
+  return out;
+}
+
+std::vector<ProcessInfo> StoreImpl::processes() const {
+  std::vector<ProcessInfo> out;
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    const std::uint64_t owner = atom<std::uint64_t>(&procs_[i].owner).load();
+    if (owner == 0) continue;
+    ProcessInfo p;
+    p.pid = static_cast<std::uint32_t>(owner & 0xffffffffu);
+    p.alive =
+        process_alive(static_cast<pid_t>(p.pid), atom<std::uint64_t>(&procs_[i].start_time).load());
+    p.attached_unix_ms = atom<std::uint64_t>(&procs_[i].attached_unix_ms).load();
+    out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
@@ -1338,6 +1370,8 @@ void Store::release_lease(std::string_view key) noexcept { impl_->release_lease(
 std::uint64_t Store::erase_prefix(std::string_view prefix) { return impl_->erase_prefix(prefix); }
 std::uint64_t Store::count_prefix(std::string_view prefix) { return impl_->count_prefix(prefix); }
 std::uint64_t Store::purge_expired() { return impl_->purge_expired(); }
+std::vector<ClassStats> Store::class_stats() const { return impl_->class_stats(); }
+std::vector<ProcessInfo> Store::processes() const { return impl_->processes(); }
 void Store::for_each(std::string_view prefix, const Visitor& visit) {
   impl_->for_each(prefix, visit);
 }

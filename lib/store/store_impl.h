@@ -58,6 +58,8 @@ class StoreImpl {
   bool erase(std::string_view key);
   void clear();
   StoreStats stats() const;
+  std::vector<ClassStats> class_stats() const;
+  std::vector<ProcessInfo> processes() const;
   bool get_or_lease(std::string_view key, std::string& value,
                     std::chrono::milliseconds lease_timeout);
   void release_lease(std::string_view key) noexcept;
