@@ -607,4 +607,15 @@ TEST_F(ToolTest, LoadOfADamagedStreamSaysWhereAndLoadsNothing) {
   EXPECT_THAT(r.err, HasSubstr("not a tcache dump stream"));
 }
 
+TEST_F(ToolTest, WatchPrintsOneLinePerSampleWithoutATerminal) {
+  create();
+  { tcache::Store::open(file_).put("k", "v"); }
+  const Result r = run({"watch", file_, "--interval", "0.05", "--count", "3"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3);
+  EXPECT_THAT(r.out, HasSubstr("entries=1"));
+  EXPECT_THAT(r.out, HasSubstr("hits/s="));
+  EXPECT_EQ(run({"watch", file_, "--interval", "0"}).status, 2);
+}
+
 }  // namespace tool_more

@@ -48,6 +48,7 @@ Command add_clear_command(CLI::App& app, const GlobalOptions& global);
 Command add_purge_command(CLI::App& app, const GlobalOptions& global);
 Command add_dump_command(CLI::App& app, const GlobalOptions& global);
 Command add_load_command(CLI::App& app, const GlobalOptions& global);
+Command add_watch_command(CLI::App& app, const GlobalOptions& global);
 
 // Opens an existing cache file, never creating one. Inspection commands pass
 // read_only = true so that they cannot change the file. Throws tcache::Error;

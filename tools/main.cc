@@ -52,7 +52,8 @@ int run(int argc, char** argv) {
                                    add_ls_command(app, global),     add_get_command(app, global),
                                    add_put_command(app, global),    add_del_command(app, global),
                                    add_clear_command(app, global),  add_purge_command(app, global),
-                                   add_dump_command(app, global),   add_load_command(app, global)};
+                                   add_dump_command(app, global),   add_load_command(app, global),
+                                   add_watch_command(app, global)};
 
   // CLI11 would call an unknown command "A subcommand is required".
   const auto command_names = [&] {

@@ -199,8 +199,7 @@ void print_processes(std::FILE* out, const std::vector<ProcessInfo>& processes) 
   fmt::print(out, "\nprocesses:{}\n", processes.empty() ? " none attached" : "");
   const std::uint64_t now = unix_now_ms();
   for (const ProcessInfo& p : processes) {
-    fmt::print(out, "  pid {:<8} {:<5}  attached {:.0f} s ago\n", p.pid,
-               p.alive ? "alive" : "DEAD",
+    fmt::print(out, "  pid {:<8} {:<5}  attached {:.0f} s ago\n", p.pid, p.alive ? "alive" : "DEAD",
                p.attached_unix_ms <= now ? (now - p.attached_unix_ms) / 1000.0 : 0.0);
   }
 }
