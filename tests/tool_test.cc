@@ -3,6 +3,7 @@
 // checks its exit status, its output and the files it leaves.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -27,6 +28,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "format/layout.h"  // verify tests damage files in known ways
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -616,6 +618,173 @@ TEST_F(ToolTest, WatchPrintsOneLinePerSampleWithoutATerminal) {
   EXPECT_THAT(r.out, HasSubstr("entries=1"));
   EXPECT_THAT(r.out, HasSubstr("hits/s="));
   EXPECT_EQ(run({"watch", file_, "--interval", "0"}).status, 2);
+}
+
+// A file of 300 entries, closed, for verify to check.
+class VerifyTest : public ToolTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(ToolTest::SetUp());
+    create();
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 300; ++i) s.put(key(i), value(i));
+  }
+  static std::string key(int i) { return "key-" + std::to_string(i); }
+  static std::string value(int i) { return std::string(40 + i % 50, 'a' + i % 26); }
+  tcache::detail::Superblock superblock() {
+    tcache::detail::Superblock sb;
+    const int fd = ::open(file_.c_str(), O_RDONLY);
+    EXPECT_EQ(::pread(fd, &sb, sizeof sb, 0), static_cast<ssize_t>(sizeof sb));
+    ::close(fd);
+    return sb;
+  }
+  void write_at(std::uint64_t off, const void* data, std::size_t n) {
+    const int fd = ::open(file_.c_str(), O_WRONLY);
+    ASSERT_EQ(::pwrite(fd, data, n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
+    ::close(fd);
+  }
+  template <class T>
+  T read_at(std::uint64_t off) {
+    T v{};
+    const int fd = ::open(file_.c_str(), O_RDONLY);
+    EXPECT_EQ(::pread(fd, &v, sizeof v, static_cast<off_t>(off)), static_cast<ssize_t>(sizeof v));
+    ::close(fd);
+    return v;
+  }
+  // Index slots in use, as (file offset of the slot, slot word).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> used_slots() {
+    const auto sb = superblock();
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+    for (std::uint64_t i = 0; i < sb.bucket_count * tcache::detail::kSlotsPerBucket; ++i) {
+      const std::uint64_t at = sb.index_offset + i * 8;
+      const auto w = read_at<std::uint64_t>(at);
+      if (w != 0) out.emplace_back(at, w);
+    }
+    return out;
+  }
+  // verify, then verify --repair, then verify: problems, fixed, clean.
+  void expect_found_and_repaired(const std::string& what) {
+    Result r = run({"verify", file_});
+    EXPECT_EQ(r.status, 1) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr(what));
+    r = run({"verify", file_, "--repair"});
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_THAT(r.out, HasSubstr("after repair: "));
+    r = run({"verify", file_, "--json"});
+    EXPECT_EQ(r.status, 0) << r.out << r.err;
+    EXPECT_TRUE(nlohmann::json::parse(r.out).at("clean").get<bool>());
+  }
+  // Every key still present holds its value, and the file takes new puts.
+  int check_values() {
+    tcache::Store s = tcache::Store::open(file_);
+    int found = 0;
+    for (int i = 0; i < 300; ++i) {
+      if (auto v = s.get(key(i))) {
+        ++found;
+        EXPECT_EQ(*v, value(i));
+      }
+    }
+    for (int i = 0; i < 100; ++i) s.put("after-" + std::to_string(i), value(i));
+    for (int i = 0; i < 100; ++i) EXPECT_EQ(s.get("after-" + std::to_string(i)), value(i));
+    return found;
+  }
+};
+
+TEST_F(VerifyTest, ACleanFileIsClean) {
+  Result r = run({"verify", file_});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("300 entries checked, no problems"));
+  r = run({"verify", file_, "--json"});
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j.at("clean").get<bool>());
+  EXPECT_EQ(j.at("entries").get<int>(), 300);
+  EXPECT_EQ(run({"verify", dir_ / "missing.tcache"}).status, 2);
+}
+
+TEST_F(VerifyTest, FlippedValueBitsAreFoundAndRepaired) {
+  const auto slots = used_slots();
+  ASSERT_EQ(slots.size(), 300u);
+  // Flip a byte of the value of three entries.
+  for (int k = 0; k < 3; ++k) {
+    const std::uint64_t chunk = tcache::detail::slot_offset(slots[k * 50].second);
+    const auto meta = read_at<std::uint64_t>(chunk + tcache::detail::kChunkMetaOffset);
+    const std::uint64_t at =
+        chunk + tcache::detail::kChunkHeaderBytes + tcache::detail::meta_key_len(meta) + 3;
+    auto b = read_at<unsigned char>(at);
+    b ^= 0x20;
+    write_at(at, &b, 1);
+  }
+  expect_found_and_repaired("value checksum mismatch");
+  EXPECT_EQ(check_values(), 297);
+}
+
+TEST_F(VerifyTest, ABrokenFreeListIsFoundAndRepaired) {
+  const auto sb = superblock();
+  for (std::uint32_t c = 0; c < sb.class_count; ++c) {
+    const std::uint64_t head = tcache::detail::head_make(1, 64);  // into the superblock
+    write_at(sb.class_table_offset + c * sizeof(tcache::detail::ClassState), &head, sizeof head);
+  }
+  expect_found_and_repaired("free list");
+  EXPECT_EQ(check_values(), 300);
+}
+
+TEST_F(VerifyTest, ALeakedChunkIsFoundAndReclaimed) {
+  const auto slots = used_slots();
+  const std::uint64_t zero = 0;
+  write_at(slots[7].first, &zero, 8);  // its chunk is now reachable from nowhere
+  Result r = run({"verify", file_, "--json"});
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("leaked_chunks").get<int>(), 1);
+  expect_found_and_repaired("leaked");
+  EXPECT_EQ(check_values(), 299);
+}
+
+TEST_F(VerifyTest, AKilledProcessIsFoundAndCleanedUp) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = tcache::test::spawn([&] {
+    tcache::Store s = tcache::Store::open(file_);
+    s.put("child", "was here");
+    const char c = 'x';
+    if (::write(ready[1], &c, 1) != 1) return tcache::test::kExitPipe;
+    ::pause();
+    return 0;
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  // Alive: its process is using the file, so leaks are not judged.
+  Result r = run({"verify", file_, "--json"});
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_TRUE(nlohmann::json::parse(r.out).at("concurrent").get<bool>());
+  ::kill(child, SIGKILL);
+  tcache::test::wait_for(child);
+  expect_found_and_repaired("died without detaching");
+  EXPECT_EQ(check_values(), 300);
+}
+
+TEST_F(VerifyTest, RepairWhileAnotherProcessUsesTheFileIsSafe) {
+  const auto slots = used_slots();
+  const std::uint64_t chunk = tcache::detail::slot_offset(slots[0].second);
+  const auto meta = read_at<std::uint64_t>(chunk + tcache::detail::kChunkMetaOffset);
+  const std::uint64_t at =
+      chunk + tcache::detail::kChunkHeaderBytes + tcache::detail::meta_key_len(meta);
+  auto b = read_at<unsigned char>(at);
+  b ^= 1;
+  write_at(at, &b, 1);
+  tcache::Store held = tcache::Store::open(file_);  // this process keeps it open
+  const Result r = run({"verify", file_, "--repair"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("unpublished 1 damaged"));
+  int found = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (auto v = held.get(key(i))) {
+      ++found;
+      EXPECT_EQ(*v, value(i));
+    }
+  }
+  EXPECT_EQ(found, 299);
 }
 
 }  // namespace tool_more

@@ -22,7 +22,7 @@ namespace tcache::tool {
 
 // Exit statuses. Documented in tcache-tool.1: DO NOT CHANGE.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitMiss = 1;   // get: no such key; del: key was absent
+inline constexpr int kExitMiss = 1;   // get: no such key; del: key was absent; verify: problems
 inline constexpr int kExitError = 2;  // any failure, usage errors included
 
 // Flags of the top-level app that every command honours. They may be given
@@ -49,6 +49,7 @@ Command add_purge_command(CLI::App& app, const GlobalOptions& global);
 Command add_dump_command(CLI::App& app, const GlobalOptions& global);
 Command add_load_command(CLI::App& app, const GlobalOptions& global);
 Command add_watch_command(CLI::App& app, const GlobalOptions& global);
+Command add_verify_command(CLI::App& app, const GlobalOptions& global);
 
 // Opens an existing cache file, never creating one. Inspection commands pass
 // read_only = true so that they cannot change the file. Throws tcache::Error;

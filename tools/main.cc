@@ -48,12 +48,13 @@ int run(int argc, char** argv) {
       "Exit status: 0 success, 1 key not found (get, del), 2 error.\n"
       "Run 'tcache-tool COMMAND --help' for a command's options; see tcache-tool(1).");
 
-  std::vector<Command> commands = {add_create_command(app, global), add_stats_command(app, global),
-                                   add_ls_command(app, global),     add_get_command(app, global),
-                                   add_put_command(app, global),    add_del_command(app, global),
-                                   add_clear_command(app, global),  add_purge_command(app, global),
-                                   add_dump_command(app, global),   add_load_command(app, global),
-                                   add_watch_command(app, global)};
+  std::vector<Command> commands = {
+      add_create_command(app, global), add_stats_command(app, global),
+      add_ls_command(app, global),     add_get_command(app, global),
+      add_put_command(app, global),    add_del_command(app, global),
+      add_clear_command(app, global),  add_purge_command(app, global),
+      add_dump_command(app, global),   add_load_command(app, global),
+      add_watch_command(app, global),  add_verify_command(app, global)};
 
   // CLI11 would call an unknown command "A subcommand is required".
   const auto command_names = [&] {

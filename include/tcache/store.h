@@ -110,6 +110,27 @@ struct ProcessInfo {
   std::uint64_t attached_unix_ms = 0;
 };
 
+// What Store::verify found.
+struct VerifyReport {
+  std::uint64_t entries = 0;            // index slots checked
+  std::uint64_t damaged_entries = 0;    // bad pointer, torn, overrun, wrong bucket, checksum, blob
+  std::uint64_t duplicate_entries = 0;  // a key present twice
+  std::uint64_t broken_free_lists = 0;  // size classes whose free list is damaged
+  std::uint64_t leaked_chunks = 0;      // chunks nothing reaches (a process died mid-write)
+  std::uint64_t uncarved_pages = 0;     // pages claimed but never carved
+  std::uint64_t dead_processes = 0;     // processes that died without detaching
+  std::uint64_t repaired = 0;           // slots repair() unpublished
+  // Other processes were using the file: free lists, pages and leaks change
+  // under the walk and were not judged.
+  bool concurrent = false;
+  std::vector<std::string> problems;  // one line each, at most 100
+  bool clean() const {
+    return damaged_entries + duplicate_entries + broken_free_lists + leaked_chunks +
+               uncarved_pages + dead_processes ==
+           0;
+  }
+};
+
 // One entry, as Store::for_each reports it.
 struct EntryInfo {
   std::string_view key;
@@ -234,6 +255,20 @@ class Store {
   // The processes the file's process table lists now. Never throws except
   // std::bad_alloc.
   std::vector<ProcessInfo> processes() const;
+
+  // Walks every structure of the file (index, chunks, checksums, blob
+  // files, free lists, pages, process table) and reports what is wrong,
+  // changing nothing. O(file). Safe alongside other processes; while they
+  // write, free lists and leaks are not judged (report.concurrent).
+  // Never throws except std::bad_alloc.
+  VerifyReport verify() const;
+  // verify(), and unpublishes the damaged and duplicate entries it finds
+  // (safe alongside other processes: one CAS per slot). Leaked chunks,
+  // broken free lists, uncarved pages and dead processes are then rebuilt
+  // by the next process that opens the file alone (it sets the file's
+  // needs-recovery flag); close the store and open it again to do that now
+  // (tcache-tool verify --repair does). Throws Error: read_only.
+  VerifyReport repair();
 
   // Sums counters and walks the index (O(index size)). Never throws.
   StoreStats stats() const;

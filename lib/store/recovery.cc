@@ -65,50 +65,32 @@ void StoreImpl::recover() {
   for (std::uint64_t i = 0; i < slots; ++i) {
     const std::uint64_t w = index_[i];
     if (w == 0) continue;
-    bool ok = false;
     const std::uint64_t off = slot_offset(w);
     const int cls = chunk_class(off);
-    if (cls >= 0 && !uncarved[(off - pages_offset_) >> page_shift_] &&
-        ((off - pages_offset_) & (page_bytes_ - 1)) % class_bytes_[cls] == 0) {
+    bool ok = cls >= 0 && !uncarved[(off - pages_offset_) >> page_shift_] &&
+              slot_problem(i, w, key) == nullptr;
+    if (ok) {
       const char* c = chunk(off);
-      const std::uint32_t version = atom<std::uint32_t>(c).load();
       const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
       const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
-      const std::uint32_t sum = atom<std::uint32_t>(c + kChunkChecksumOffset).load();
-      const std::uint32_t klen = meta_key_len(meta);
-      const std::uint32_t vlen = vf & kValueLenMask;
-      if ((version & 1) == 0 &&
-          kChunkHeaderBytes + std::uint64_t{klen} + vlen <= class_bytes_[cls]) {
-        key.assign(c + kChunkHeaderBytes, klen);
-        const std::uint64_t h = hash(key);
-        const Slots s = slots_for(h);
-        const std::uint64_t bucket = i / kSlotsPerBucket;
-        const bool in_pair = s.b[0] == index_ + bucket * kSlotsPerBucket ||
-                             s.b[1] == index_ + bucket * kSlotsPerBucket;
-        const std::uint64_t seed = h ^ meta ^ (std::uint64_t{vf} << 32);
-        const bool sum_ok =
-            static_cast<std::uint32_t>(checksum64(c + kChunkHeaderBytes + klen, vlen, seed)) == sum;
-        const bool fresh = meta_expiry(meta) == 0 || now < meta_expiry(meta);
-        const bool taken = (live[unit(off) / 64] >> (unit(off) % 64)) & 1;
-        ok = in_pair && hash_tag(h) == slot_tag(w) && sum_ok && fresh && !taken;
-        if (ok) {
-          // Keep only the first slot (in pair order) holding this key.
-          int mine = 0;
-          while (mine < kPairSlots && &s.at(mine) != &index_[i]) ++mine;
-          for (int j = 0; j < mine && ok; ++j) {
-            const std::uint64_t o = s.at(j);
-            if (o == 0 || slot_tag(o) != slot_tag(w)) continue;
-            if (chunk_has_key(s.at(j), o, key) == 1) ok = false;
-          }
-          if (ok) {
-            live[unit(off) / 64] |= 1ull << (unit(off) % 64);
-            if ((vf & kFlagBlob) != 0 && vlen == sizeof(BlobRef)) {
-              BlobRef ref;
-              std::memcpy(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
-              blob_ids.push_back(ref.id);
-              blob_bytes += ref.size;
-            }
-          }
+      const bool fresh = meta_expiry(meta) == 0 || now < meta_expiry(meta);
+      const bool taken = (live[unit(off) / 64] >> (unit(off) % 64)) & 1;
+      ok = fresh && !taken;
+      // Keep only the first slot (in pair order) holding this key.
+      const Slots s = slots_for(hash(key));
+      for (int j = 0; j < kPairSlots && ok && &s.at(j) != &index_[i]; ++j) {
+        const std::uint64_t o = s.at(j);
+        if (o != 0 && slot_tag(o) == slot_tag(w) && chunk_has_key(s.at(j), o, key) == 1) {
+          ok = false;
+        }
+      }
+      if (ok) {
+        live[unit(off) / 64] |= 1ull << (unit(off) % 64);
+        if ((vf & kFlagBlob) != 0 && (vf & kValueLenMask) == sizeof(BlobRef)) {
+          BlobRef ref;
+          std::memcpy(&ref, c + kChunkHeaderBytes + meta_key_len(meta), sizeof ref);
+          blob_ids.push_back(ref.id);
+          blob_bytes += ref.size;
         }
       }
     }

@@ -1371,6 +1371,14 @@ std::uint64_t Store::erase_prefix(std::string_view prefix) { return impl_->erase
 std::uint64_t Store::count_prefix(std::string_view prefix) { return impl_->count_prefix(prefix); }
 std::uint64_t Store::purge_expired() { return impl_->purge_expired(); }
 std::vector<ClassStats> Store::class_stats() const { return impl_->class_stats(); }
+VerifyReport Store::verify() const { return impl_->verify(false); }
+VerifyReport Store::repair() {
+  if (impl_->read_only()) {
+    detail::fail(Errc::read_only, "'" + path().string() +
+                                      "' is open read-only; open it without read_only to repair");
+  }
+  return impl_->verify(true);
+}
 std::vector<ProcessInfo> Store::processes() const { return impl_->processes(); }
 void Store::for_each(std::string_view prefix, const Visitor& visit) {
   impl_->for_each(prefix, visit);

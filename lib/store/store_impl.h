@@ -60,6 +60,9 @@ class StoreImpl {
   StoreStats stats() const;
   std::vector<ClassStats> class_stats() const;
   std::vector<ProcessInfo> processes() const;
+  // See verify.cc. With repair, unpublishes damaged and duplicate slots and
+  // sets needs_recovery when anything was wrong.
+  VerifyReport verify(bool repair);
   bool get_or_lease(std::string_view key, std::string& value,
                     std::chrono::milliseconds lease_timeout);
   void release_lease(std::string_view key) noexcept;
@@ -69,6 +72,7 @@ class StoreImpl {
   void for_each(std::string_view prefix, const Store::Visitor& visit);
   void flush() { region_.flush(); }
   const std::filesystem::path& path() const noexcept { return region_.path(); }
+  bool read_only() const noexcept { return region_.read_only(); }
   std::size_t max_value_bytes() const noexcept;
 
   // Rebuilds free lists from what the index reaches, drops invalid and
@@ -166,6 +170,9 @@ class StoreImpl {
   static bool entry_live(std::uint64_t meta, std::uint32_t vf, std::uint64_t now) noexcept;
   template <class Fn>
   void for_each_entry(Fn&& fn);
+
+  // What is wrong with slot i holding w, or nullptr; copies its key.
+  const char* slot_problem(std::uint64_t i, std::uint64_t w, std::string& key);
 
   std::uint32_t class_for(std::uint64_t bytes) const noexcept;
   void count(Counter c, std::uint64_t n = 1) noexcept {

@@ -1,0 +1,208 @@
+// store/verify.cc: Store::verify and Store::repair (tcache-tool verify).
+//
+// verify() walks every structure of the file and reports, never changing
+// anything:
+//   - index slots: a pointer outside the carved pages or off a chunk
+//     boundary, a chunk being written (odd version) or whose lengths overrun
+//     it, a key that hashes to another bucket pair or tag, a checksum
+//     mismatch, a blob file missing or damaged, the same key twice;
+//   - free lists: a node outside its class's pages, a node that is in use,
+//     a cycle;
+//   - leaked chunks: carved chunks that neither the index nor a free list
+//     reaches (what a process killed between pop and publish leaves);
+//   - pages claimed but never carved, and dead processes in the table.
+// While other processes use the file, free lists and leaks change under
+// the walk: then they are not judged (report.concurrent says so).
+//
+// repair() unpublishes damaged and duplicate slots at once (a CAS per slot,
+// safe alongside other processes) and sets needs_recovery, so that the
+// next process to open the file alone rebuilds free lists, reclaims leaked
+// chunks and uncarved pages and folds dead processes (recovery.cc).
+// tcache-tool verify --repair reopens the file straight away for that.
+//
+// Thread safety: both may run while other threads and processes use the
+// file; verify only reads, repair changes slots only by CAS.
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "store/store_impl.h"
+#include "util/checksum.h"
+#include "util/proc.h"
+#include "util/racy.h"
+
+namespace tcache::detail {
+namespace {
+
+constexpr std::size_t kMaxProblems = 100;
+
+void note(VerifyReport& r, std::string line) {
+  if (r.problems.size() < kMaxProblems) r.problems.push_back(std::move(line));
+}
+
+}  // namespace
+
+const char* StoreImpl::slot_problem(std::uint64_t i, std::uint64_t w, std::string& key) {
+  const std::uint64_t off = slot_offset(w);
+  const int cls = chunk_class(off);
+  if (cls < 0) return "points outside the carved pages or off a chunk boundary";
+  const char* c = chunk(off);
+  const std::uint32_t version = atom<std::uint32_t>(c).load();
+  const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
+  const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
+  const std::uint32_t sum = atom<std::uint32_t>(c + kChunkChecksumOffset).load();
+  const std::uint32_t klen = meta_key_len(meta);
+  const std::uint32_t vlen = vf & kValueLenMask;
+  if ((version & 1) != 0) return "points at a free chunk or one being written";
+  if (kChunkHeaderBytes + std::uint64_t{klen} + vlen > class_bytes_[cls]) {
+    return "chunk's key and value overrun it";
+  }
+  key.resize(klen);
+  racy_read(key.data(), c + kChunkHeaderBytes, klen);
+  const std::uint64_t h = hash(key);
+  const Slots s = slots_for(h);
+  const std::uint64_t* bucket = index_ + (i / kSlotsPerBucket) * kSlotsPerBucket;
+  if ((s.b[0] != bucket && s.b[1] != bucket) || hash_tag(h) != slot_tag(w)) {
+    return "key does not hash to this slot";
+  }
+  const std::uint64_t seed = h ^ meta ^ (std::uint64_t{vf} << 32);
+  if (static_cast<std::uint32_t>(checksum64(c + kChunkHeaderBytes + klen, vlen, seed)) != sum &&
+      atom<std::uint32_t>(c).load() == version) {  // not a rewrite under our feet
+    return "value checksum mismatch";
+  }
+  return nullptr;
+}
+
+VerifyReport StoreImpl::verify(bool repair) {
+  VerifyReport r;
+  const std::uint64_t pages = std::min(atom<std::uint64_t>(&sb_->next_page).load(), max_pages_);
+  const std::uint64_t chunk_units = (pages * page_bytes_) / kChunkAlign;
+  std::vector<std::uint64_t> live((chunk_units + 63) / 64, 0);
+  std::vector<std::uint64_t> free((chunk_units + 63) / 64, 0);
+  const auto unit = [&](std::uint64_t off) { return (off - pages_offset_) / kChunkAlign; };
+  const auto test = [&](std::vector<std::uint64_t>& bits, std::uint64_t off) {
+    return ((bits[unit(off) / 64] >> (unit(off) % 64)) & 1) != 0;
+  };
+  const auto set = [&](std::vector<std::uint64_t>& bits, std::uint64_t off) {
+    bits[unit(off) / 64] |= 1ull << (unit(off) % 64);
+  };
+
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    const std::uint64_t owner = atom<std::uint64_t>(&procs_[i].owner).load();
+    if (owner == 0) continue;
+    const auto pid = static_cast<pid_t>(owner & 0xffffffffu);
+    if (process_alive(pid, atom<std::uint64_t>(&procs_[i].start_time).load())) {
+      if (static_cast<int>(i) != proc_slot_) r.concurrent = true;
+    } else {
+      ++r.dead_processes;
+      note(r, "process " + std::to_string(pid) + " died without detaching");
+    }
+  }
+
+  // Index slots.
+  const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
+  const std::uint64_t now = now_unix_ms();
+  std::string key;
+  std::string scratch;
+  for (std::uint64_t i = 0; i < slots; ++i) {
+    const std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_acquire);
+    if (w == 0) continue;
+    ++r.entries;
+    const char* why = slot_problem(i, w, key);
+    const std::uint64_t off = slot_offset(w);
+    if (why == nullptr && test(live, off)) why = "chunk is reached from two slots";
+    if (why == nullptr) {
+      // The same key in an earlier slot of its pair?
+      const Slots s = slots_for(hash(key));
+      for (int j = 0; j < kPairSlots && why == nullptr; ++j) {
+        if (&s.at(j) == &index_[i]) break;
+        const std::uint64_t o = atom<std::uint64_t>(&s.at(j)).load();
+        if (o != 0 && slot_tag(o) == slot_tag(w) && chunk_has_key(s.at(j), o, key) == 1) {
+          why = "key is present twice";
+          ++r.duplicate_entries;
+        }
+      }
+    } else {
+      ++r.damaged_entries;
+    }
+    if (why == nullptr) {
+      set(live, off);
+      const char* c = chunk(off);
+      const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
+      const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
+      const bool expired = meta_expiry(meta) != 0 && now >= meta_expiry(meta);
+      if ((vf & kFlagBlob) != 0 && !expired && (vf & kValueLenMask) == sizeof(BlobRef)) {
+        BlobRef ref;
+        std::memcpy(&ref, c + kChunkHeaderBytes + meta_key_len(meta), sizeof ref);
+        if (!read_blob(hash(key), ref, scratch)) {
+          ++r.damaged_entries;
+          why = "blob file is missing or damaged";
+        }
+      }
+      if (why == nullptr) continue;
+    }
+    note(r, "index slot " + std::to_string(i) + ": " + why);
+    if (repair && !region_.read_only()) {
+      std::uint64_t expected = w;
+      if (atom<std::uint64_t>(&index_[i]).compare_exchange_strong(expected, 0)) ++r.repaired;
+    }
+  }
+
+  // Pages and free lists; leaks. Only judged when nobody else is writing.
+  if (!r.concurrent) {
+    for (std::uint64_t p = 0; p < pages; ++p) {
+      if (page_table_[p] >= class_count_) {
+        ++r.uncarved_pages;
+        note(r, "page " + std::to_string(p) + " was claimed but never carved");
+      }
+    }
+    for (std::uint32_t cls = 0; cls < class_count_; ++cls) {
+      std::uint64_t off = head_offset(atom<std::uint64_t>(&classes_[cls].free_head).load());
+      std::uint64_t steps = 0;
+      const std::uint64_t bound = chunk_units + 1;
+      while (off != 0) {
+        const char* problem = nullptr;
+        if (chunk_class(off) != static_cast<int>(cls)) {
+          problem = "points outside its class's pages";
+        } else if ((atom<std::uint32_t>(chunk(off)).load() & 1) == 0) {
+          problem = "holds a chunk that is in use";
+        } else if (test(free, off) || ++steps > bound) {
+          problem = "has a cycle";
+        } else if (test(live, off)) {
+          problem = "holds a chunk the index reaches";
+        }
+        if (problem != nullptr) {
+          ++r.broken_free_lists;
+          note(r,
+               "free list of the " + std::to_string(class_bytes_[cls]) + "-byte class " + problem);
+          break;
+        }
+        set(free, off);
+        off = atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load() * kChunkAlign;
+      }
+    }
+    for (std::uint64_t p = 0; p < pages; ++p) {
+      const std::uint32_t cls = page_table_[p];
+      if (cls >= class_count_) continue;
+      const std::uint32_t size = class_bytes_[cls];
+      const std::uint64_t first = pages_offset_ + p * page_bytes_;
+      for (std::uint64_t off = first; off + size <= first + page_bytes_; off += size) {
+        if (!test(live, off) && !test(free, off)) ++r.leaked_chunks;
+      }
+    }
+    if (r.leaked_chunks != 0 && r.broken_free_lists == 0) {
+      note(r, std::to_string(r.leaked_chunks) +
+                  " chunks are neither in the index nor on a free list (leaked by a process "
+                  "that died mid-write)");
+    }
+  }
+
+  if (repair && !region_.read_only() && !r.clean()) {
+    atom<std::uint64_t>(&sb_->needs_recovery).store(1);
+  }
+  return r;
+}
+
+}  // namespace tcache::detail
