@@ -29,6 +29,8 @@ const char* error_code_name(Errc code) noexcept {
       return "not_a_cache_file";
     case Errc::decode_error:
       return "decode_error";
+    case Errc::unavailable:
+      return "unavailable";
   }
   return "unknown";
 }

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <optional>
@@ -342,13 +343,23 @@ TEST(MemoryCache, ManyThreadsKeepTheBound) {
 // ---------------------------------------------------------------------------
 // mcache
 
+// Each test starts from a neutral configuration, whatever TCACHE_DISABLE,
+// TCACHE_DEFAULT_TTL or HOME say in the environment that runs it (mcache
+// reads config() when it is made; it never uses the directory).
+class Mcache : public ::testing::Test {
+ protected:
+  tcache::ScopedConfig neutral_{{.dir = std::filesystem::temp_directory_path(),
+                                 .disable = false,
+                                 .default_ttl = std::chrono::milliseconds(0)}};
+};
+
 std::atomic<int> g_square_calls{0};
 int square(int x) {
   ++g_square_calls;
   return x * x;
 }
 
-TEST(Mcache, FreeFunctionHitsAndMisses) {
+TEST_F(Mcache, FreeFunctionHitsAndMisses) {
   g_square_calls = 0;
   auto f = tcache::mcache(square);
   EXPECT_EQ(f(3), 9);
@@ -363,7 +374,7 @@ TEST(Mcache, FreeFunctionHitsAndMisses) {
   EXPECT_EQ(info.backend, "memory");
 }
 
-TEST(Mcache, LambdaWithSeveralArguments) {
+TEST_F(Mcache, LambdaWithSeveralArguments) {
   int calls = 0;
   auto f = tcache::mcache([&calls](const std::string& s, int n, double d) {
     ++calls;
@@ -377,7 +388,7 @@ TEST(Mcache, LambdaWithSeveralArguments) {
   EXPECT_EQ(f.cache_info().hits, 1u);
 }
 
-TEST(Mcache, FunctionObject) {
+TEST_F(Mcache, FunctionObject) {
   struct Times {
     int k;
     int* calls;
@@ -393,7 +404,7 @@ TEST(Mcache, FunctionObject) {
   EXPECT_EQ(calls, 1);
 }
 
-TEST(Mcache, NoArguments) {
+TEST_F(Mcache, NoArguments) {
   int calls = 0;
   auto f = tcache::mcache([&calls] { return ++calls; });
   EXPECT_EQ(f(), 1);
@@ -402,7 +413,7 @@ TEST(Mcache, NoArguments) {
   EXPECT_EQ(f(), 2);
 }
 
-TEST(Mcache, ArgumentsTakenByValueMayBeMovedByTheCallable) {
+TEST_F(Mcache, ArgumentsTakenByValueMayBeMovedByTheCallable) {
   int calls = 0;
   auto f = tcache::mcache([&calls](std::string s) {
     ++calls;
@@ -426,7 +437,7 @@ struct Pricer {
   double quote(int day) const { return base + day; }
 };
 
-TEST(Mcache, MemberFunctionWithAKeyFunction) {
+TEST_F(Mcache, MemberFunctionWithAKeyFunction) {
   auto price = tcache::mcache(&Pricer::price, {}, [](const Pricer&, int day) { return day; });
   Pricer a;
   Pricer b;
@@ -447,7 +458,7 @@ TEST(Mcache, MemberFunctionWithAKeyFunction) {
   EXPECT_EQ(quote.cache_info().misses, 2u);
 }
 
-TEST(Mcache, ExceptionsPropagateAndAreNotCached) {
+TEST_F(Mcache, ExceptionsPropagateAndAreNotCached) {
   int calls = 0;
   auto f = tcache::mcache([&calls](int x) {
     if (++calls == 1) throw std::runtime_error("first call fails");
@@ -462,7 +473,7 @@ TEST(Mcache, ExceptionsPropagateAndAreNotCached) {
   EXPECT_EQ(f.cache_info().hits, 1u);
 }
 
-TEST(Mcache, RecursionThroughItsOwnWrapper) {
+TEST_F(Mcache, RecursionThroughItsOwnWrapper) {
   int calls = 0;
   std::function<std::uint64_t(int)> self;
   auto fib = tcache::mcache([&](int n) -> std::uint64_t {
@@ -476,7 +487,7 @@ TEST(Mcache, RecursionThroughItsOwnWrapper) {
   EXPECT_EQ(calls, 91);
 }
 
-TEST(Mcache, EvictsByItsPolicy) {
+TEST_F(Mcache, EvictsByItsPolicy) {
   int calls = 0;
   auto f = tcache::mcache(
       [&calls](int x) {
@@ -497,7 +508,7 @@ TEST(Mcache, EvictsByItsPolicy) {
   EXPECT_EQ(f.cache_info().maxsize, 2u);
 }
 
-TEST(Mcache, TtlExpiresEntries) {
+TEST_F(Mcache, TtlExpiresEntries) {
   int calls = 0;
   auto f = tcache::mcache(
       [&calls](int x) {
@@ -521,7 +532,7 @@ TEST(Mcache, TtlExpiresEntries) {
   EXPECT_EQ(calls, 3);
 }
 
-TEST(Mcache, TtlZeroTakesTheConfiguredDefault) {
+TEST_F(Mcache, TtlZeroTakesTheConfiguredDefault) {
   int calls = 0;
   auto count = [&calls](int x) {
     ++calls;
@@ -535,7 +546,7 @@ TEST(Mcache, TtlZeroTakesTheConfiguredDefault) {
   EXPECT_EQ(calls, 2);
 }
 
-TEST(Mcache, ClearAndInvalidate) {
+TEST_F(Mcache, ClearAndInvalidate) {
   int calls = 0;
   auto f = tcache::mcache([&calls](int x) {
     ++calls;
@@ -555,7 +566,7 @@ TEST(Mcache, ClearAndInvalidate) {
   EXPECT_EQ(calls, 4);
 }
 
-TEST(Mcache, CopiesShareOneCache) {
+TEST_F(Mcache, CopiesShareOneCache) {
   int calls = 0;
   auto f = tcache::mcache([&calls](int x) {
     ++calls;
@@ -568,7 +579,7 @@ TEST(Mcache, CopiesShareOneCache) {
   EXPECT_EQ(g.cache_info().hits, 1u);
 }
 
-TEST(Mcache, RejectsBadOptions) {
+TEST_F(Mcache, RejectsBadOptions) {
   auto id = [](int x) { return x; };
   try {
     tcache::mcache(id, {.maxsize = 0});
@@ -593,7 +604,7 @@ TEST(Mcache, RejectsBadOptions) {
   }
 }
 
-TEST(Mcache, ScopedDisableCallsThrough) {
+TEST_F(Mcache, ScopedDisableCallsThrough) {
   int calls = 0;
   auto count = [&calls](int x) {
     ++calls;
@@ -619,7 +630,7 @@ TEST(Mcache, ScopedDisableCallsThrough) {
   EXPECT_EQ(before.cache_info().hits, 1u);
 }
 
-TEST(Mcache, ManyThreadsShareTheCache) {
+TEST_F(Mcache, ManyThreadsShareTheCache) {
   std::atomic<int> calls{0};
   auto f = tcache::mcache(
       [&calls](int x) {

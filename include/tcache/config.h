@@ -8,7 +8,8 @@
 //   TCACHE_DEFAULT_TTL  TTL of entries whose decorator sets none: a number
 //                       with an optional unit, "90", "90s", "1500ms", "5m", "2h"
 //   TCACHE_BACKEND      ucache's and acache's backend when their options name
-//                       none: "memory", "file" or a URI ("file:///path")
+//                       none: "memory", "file" or a URI ("file:///path",
+//                       "redis://host:6379/0", "redis+unix:///path")
 //
 // A ScopedConfig overrides them for a block (the C++ form of the Python
 // original's context manager):

@@ -5,9 +5,11 @@
 //   auto a = tcache::mcache(price, {.maxsize = 10'000, .ttl = 60s});
 //   auto b = tcache::bcache(price, {.name = "price", .path = "prices.tcache"});
 //   auto c = tcache::fcache(load_matrix, {.name = "matrix", .compress = true});
-//   auto d = tcache::acache(price, {.name = "price"});  // d(sym, day) ->
-//   std::shared_future<double> auto e = tcache::ucache(price, {.name = "price"});  // picks a
-//   backend, always works
+//   auto d = tcache::acache(price, {.name = "price"});  // d(sym, day) -> shared_future<double>
+//   auto e = tcache::ucache(price, {.name = "price"});  // picks a backend, always works
+//   auto r = tcache::ucache(price, {.name = "price", .backend = "redis://127.0.0.1:6379/0"});
+//   auto t = tcache::bcache(price, {.name = "price", .path = "prices.tcache",
+//                                   .remote = "redis://cache.internal:6379/2"});  // two levels
 //
 //   a("AAPL", 3);  a.cache_info();  a.cache_clear();  a.invalidate("AAPL", 3);
 //
@@ -22,8 +24,9 @@
 //           blob files, bulk copies of arrays of trivially copyable numbers.
 //   acache  asynchronous: returns std::shared_future<R>; concurrent calls
 //           with equal arguments share one computation.
-//   ucache  chooses a backend from its options and falls back (file store
-//           -> memory) when one cannot be used, warning once per cause.
+//   ucache  chooses a backend from its options and falls back (Redis ->
+//           file store -> memory) when one cannot be used, warning once per
+//           cause, and comes back to Redis when it answers again.
 //
 // Keys. Persistent keys are 24 bytes: 8 bytes of xxh3-64 of the name (so
 // cache_clear() finds this function's entries in a shared file) and the
@@ -50,7 +53,17 @@
 // Single flight: bcache, fcache and ucache (file store) take a lease in the
 // store on a miss, so when many threads or processes miss one key at once,
 // one computes and the rest wait for its value; a lease whose holder died or
-// ran past lease_timeout is taken over. acache coalesces in-process.
+// ran past lease_timeout is taken over. acache coalesces in-process. With
+// Redis (ucache's redis:// backend, bcache's remote), the lease is a Redis
+// key as well, so one machine computes and the others wait.
+//
+// Redis (see backend.h, make_redis_backend, for URIs and the key layout):
+// a Redis that is down, stalls or restarts never makes a call fail: the
+// call is answered by the next tier (ucache) or the local file (bcache's
+// remote), counted in cache_info().backend_errors, warned once per cause,
+// and Redis is used again once it answers. A malformed URI, or credentials
+// or a database number that a reachable server refuses, throw
+// Error(invalid_option) when the wrapper is made.
 //
 // Thread safety: a wrapper (and its copies) may be called from any number of
 // threads at once. Process safety: bcache/fcache/ucache files are shared by
@@ -83,9 +96,13 @@ struct McacheOptions {
 };
 
 struct BcacheOptions {
-  std::string name;                                 // required: identifies the function's entries
-  std::string version;                              // change it when the function's meaning changes
-  std::filesystem::path path;                       // "" = <config().dir>/<name>.tcache
+  std::string name;            // required: identifies the function's entries
+  std::string version;         // change it when the function's meaning changes
+  std::filesystem::path path;  // "" = <config().dir>/<name>.tcache
+  // "" = one level. A Redis URI (redis://..., redis+unix://...; see
+  // make_redis_backend): two levels, the file answering first and Redis
+  // behind it, shared by machines; Redis faults leave the file working.
+  std::string remote;
   std::chrono::milliseconds ttl{0};                 // 0 = TCACHE_DEFAULT_TTL, else none
   std::uint64_t capacity_bytes = 256ull << 20;      // of a file it creates
   std::chrono::milliseconds lease_timeout{60'000};  // single-flight wait bound
@@ -111,9 +128,11 @@ struct UcacheOptions {
   std::string name;  // required unless the backend is memory
   std::string version;
   // "" = TCACHE_BACKEND, else "file"; or "memory", "file", "memory:",
-  // "file:///abs/path", "file:relative/path".
+  // "file:///abs/path", "file:relative/path", or a Redis URI
+  // ("redis://host:port/db", "redis+unix:///path"): tiers redis > file >
+  // memory.
   std::string backend;
-  std::filesystem::path path;       // file backend's file ("" = default)
+  std::filesystem::path path;       // file backend's (or tier's) file ("" = default)
   std::uint64_t maxsize = 100'000;  // memory tier's entries
   std::chrono::milliseconds ttl{0};
   std::uint64_t value_bytes = 0;  // typical value size; >= 64 KiB: fcache-style file

@@ -30,6 +30,9 @@
 //   lfu   the least frequently used entry (gets and puts count); ties go to
 //         the one least recently moved to its frequency. O(1) per operation.
 //   fifo  the oldest inserted entry; gets and updates do not move it.
+// lru and fifo keep one doubly linked list of slot numbers per shard; lfu
+// a list per frequency. Links are 32-bit indices into the shard's slot
+// vector, so a hit allocates nothing.
 // With one shard these orders are exact for the whole cache; with several,
 // each shard keeps its own order, so the victim is the policy's choice among
 // the entries of the key's shard.
@@ -42,20 +45,20 @@
 //
 // Invariants (of each shard, whenever its mutex is free):
 //  1. `index` holds exactly the numbers of the live slots (entry engaged),
-//     and a live slot's `hash` is mix(Hash(key)); no two live slots hold
-//     equal keys.
+//     each under hash_of(its key); no two live slots hold equal keys.
 //  2. Free slots (entry empty) form the singly linked list `free` through
 //     `next`.
 //  3. lru/fifo: every live slot is on `list` exactly once (head = most
-//     recently used / inserted). lfu: every live slot is on the entry list
-//     of exactly one frequency bucket, named by its `bucket`; the buckets
-//     in use form the list from `lowest` in strictly increasing `freq`;
-//     none of them is empty; unused buckets form the list `free_bucket`;
-//     buckets in use <= live slots <= buckets.capacity(), so linking an
-//     entry never allocates.
-//  4. live == number of live slots <= bound; the bounds of all shards add
-//     up to maxsize (at most 2^32 - 2 per shard).
-//  5. hits, misses, evictions, expirations and live are written only with
+//     recently used / inserted).
+//  4. lfu: every live slot is on the entry list of exactly one frequency
+//     bucket, named by its `bucket`; the buckets in use form the list from
+//     `lowest` in strictly increasing `freq`; none of them is empty; unused
+//     buckets form the list `free_bucket`; buckets in use <= live slots.
+//  5. Room is reserved (buckets.capacity() > live) before a slot is linked,
+//     so linking and marking a use never allocate.
+//  6. live == number of live slots <= bound; the bounds of all shards add
+//     up to maxsize (at most 2^30 per shard).
+//  7. hits, misses, evictions, expirations and live are written only with
 //     the mutex held (plain load + store); readers may load them any time.
 
 #pragma once
@@ -71,7 +74,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -91,33 +93,40 @@ struct MemoryCacheStats {
   std::uint64_t expirations = 0;  // expired entries dropped when met
 };
 
+// A hash or equality that accepts other types than the key (heterogeneous
+// lookup, as in the standard containers).
+template <class F>
+concept transparent_functor = requires {
+  typename F::is_transparent;
+};
+
 template <class K, class V, class Hash = boost::hash<K>, class Eq = std::equal_to<K>>
 class MemoryCache {
   // Lookups may use any Q that Hash and Eq accept when both are transparent
   // (e.g. std::string_view for std::string keys); otherwise a Q that is not
   // K is converted to K first.
-  static constexpr bool kTransparent =
-      requires { typename Hash::is_transparent; } && requires { typename Eq::is_transparent; };
+  static constexpr bool kTransparent = transparent_functor<Hash> && transparent_functor<Eq>;
   template <class Q>
   static constexpr bool kDirect = std::is_same_v<std::remove_cvref_t<Q>, K> || kTransparent;
   // Whether put can replace the value of an entry in place.
   template <class W>
-  static constexpr bool kUpdatable =
-      std::is_assignable_v<V&, W&&> ||
-      (std::is_copy_constructible_v<K> && std::is_nothrow_move_constructible_v<V> &&
-       std::is_nothrow_move_constructible_v<K>);
+  static constexpr bool kUpdatable = std::is_assignable_v<V&, W&&> ||
+                                     (std::is_copy_constructible_v<K> &&
+                                      std::is_nothrow_move_constructible_v<V> &&
+                                      std::is_nothrow_move_constructible_v<K>);
 
  public:
   using key_type = K;
   using mapped_type = V;
 
   static constexpr std::uint32_t kMaxShards = 256;
+  static constexpr std::uint64_t kMaxShardEntries = 1u << 30;  // slot numbers are 32-bit
 
   // maxsize: the most entries held (REQUIRES: > 0; 0 is taken as 1).
   // default_ttl: lifetime of entries put without a ttl; <= 0 = no expiry.
-  // shards: 0 = chosen from maxsize and the number of CPUs (1 for small
-  // caches, up to 64); else rounded up to a power of two, at most
-  // kMaxShards and at most maxsize.
+  // shards: 0 = 64, or fewer so that each holds >= 64 entries (1 for caches
+  // of < 128); else rounded up to a power of two, at most kMaxShards and at
+  // most maxsize.
   MemoryCache(std::uint64_t maxsize, std::chrono::nanoseconds default_ttl, Policy policy,
               std::uint32_t shards = 0, Hash hash = Hash(), Eq eq = Eq())
       : hash_(std::move(hash)),
@@ -130,10 +139,10 @@ class MemoryCache {
     shard_mask_ = n - 1;
     for (std::uint32_t i = 0; i < n; ++i) {
       Shard& s = shards_[i];
-      s.eq = &eq_;
+      s.cache = this;
       s.policy = policy_;
       const std::uint64_t bound = maxsize_ / n + (i < maxsize_ % n ? 1 : 0);
-      s.bound = std::min<std::uint64_t>(bound, kNil - 1);
+      s.bound = std::min<std::uint64_t>(bound, kMaxShardEntries);
     }
   }
 
@@ -215,15 +224,15 @@ class MemoryCache {
       }
       if (s.live.load(std::memory_order_relaxed) >= s.bound) {
         const std::uint32_t victim = s.victim();
-        s.index.erase(SlotProbe{victim, s.slots[victim].hash});
+        s.index.erase(SlotProbe{victim, hash_of(s.slots[victim].entry->key)});
         s.drop(victim);
         bump(s.evictions);
       }
+      s.reserve_link();                     // may throw: nothing changed
       const std::uint32_t i = s.acquire();  // may throw: nothing changed
       Slot& slot = s.slots[i];
       try {
         slot.entry.emplace(std::forward<Q>(key), std::forward<W>(value));
-        slot.hash = hash;
         slot.deadline = deadline;
         s.index.insert(i);
       } catch (...) {
@@ -290,7 +299,7 @@ class MemoryCache {
         if (!slot.entry) continue;
         const bool expired = slot.expired(now);
         if (!expired && !pred(std::as_const(slot.entry->key))) continue;
-        s.index.erase(SlotProbe{i, slot.hash});
+        s.index.erase(SlotProbe{i, hash_of(std::as_const(slot.entry->key))});
         s.drop(i);
         if (expired) {
           bump(s.expirations);
@@ -353,16 +362,19 @@ class MemoryCache {
     V value;
   };
 
-  struct Slot {
-    std::size_t hash = 0;
+  struct SlotFields {
     std::int64_t deadline = 0;    // steady_clock nanoseconds; 0 = never
-    std::uint32_t prev = kNil;    // toward the list's head
-    std::uint32_t next = kNil;    // toward the tail; the free list's link
-    std::uint32_t bucket = kNil;  // lfu: the frequency bucket
+    std::uint32_t prev = kNil;    // toward its list's head
+    std::uint32_t next = kNil;    // toward the tail; free slots: the free list
+    std::uint32_t bucket = kNil;  // lfu: its frequency bucket
     std::optional<Entry> entry;   // empty = free slot
 
     bool expired(std::int64_t now) const noexcept { return deadline != 0 && deadline <= now; }
   };
+  // Slots of up to 32 bytes (an int -> int cache's) are aligned so that
+  // none straddles two cache lines; larger ones keep their natural size.
+  static constexpr std::size_t kSlotAlign = sizeof(SlotFields) <= 32 ? 32 : alignof(SlotFields);
+  struct alignas(kSlotAlign) Slot : SlotFields {};
 
   struct List {
     std::uint32_t head = kNil;
@@ -391,12 +403,16 @@ class MemoryCache {
   struct Shard;
 
   // The index stores slot numbers; it hashes and compares them through the
-  // shard's slots, so each key is stored once (in its slot).
+  // shard's slots, so each key is stored once (in its slot). Probes carry
+  // their hash; a slot's is computed again from its key (when the index
+  // grows, and when a known slot is dropped).
   struct SlotHash {
     using is_transparent = void;
-    using is_avalanching = void;  // slot hashes are mixed already
+    using is_avalanching = void;  // hash_of() mixes already
     const Shard* shard;
-    std::size_t operator()(std::uint32_t i) const noexcept { return shard->slots[i].hash; }
+    std::size_t operator()(std::uint32_t i) const {
+      return shard->cache->hash_of(std::as_const(shard->slots[i].entry->key));
+    }
     template <class P>
     std::size_t operator()(const P& probe) const noexcept {
       return probe.hash;
@@ -409,8 +425,7 @@ class MemoryCache {
     bool operator()(const SlotProbe& p, std::uint32_t i) const noexcept { return p.slot == i; }
     template <class Q>
     bool operator()(const KeyProbe<Q>& p, std::uint32_t i) const {
-      const Slot& slot = shard->slots[i];
-      return slot.hash == p.hash && (*shard->eq)(slot.entry->key, *p.key);
+      return shard->cache->eq_(shard->slots[i].entry->key, *p.key);
     }
   };
 
@@ -426,7 +441,7 @@ class MemoryCache {
     // Read by a hit, written only by puts and removals.
     boost::unordered_flat_set<std::uint32_t, SlotHash, SlotEq> index;
     std::vector<Slot> slots;
-    const Eq* eq = nullptr;
+    const MemoryCache* cache = nullptr;
     std::uint64_t bound = 0;
     std::atomic<std::uint64_t> live{0};
     std::atomic<std::uint64_t> misses{0};
@@ -436,15 +451,14 @@ class MemoryCache {
     std::uint32_t lowest = kNil;       // lfu: bucket of the lowest frequency
     std::uint32_t free_bucket = kNil;  // lfu
 
+    std::uint64_t live_count() const noexcept { return live.load(std::memory_order_relaxed); }
+
     // A free slot (entry empty), from the free list or a new one.
     std::uint32_t acquire() {
       if (free != kNil) {
         const std::uint32_t i = free;
         free = slots[i].next;
         return i;
-      }
-      if (policy == Policy::lfu && buckets.capacity() < slots.size() + 1) {
-        buckets.reserve(std::max<std::size_t>(2 * buckets.capacity(), 16));  // invariant 3
       }
       slots.emplace_back();
       return static_cast<std::uint32_t>(slots.size() - 1);
@@ -456,10 +470,56 @@ class MemoryCache {
     }
     // Unlinks live slot i (already out of the index) and frees it.
     void drop(std::uint32_t i) noexcept {
-      unlink(i);
+      if (policy == Policy::lfu) {
+        unlink_lfu(i);
+      } else {
+        remove(list, i);
+      }
       slots[i].entry.reset();
       release(i);
-      live.store(live.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      live.store(live_count() - 1, std::memory_order_relaxed);
+    }
+
+    // Room to link one more slot without allocating (invariant 5).
+    void reserve_link() {
+      if (policy == Policy::lfu && buckets.capacity() < live_count() + 1) {
+        buckets.reserve(std::max<std::size_t>(2 * buckets.capacity(), 16));
+      }
+    }
+    // Links a new live slot as the policy's newest. REQUIRES: reserve_link().
+    void link_new(std::uint32_t i) noexcept {
+      if (policy != Policy::lfu) {
+        push_front(list, i);
+        return;
+      }
+      std::uint32_t b = lowest;
+      if (b == kNil || buckets[b].freq != 1) b = new_bucket(1, kNil, lowest);
+      push_front(buckets[b].entries, i);
+      slots[i].bucket = b;
+    }
+    // Marks slot i used: lru moves it to the front, lfu counts one more use.
+    void touch(std::uint32_t i) noexcept {
+      if (policy == Policy::lru) {
+        if (list.head != i) {  // then it has a predecessor
+          Slot& s = slots[i];
+          slots[s.prev].next = s.next;
+          if (s.next != kNil) {
+            slots[s.next].prev = s.prev;
+          } else {
+            list.tail = s.prev;
+          }
+          s.prev = kNil;
+          s.next = list.head;
+          slots[list.head].prev = i;
+          list.head = i;
+        }
+      } else if (policy == Policy::lfu) {
+        promote(i);
+      }
+    }
+    // The entry the policy evicts next. REQUIRES: live > 0.
+    std::uint32_t victim() const noexcept {
+      return policy == Policy::lfu ? buckets[lowest].entries.tail : list.tail;
     }
 
     void push_front(List& l, std::uint32_t i) noexcept {
@@ -487,6 +547,7 @@ class MemoryCache {
       }
     }
 
+    // lfu: frequency buckets, each a list of slots (invariant 4).
     // A bucket of frequency `freq` linked between buckets prev and next.
     std::uint32_t new_bucket(std::uint64_t freq, std::uint32_t prev, std::uint32_t next) noexcept {
       std::uint32_t b = free_bucket;
@@ -494,7 +555,7 @@ class MemoryCache {
         free_bucket = buckets[b].next;
       } else {
         b = static_cast<std::uint32_t>(buckets.size());
-        buckets.emplace_back();  // within capacity (invariant 3): does not allocate
+        buckets.emplace_back();  // within capacity (invariant 5): does not allocate
       }
       buckets[b] = Bucket{freq, prev, next, List{}};
       if (prev != kNil) {
@@ -517,37 +578,13 @@ class MemoryCache {
       k.next = free_bucket;
       free_bucket = b;
     }
-
-    // Links a new live slot as the policy's newest.
-    void link_new(std::uint32_t i) noexcept {
-      if (policy != Policy::lfu) {
-        push_front(list, i);
-        return;
-      }
-      std::uint32_t b = lowest;
-      if (b == kNil || buckets[b].freq != 1) b = new_bucket(1, kNil, lowest);
-      push_front(buckets[b].entries, i);
-      slots[i].bucket = b;
-    }
-    void unlink(std::uint32_t i) noexcept {
-      if (policy != Policy::lfu) {
-        remove(list, i);
-        return;
-      }
+    void unlink_lfu(std::uint32_t i) noexcept {
       const std::uint32_t b = slots[i].bucket;
       remove(buckets[b].entries, i);
       drop_bucket_if_empty(b);
     }
-    // Marks slot i used: lru moves it to the front, lfu counts one more use.
-    void touch(std::uint32_t i) noexcept {
-      if (policy == Policy::lru) {
-        if (list.head != i) {
-          remove(list, i);
-          push_front(list, i);
-        }
-        return;
-      }
-      if (policy != Policy::lfu) return;
+    // Moves slot i to the bucket of one more use.
+    void promote(std::uint32_t i) noexcept {
       const std::uint32_t b = slots[i].bucket;
       const std::uint64_t f = buckets[b].freq;
       if (f == std::numeric_limits<std::uint64_t>::max()) return;
@@ -557,15 +594,12 @@ class MemoryCache {
         ++buckets[b].freq;  // alone in its bucket: the bucket moves up with it
         return;
       }
+      // A new bucket here keeps buckets in use <= live: b keeps an entry.
       if (!up_fits) up = new_bucket(f + 1, b, up);
       remove(buckets[b].entries, i);
       push_front(buckets[up].entries, i);
       slots[i].bucket = up;
       drop_bucket_if_empty(b);
-    }
-    // The entry the policy evicts next. REQUIRES: live > 0.
-    std::uint32_t victim() const noexcept {
-      return policy == Policy::lfu ? buckets[lowest].entries.tail : list.tail;
     }
   };
 
@@ -615,8 +649,8 @@ class MemoryCache {
   // avalanching): its position from the top bits, its tag from the low
   // byte; the shard comes from the bits above that byte (see shard_of).
   static std::size_t mix(std::size_t h) noexcept {
-    const unsigned __int128 p =
-        static_cast<unsigned __int128>(static_cast<std::uint64_t>(h)) * 0x9e3779b97f4a7c15ull;
+    __extension__ typedef unsigned __int128 U128;  // GCC and Clang, 64-bit targets
+    const U128 p = static_cast<U128>(static_cast<std::uint64_t>(h)) * 0x9e3779b97f4a7c15ull;
     return static_cast<std::size_t>(static_cast<std::uint64_t>(p) ^
                                     static_cast<std::uint64_t>(p >> 64));
   }
@@ -638,10 +672,11 @@ class MemoryCache {
   static std::uint32_t shard_count_for(std::uint64_t maxsize, std::uint32_t requested) {
     std::uint64_t n;
     if (requested == 0) {
-      // Enough shards that threads rarely meet on one lock, few enough that
-      // each shard holds a useful share (>= 64 entries) of the bound.
-      const std::uint64_t cpus = std::max(1u, std::thread::hardware_concurrency());
-      n = std::min<std::uint64_t>(std::bit_ceil(4 * cpus), 64);
+      // Many shards: std::mutex sleeps in the kernel when two threads meet
+      // on one lock, which costs far more than the lock, so collisions must
+      // be rare whatever the number of threads; but each shard keeps a
+      // useful share (>= 64 entries) of the bound, and its own exact order.
+      n = 64;
       while (n > 1 && maxsize / n < 64) n /= 2;
     } else {
       n = std::bit_ceil(std::min<std::uint64_t>(requested, kMaxShards));

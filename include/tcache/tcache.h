@@ -4,8 +4,9 @@
 // share through a file. See store.h for tcache::Store, error.h for
 // tcache::Error, codec.h for tcache::Codec (canonical encoding of values),
 // decorators.h for the memoizing wrappers (mcache, bcache, fcache, acache,
-// ucache), backend.h for the backends they use and config.h for their
-// defaults (TCACHE_* environment, ScopedConfig).
+// ucache), backend.h for the backends they use (memory, file, Redis,
+// tiered) and config.h for their defaults (TCACHE_* environment,
+// ScopedConfig).
 //
 // Caveats (read these once):
 //
@@ -33,6 +34,11 @@
 //   raises SIGBUS. Truncating the file from outside while it is open does.
 // - Clocks: TTLs are wall-clock (CLOCK_REALTIME) deadlines, so they survive
 //   restarts; setting the clock forward expires entries early.
+// - Redis (backend.h, make_redis_backend; the decorators' redis:// backend
+//   and bcache's `remote`): an unreachable or stalled server never makes a
+//   call fail, but invalidate() and cache_clear() made while it is away do
+//   not reach it, so its copies live until their TTL. Redis TTLs follow the
+//   server's clock. Redis Cluster is not supported yet.
 
 #pragma once
 

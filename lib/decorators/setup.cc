@@ -2,6 +2,14 @@
 // (options checked, default paths, backends opened or fallen back from) and
 // the per-call helpers they share (keys, value frames, warnings).
 //
+// Backends by decorator: bcache = file, or two-level(file>redis) with
+// `remote`; fcache = file; ucache/acache = memory, or tiered(file>memory),
+// or tiered(redis>file>memory) for a Redis URI. A Redis backend gets the
+// decorator's name and version (its keys are "tcache:{<name>}:<version>:
+// <hex>", backend/redis_backend.h) and does not need the server to be up
+// at creation: it reconnects with backoff, and the tiers below answer
+// meanwhile.
+//
 // Thread safety: the setup functions are safe from any thread (they open
 // stores, which is safe concurrently); make_key, pack_value and
 // unpack_value are pure; Warner is guarded by its mutex.
@@ -12,10 +20,13 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "backend/redis_backend.h"
+#include "backend/redis_uri.h"
 #include "tcache/decorators.h"
 #include "util/fail.h"
 #include "util/private_dir.h"
@@ -128,6 +139,48 @@ int compression_code(bool compress, Compression c) {
   return c == Compression::lz4hc ? 2 : 1;
 }
 
+bool is_redis_uri(const std::string& spec) {
+  return spec.starts_with("redis://") || spec.starts_with("redis+unix://") ||
+         spec.starts_with("rediss://");
+}
+
+// Rethrows a Redis backend's error with the decorator and option it
+// concerns: "tcache: ucache 'price': option 'backend': <what>".
+[[noreturn]] void rethrow_for(const std::string& kind, const std::string& name, const char* option,
+                              const Error& e) {
+  std::string what = e.what();
+  if (what.starts_with("tcache: ")) what.erase(0, 8);
+  throw Error(e.code(), "tcache: " + kind + " '" + name + "': option '" + option + "': " + what);
+}
+
+// Checks a Redis URI and its query options without connecting.
+void check_redis_uri(const std::string& kind, const std::string& name, const char* option,
+                     const std::string& uri) {
+  try {
+    RedisOptions scratch;
+    parse_redis_uri(uri, scratch);
+  } catch (const Error& e) {
+    rethrow_for(kind, name, option, e);
+  }
+}
+
+// The Redis backend of a decorator: its keys under "tcache:{<name>}:<version>:"
+// (redis_backend.h). A server that cannot be reached now is no error (the
+// backend reconnects with backoff); refused credentials or database are.
+std::shared_ptr<RedisBackend> open_redis_for(const std::string& kind, const ByteSetup& s,
+                                             const std::string& version, const char* option,
+                                             const std::string& uri, const Logger& logger) {
+  RedisOptions ro;
+  ro.fail_if_unreachable = false;
+  ro.logger = logger;
+  const RedisNaming naming{s.name, version, s.prefix};
+  try {
+    return open_redis_backend(uri, ro, &naming);
+  } catch (const Error& e) {
+    rethrow_for(kind, s.name, option, e);
+  }
+}
+
 }  // namespace
 
 void Warner::warn(std::uint32_t cause, const std::string& line) {
@@ -198,11 +251,26 @@ void unpack_value(std::string_view stored, std::string& out) {
 ByteSetup bcache_setup(const BcacheOptions& o) {
   check_common("bcache", o.name, true, o.ttl, o.lease_timeout);
   check_capacity("bcache", o.capacity_bytes);
+  if (!o.remote.empty()) {
+    if (!is_redis_uri(o.remote)) {
+      fail(Errc::invalid_option, "bcache '" + o.name + "': option 'remote' must be a Redis URI " +
+                                     "(redis://host:port/db or redis+unix:///path), not '" +
+                                     o.remote + "'");
+    }
+    check_redis_uri("bcache", o.name, "remote", o.remote);
+  }
   const Config cfg = config();
   ByteSetup s = base_setup("bcache", o.name, o.version, o.ttl, o.lease_timeout, cfg, o.logger);
   if (s.disabled) return disabled(std::move(s));
-  s.backend = make_file_backend(resolve_path(o.path, cfg, o.name, ".tcache"),
-                                file_options(o.capacity_bytes, false));
+  auto local = make_file_backend(resolve_path(o.path, cfg, o.name, ".tcache"),
+                                 file_options(o.capacity_bytes, false));
+  if (o.remote.empty()) {
+    s.backend = std::move(local);
+    return s;
+  }
+  s.backend = make_two_level_backend(
+      std::move(local), open_redis_for("bcache", s, o.version, "remote", o.remote, o.logger),
+      o.logger);
   return s;
 }
 
@@ -223,6 +291,7 @@ namespace {
 // What a backend option names.
 struct BackendChoice {
   bool memory = false;
+  std::string redis;           // a Redis URI: tiers redis > file > memory
   std::filesystem::path path;  // file backend; "" = default
 };
 
@@ -231,6 +300,9 @@ BackendChoice parse_backend(const std::string& kind, const std::string& spec,
   BackendChoice c;
   if (spec == "memory" || spec == "memory:") {
     c.memory = true;
+  } else if (is_redis_uri(spec)) {
+    c.redis = spec;
+    c.path = path;
   } else if (spec == "file" || spec.empty()) {
     c.path = path;
   } else if (spec.starts_with("file://")) {
@@ -248,7 +320,8 @@ BackendChoice parse_backend(const std::string& kind, const std::string& spec,
   } else {
     fail(Errc::invalid_option, kind + ": unknown backend '" + spec +
                                    "' in option 'backend' (or TCACHE_BACKEND); use memory, "
-                                   "file, memory:, file:///path or file:path");
+                                   "file, memory:, file:///path, file:path, "
+                                   "redis://host:port/db or redis+unix:///path");
   }
   if (!c.memory && !path.empty() && spec.starts_with("file:") && c.path != path) {
     fail(Errc::invalid_option,
@@ -266,6 +339,7 @@ ByteSetup ucache_setup(const UcacheOptions& o) {
   const std::string spec = !o.backend.empty() ? o.backend : cfg_checked.backend;
   const BackendChoice choice = parse_backend("ucache", spec, o.path);
   check_common("ucache", o.name, !choice.memory, o.ttl, o.lease_timeout);
+  if (!choice.redis.empty()) check_redis_uri("ucache", o.name, "backend", choice.redis);
   ByteSetup s =
       base_setup("ucache", o.name, o.version, o.ttl, o.lease_timeout, cfg_checked, o.logger);
   const bool large = o.value_bytes >= kLargeValueBytes;
@@ -275,17 +349,26 @@ ByteSetup ucache_setup(const UcacheOptions& o) {
     s.backend = memory;
     return s;
   }
+  std::vector<std::shared_ptr<Backend>> tiers;
+  if (!choice.redis.empty()) {
+    tiers.push_back(open_redis_for("ucache", s, o.version, "backend", choice.redis, o.logger));
+  }
   try {
     const auto file = resolve_path(choice.path, cfg_checked, o.name, large ? ".fcache" : ".tcache");
-    s.backend = make_tiered_backend(
-        {make_file_backend(file, file_options(o.capacity_bytes, large)), memory}, o.logger);
+    tiers.push_back(make_file_backend(file, file_options(o.capacity_bytes, large)));
   } catch (const Error& e) {
     s.warner->warn(static_cast<std::uint32_t>(e.code()),
                    "tcache: ucache '" + o.name + "': cannot use the file store (" +
-                       error_code_name(e.code()) + ": " + e.what() + "); falling back to memory");
-    s.backend = memory;
+                       error_code_name(e.code()) + ": " + e.what() + "); falling back to " +
+                       (tiers.empty() ? "memory" : "redis, then memory"));
     s.fallbacks = 1;
   }
+  if (tiers.empty()) {
+    s.backend = memory;
+    return s;
+  }
+  tiers.push_back(memory);
+  s.backend = make_tiered_backend(std::move(tiers), o.logger);
   return s;
 }
 

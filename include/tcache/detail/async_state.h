@@ -13,17 +13,21 @@
 // Invariants:
 //  1. A key is in `inflight_` from the first call that starts its
 //     computation until that computation has stored its value (or failed),
-//     and every call that finds it there shares its future.
+//     and every call that finds it there shares its future. It leaves
+//     before the future is fulfilled: a later call then finds the value in
+//     the backend (or, after a failure, computes again).
 //  2. A call made on one of tcache's own pool threads (a recursive call from
 //     a computation) runs inline instead of waiting on the pool, so a
 //     recursion deeper than the pool cannot deadlock.
 
 #pragma once
 
+#include <exception>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -89,16 +93,25 @@ class AsyncState<F, R(A...), KeyFn>
       }
       inflight_.emplace(key, future);
     }
-    // The task owns copies of the arguments: the caller's may be gone.
+    // The task owns copies of the arguments: the caller's may be gone. It
+    // leaves inflight_ before it fulfils the promise (invariant 1), so a
+    // caller woken by a failed future never finds that future again.
     auto task = [inner = inner_, promise, key, self = this->weak_from_this(),
                  args = std::make_tuple(std::remove_cvref_t<A>(a)...)]() mutable {
+      std::optional<value_type> value;
+      std::exception_ptr error;
       try {
-        promise->set_value(
+        value.emplace(
             std::apply([&](auto&... xs) { return inner->call(std::forward<A>(xs)...); }, args));
       } catch (...) {
-        promise->set_exception(std::current_exception());
+        error = std::current_exception();
       }
       if (auto s = self.lock()) s->finish(key);
+      if (error) {
+        promise->set_exception(error);
+      } else {
+        promise->set_value(std::move(*value));
+      }
     };
     try {
       if (executor_) {

@@ -103,6 +103,7 @@ class ByteState<F, R(A...), KeyFn> {
         have = setup_.backend->get_or_lease(k, stored, setup_.lease_timeout);
       } catch (const Error& e) {
         // The backend cannot serve this call: compute without caching.
+        errors_.fetch_add(1, std::memory_order_relaxed);
         setup_.warner->warn(static_cast<std::uint32_t>(e.code()),
                             "tcache: " + setup_.kind + " '" + setup_.name +
                                 "': lookup failed, calling through: " + e.what());
@@ -139,6 +140,7 @@ class ByteState<F, R(A...), KeyFn> {
     i.currsize = setup_.backend->count_prefix(setup_.prefix);
     i.backend = setup_.backend->name();
     i.fallbacks = setup_.fallbacks + setup_.backend->fallbacks();
+    i.backend_errors = errors_.load(std::memory_order_relaxed) + setup_.backend->errors();
     return i;
   }
 
@@ -187,6 +189,7 @@ class ByteState<F, R(A...), KeyFn> {
       setup_.backend->put(k, bytes, setup_.ttl);
     } catch (const Error& e) {
       // The value is returned all the same; the cache just does not keep it.
+      errors_.fetch_add(1, std::memory_order_relaxed);
       setup_.backend->release_lease(k);
       setup_.warner->warn(static_cast<std::uint32_t>(e.code()),
                           "tcache: " + setup_.kind + " '" + setup_.name +
@@ -208,6 +211,7 @@ class ByteState<F, R(A...), KeyFn> {
   std::atomic<std::uint64_t> hits_{0};
   std::atomic<std::uint64_t> misses_{0};
   std::atomic<std::uint64_t> decode_errors_{0};
+  std::atomic<std::uint64_t> errors_{0};  // backend failures absorbed here
 };
 
 }  // namespace detail

@@ -26,6 +26,10 @@ struct CacheInfo {
   std::string backend;              // "memory", "file", "tiered(file>memory)", ...
   std::uint64_t decode_errors = 0;  // stored values that failed to decode (also misses)
   std::uint64_t fallbacks = 0;      // times a backend failed and the next one took over
+  // Backend operations that failed (a Redis server down, stalled or
+  // restarting; a full disk, ...) and were answered another way: by the next
+  // tier, the local level, as a miss, or by calling the function through.
+  std::uint64_t backend_errors = 0;
 };
 
 namespace detail {

@@ -116,7 +116,8 @@ template <class KeyFn, class... A>
 struct McacheKey {
   // A key function's result.
   static constexpr bool kByArgs = false;
-  using type = std::remove_cvref_t<std::invoke_result_t<const KeyFn&, const std::remove_cvref_t<A>&...>>;
+  using type =
+      std::remove_cvref_t<std::invoke_result_t<const KeyFn&, const std::remove_cvref_t<A>&...>>;
   using hash = boost::hash<type>;
   using equal = std::equal_to<type>;
 };
@@ -198,7 +199,7 @@ class McacheState<F, R(A...), KeyFn> {
 
   static_assert(!std::is_void_v<R>,
                 "tcache::mcache: the wrapped callable returns void; there is no result to cache");
-  static_assert(std::is_copy_constructible_v<value_type>,
+  static_assert(std::is_void_v<R> || std::is_copy_constructible_v<value_type>,
                 "tcache::mcache: the result type must be copy-constructible (each call returns a "
                 "copy of the cached value)");
   static_assert(
@@ -208,8 +209,9 @@ class McacheState<F, R(A...), KeyFn> {
       "==. A pointer to a member function takes its object as the first argument, so by default "
       "the object is part of the key: pass a key function that leaves it out, e.g. "
       "tcache::mcache(&C::f, {}, [](const C&, int x) { return x; })");
-  static_assert(std::is_copy_constructible_v<key_type>,
-                "tcache::mcache: the cache key must be copy-constructible (the cache keeps a copy)");
+  static_assert(
+      std::is_copy_constructible_v<key_type>,
+      "tcache::mcache: the cache key must be copy-constructible (the cache keeps a copy)");
 
   McacheState(F f, McacheOptions options, KeyFn key_fn)
       : McacheState(std::move(f), mcache_settings(options), std::move(key_fn)) {}
