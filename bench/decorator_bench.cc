@@ -9,7 +9,9 @@
 //            std::unordered_map<int, int> + std::mutex memo over the same
 //            keys; misses (every key new) vs calling the function itself;
 //            one thread and two.
-//   bcache   (to come) bcache hits vs a raw Store::get of the same bytes.
+//   bcache   hits of tcache::bcache on int(int) vs a hand-written memo over
+//            a raw Store (the int's bytes as key, Store::get + memcpy);
+//            misses (lease, compute, encode, put) vs Store::get + put.
 //
 // Multi-threaded variants share one cache between the threads (as a
 // program would) and report real time per call; every key sequence is
@@ -24,9 +26,15 @@
 // *_threaded_process ones start (and join) a thread first, as any program
 // with threads has; the ->Threads(2) ones come last.
 
+#include <stdlib.h>  // mkdtemp
+
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -34,6 +42,7 @@
 #include <benchmark/benchmark.h>
 
 #include "tcache/decorators.h"
+#include "tcache/store.h"
 
 namespace {
 
@@ -202,8 +211,93 @@ BENCHMARK(BM_mcache_miss_int)->Threads(2)->UseRealTime();
 BENCHMARK(BM_direct_call_int)->Threads(2)->UseRealTime();
 
 // ---------------------------------------------------------------------------
-// bcache (to come): BM_bcache_hit_* vs BM_store_get_* go here, with their
-// registrations in the same order (single-threaded process first).
+// bcache: hits and misses vs the raw Store calls a user would write
+
+// A private temporary directory for the bench's files, removed at exit.
+const std::filesystem::path& bench_dir() {
+  static const struct Dir {
+    std::filesystem::path path;
+    Dir() {
+      std::string pattern =
+          (std::filesystem::temp_directory_path() / "tcache-decorator-bench.XXXXXX").string();
+      if (::mkdtemp(pattern.data()) == nullptr) std::abort();
+      path = pattern;
+    }
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  } dir;
+  return dir.path;
+}
+
+auto& bcache_hit_memo() {
+  static auto memo = [] {
+    auto m = tcache::bcache(work, {.name = "bench.work",
+                                   .path = bench_dir() / "bcache.tcache",
+                                   .capacity_bytes = 64ull << 20});
+    warm(m);
+    return m;
+  }();
+  return memo;
+}
+
+// By hand: the int's bytes as the key, the result's bytes as the value.
+struct RawStoreMemo {
+  tcache::Store store;
+  std::string value;
+  int operator()(int x) {
+    const std::string_view key(reinterpret_cast<const char*>(&x), sizeof x);
+    if (store.get(key, value) && value.size() == sizeof(int)) {
+      int r;
+      std::memcpy(&r, value.data(), sizeof r);
+      return r;
+    }
+    const int r = work(x);
+    store.put(key, std::string_view(reinterpret_cast<const char*>(&r), sizeof r));
+    return r;
+  }
+};
+
+RawStoreMemo& raw_store_memo() {
+  static RawStoreMemo memo = [] {
+    tcache::StoreOptions o;
+    o.capacity_bytes = 64ull << 20;
+    RawStoreMemo m{tcache::Store::open(bench_dir() / "raw.tcache", o), {}};
+    warm(m);
+    return m;
+  }();
+  return memo;
+}
+
+void BM_bcache_hit_int(benchmark::State& state) { run_hits(state, bcache_hit_memo()); }
+void BM_store_get_hit_int(benchmark::State& state) { run_hits(state, raw_store_memo()); }
+
+// Misses: every call a new key (the files are large enough that nothing is
+// evicted during a run).
+void BM_bcache_miss_int(benchmark::State& state) {
+  static auto memo = tcache::bcache(
+      work,
+      {.name = "bench.miss", .path = bench_dir() / "miss.tcache", .capacity_bytes = 1ull << 30});
+  static int next = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(memo(next++));
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_store_get_put_miss_int(benchmark::State& state) {
+  static RawStoreMemo memo = [] {
+    tcache::StoreOptions o;
+    o.capacity_bytes = 1ull << 30;
+    return RawStoreMemo{tcache::Store::open(bench_dir() / "rawmiss.tcache", o), {}};
+  }();
+  static int next = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(memo(next++));
+  state.SetItemsProcessed(state.iterations());
+}
+
+BENCHMARK(BM_bcache_hit_int);
+BENCHMARK(BM_store_get_hit_int);
+BENCHMARK(BM_bcache_miss_int);
+BENCHMARK(BM_store_get_put_miss_int);
 
 }  // namespace
 

@@ -16,6 +16,7 @@
 
 #include "format/geometry.h"
 #include "format/layout.h"
+#include "support/file_surgery.h"
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -44,17 +45,9 @@ class CorruptionTest : public tcache::test::TempDirTest {
            std::to_string(i);
   }
 
-  d::Superblock superblock() {
-    d::Superblock sb;
-    const int fd = ::open(file_.c_str(), O_RDONLY);
-    EXPECT_EQ(::pread(fd, &sb, sizeof sb, 0), static_cast<ssize_t>(sizeof sb));
-    ::close(fd);
-    return sb;
-  }
+  d::Superblock superblock() { return tcache::test::FileSurgery(file_).superblock(); }
   void write_at(std::uint64_t off, const void* data, std::size_t n) {
-    const int fd = ::open(file_.c_str(), O_WRONLY);
-    ASSERT_EQ(::pwrite(fd, data, n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
-    ::close(fd);
+    tcache::test::FileSurgery(file_).write_at(off, data, n);
   }
   void write_superblock(d::Superblock sb, bool fix_checksum) {
     if (fix_checksum) sb.header_checksum = d::superblock_checksum(sb);

@@ -32,6 +32,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using tcache::Errc;
+using tcache::test::error_of;
+using tcache::test::message_of;
 using tcache::test::Shared;
 
 std::atomic<int> g_calls{0};
@@ -53,27 +55,6 @@ Quote quote(const std::string& sym, int n) {
   Quote q{sym, {}, {{"n", n}}};
   for (int i = 0; i < n; ++i) q.history.push_back(i * 0.5);
   return q;
-}
-
-template <class Fn>
-Errc error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tcache::Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no tcache::Error thrown";
-  return Errc{};
-}
-
-template <class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tcache::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class DecoratorTest : public tcache::test::TempDirTest {

@@ -38,43 +38,15 @@ namespace {
 
 using namespace std::chrono_literals;
 using tcache::Errc;
+using tcache::test::error_of;
+using tcache::test::hex;
+using tcache::test::message_of;
 using tcache::test::RawRedis;
 using tcache::test::RedisServer;
 using tcache::test::Shared;
 
-template <class Fn>
-Errc error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tcache::Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no tcache::Error thrown";
-  return Errc{};
-}
-
-template <class Fn>
-std::string message_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const tcache::Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 bool contains(const std::string& s, std::string_view part) {
   return s.find(part) != std::string::npos;
-}
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (const char c : bytes) {
-    out += kHex[static_cast<unsigned char>(c) >> 4];
-    out += kHex[static_cast<unsigned char>(c) & 15];
-  }
-  return out;
 }
 
 struct Quote {  // an aggregate: encoded through Boost.PFR

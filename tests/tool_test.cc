@@ -28,7 +28,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "format/layout.h"  // verify tests damage files in known ways
+#include "support/file_surgery.h"  // verify tests damage files in known ways
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -631,25 +631,13 @@ class VerifyTest : public ToolTest {
   }
   static std::string key(int i) { return "key-" + std::to_string(i); }
   static std::string value(int i) { return std::string(40 + i % 50, 'a' + i % 26); }
-  tcache::detail::Superblock superblock() {
-    tcache::detail::Superblock sb;
-    const int fd = ::open(file_.c_str(), O_RDONLY);
-    EXPECT_EQ(::pread(fd, &sb, sizeof sb, 0), static_cast<ssize_t>(sizeof sb));
-    ::close(fd);
-    return sb;
-  }
+  tcache::detail::Superblock superblock() { return tcache::test::FileSurgery(file_).superblock(); }
   void write_at(std::uint64_t off, const void* data, std::size_t n) {
-    const int fd = ::open(file_.c_str(), O_WRONLY);
-    ASSERT_EQ(::pwrite(fd, data, n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
-    ::close(fd);
+    tcache::test::FileSurgery(file_).write_at(off, data, n);
   }
   template <class T>
   T read_at(std::uint64_t off) {
-    T v{};
-    const int fd = ::open(file_.c_str(), O_RDONLY);
-    EXPECT_EQ(::pread(fd, &v, sizeof v, static_cast<off_t>(off)), static_cast<ssize_t>(sizeof v));
-    ::close(fd);
-    return v;
+    return tcache::test::FileSurgery(file_).read_at<T>(off);
   }
   // Index slots in use, as (file offset of the slot, slot word).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> used_slots() {

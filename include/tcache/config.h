@@ -26,6 +26,7 @@
 
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -49,9 +50,10 @@ struct ConfigOverride {
 };
 
 // The configuration in effect now: environment, then live overrides.
-// Throws Error(invalid_option) naming the variable if TCACHE_DEFAULT_TTL or
-// TCACHE_DISABLE cannot be parsed, or if no directory can be found (no
-// TCACHE_DIR, XDG_CACHE_HOME or HOME).
+// `dir` is empty when none of TCACHE_DIR, XDG_CACHE_HOME and HOME is set;
+// the decorators that need a directory then throw Error(invalid_option)
+// saying so (mcache never needs one). Throws Error(invalid_option) naming
+// the variable if TCACHE_DEFAULT_TTL or TCACHE_DISABLE cannot be parsed.
 Config config();
 
 // Overrides configuration fields until destroyed. Decorators made while it
@@ -70,8 +72,13 @@ class ScopedConfig {
 };
 
 namespace detail {
-// True while a live ScopedConfig sets disable = true. Cheap: one atomic load.
-bool disabled_by_scope() noexcept;
+// Live ScopedConfigs with disable = true (config.cc).
+extern std::atomic<int> g_scoped_disables;
+// True while a live ScopedConfig sets disable = true. One relaxed load: it
+// is on every cached call's path.
+inline bool disabled_by_scope() noexcept {
+  return g_scoped_disables.load(std::memory_order_relaxed) > 0;
+}
 }  // namespace detail
 
 }  // namespace tcache

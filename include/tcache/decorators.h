@@ -162,13 +162,21 @@ struct AcacheOptions {
 
 namespace tcache {
 
+namespace detail {
+// The wrapper around state State<F, Sig, KeyFn> built from (f, setup, key_fn).
+template <template <class, class, class> class State, class F, class Setup, class KeyFn>
+auto decorate(F f, Setup&& setup, KeyFn key_fn) {
+  using Sig = signature_t<F>;
+  using S = State<std::decay_t<F>, Sig, KeyFn>;
+  return Decorated<S, Sig>(
+      std::make_shared<S>(std::move(f), std::forward<Setup>(setup), std::move(key_fn)));
+}
+}  // namespace detail
+
 // Throws Error(invalid_option) for a bad option. Safe from any thread.
 template <class F, class KeyFn = detail::ArgsKey>
 auto mcache(F f, McacheOptions options = {}, KeyFn key_fn = {}) {
-  using Sig = detail::signature_t<F>;
-  using State = detail::McacheState<std::decay_t<F>, Sig, KeyFn>;
-  return detail::Decorated<State, Sig>(
-      std::make_shared<State>(std::move(f), std::move(options), std::move(key_fn)));
+  return detail::decorate<detail::McacheState>(std::move(f), std::move(options), std::move(key_fn));
 }
 
 // Throws Error(invalid_option) for a bad option, and what Store::open
@@ -176,39 +184,31 @@ auto mcache(F f, McacheOptions options = {}, KeyFn key_fn = {}) {
 // cannot be used; ucache is the one that falls back instead.
 template <class F, class KeyFn = detail::ArgsKey>
 auto bcache(F f, BcacheOptions options, KeyFn key_fn = {}) {
-  using Sig = detail::signature_t<F>;
-  using State = detail::ByteState<std::decay_t<F>, Sig, KeyFn>;
-  return detail::Decorated<State, Sig>(
-      std::make_shared<State>(std::move(f), detail::bcache_setup(options), std::move(key_fn)));
+  return detail::decorate<detail::ByteState>(std::move(f), detail::bcache_setup(options),
+                                             std::move(key_fn));
 }
 
 // As bcache, for large values.
 template <class F, class KeyFn = detail::ArgsKey>
 auto fcache(F f, FcacheOptions options, KeyFn key_fn = {}) {
-  using Sig = detail::signature_t<F>;
-  using State = detail::ByteState<std::decay_t<F>, Sig, KeyFn>;
-  return detail::Decorated<State, Sig>(
-      std::make_shared<State>(std::move(f), detail::fcache_setup(options), std::move(key_fn)));
+  return detail::decorate<detail::ByteState>(std::move(f), detail::fcache_setup(options),
+                                             std::move(key_fn));
 }
 
 // Throws Error(invalid_option) for a bad option only: a backend that cannot
 // be opened is replaced by the next one down (warning once).
 template <class F, class KeyFn = detail::ArgsKey>
 auto ucache(F f, UcacheOptions options, KeyFn key_fn = {}) {
-  using Sig = detail::signature_t<F>;
-  using State = detail::ByteState<std::decay_t<F>, Sig, KeyFn>;
-  return detail::Decorated<State, Sig>(
-      std::make_shared<State>(std::move(f), detail::ucache_setup(options), std::move(key_fn)));
+  return detail::decorate<detail::ByteState>(std::move(f), detail::ucache_setup(options),
+                                             std::move(key_fn));
 }
 
 // Returns a wrapper whose call returns std::shared_future<R>. Throws
 // Error(invalid_option) for a bad option.
 template <class F, class KeyFn = detail::ArgsKey>
 auto acache(F f, AcacheOptions options = {}, KeyFn key_fn = {}) {
-  using Sig = detail::signature_t<F>;
-  using State = detail::AsyncState<std::decay_t<F>, Sig, KeyFn>;
-  return detail::Decorated<State, Sig>(
-      std::make_shared<State>(std::move(f), detail::acache_setup(options), std::move(key_fn)));
+  return detail::decorate<detail::AsyncState>(std::move(f), detail::acache_setup(options),
+                                              std::move(key_fn));
 }
 
 }  // namespace tcache

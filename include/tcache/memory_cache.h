@@ -9,14 +9,12 @@
 // Thread safety: every member may be called by any number of threads at
 // once, except construction and destruction. The cache is split into a
 // power-of-two number of shards, each a boost::unordered_flat_set of slot
-// numbers plus a slot vector, guarded by its own std::mutex; a call on one
-// key locks only the shard that (middle) bits of the key's hash pick.
-// clear(), erase_if(), count_if(), size() and stats() visit the shards one
-// after another, so they do not see one instant of the whole cache. Under a
-// shard's lock run only Hash, Eq, the constructors and assignments of K and
-// V, and the predicates of erase_if/count_if: none of them may call back
-// into the same cache (that would deadlock). Process safety: private to its
-// process.
+// numbers plus a slot vector, guarded by its own ShardLock (test-and-set with backoff); a call on
+// one key locks only the shard that (middle) bits of the key's hash pick. clear(), erase_if(),
+// count_if(), size() and stats() visit the shards one after another, so they do not see one instant
+// of the whole cache. Under a shard's lock run only Hash, Eq, the constructors and assignments of K
+// and V, and the predicates of erase_if/count_if: none of them may call back into the same cache
+// (that would deadlock). Process safety: private to its process.
 //
 // Exceptions: get/put/erase throw only what Hash, Eq, K, V and allocation
 // throw; after an exception the cache is still consistent (an entry being
@@ -74,6 +72,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -98,6 +97,39 @@ struct MemoryCacheStats {
 template <class F>
 concept transparent_functor = requires {
   typename F::is_transparent;
+};
+
+// A shard's lock: test-and-test-and-set with backoff. Uncontended, lock is
+// one atomic exchange and unlock one plain release store, with no call into
+// the C library (std::mutex's pthread path cost about as much as the rest
+// of a hit). Contended (rare: 64 shards), a waiter spins briefly, then
+// yields, then sleeps in growing steps (1 us .. 64 us), so a long critical
+// section (copying a large value) does not burn the waiters' CPU; unlock
+// needs no wake-up because waiters poll. Not recursive.
+class ShardLock {
+ public:
+  void lock() noexcept {
+    if (!held_.exchange(true, std::memory_order_acquire)) return;
+    for (int round = 0;; ++round) {
+      if (!held_.load(std::memory_order_relaxed) &&
+          !held_.exchange(true, std::memory_order_acquire)) {
+        return;
+      }
+      if (round < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else if (round < 72) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(1 << std::min(round - 72, 6)));
+      }
+    }
+  }
+  void unlock() noexcept { held_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> held_{false};
 };
 
 template <class K, class V, class Hash = boost::hash<K>, class Eq = std::equal_to<K>>
@@ -433,7 +465,7 @@ class MemoryCache {
     Shard() : index(0, SlotHash{this}, SlotEq{this}) {}
 
     // What a hit writes shares the mutex's cache line: mutex, list, hits.
-    mutable std::mutex mutex;
+    mutable ShardLock mutex;
     List list;  // lru, fifo
     std::atomic<std::uint64_t> hits{0};
     Policy policy = Policy::lru;
@@ -672,8 +704,8 @@ class MemoryCache {
   static std::uint32_t shard_count_for(std::uint64_t maxsize, std::uint32_t requested) {
     std::uint64_t n;
     if (requested == 0) {
-      // Many shards: std::mutex sleeps in the kernel when two threads meet
-      // on one lock, which costs far more than the lock, so collisions must
+      // Many shards: a lock sleeps in the kernel when two threads meet on
+      // it for long, which costs far more than the lock, so collisions must
       // be rare whatever the number of threads; but each shard keeps a
       // useful share (>= 64 entries) of the bound, and its own exact order.
       n = 64;

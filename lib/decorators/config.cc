@@ -18,6 +18,11 @@
 #include "util/fail.h"
 
 namespace tcache {
+
+namespace detail {
+std::atomic<int> g_scoped_disables{0};
+}  // namespace detail
+
 namespace {
 
 struct Live {
@@ -28,7 +33,6 @@ struct Live {
 std::mutex g_mutex;
 std::vector<Live> g_overrides;  // innermost last
 std::uint64_t g_next_id = 1;
-std::atomic<int> g_disabling{0};  // live overrides with disable == true
 
 std::string env(const char* name) {
   const char* v = std::getenv(name);
@@ -81,9 +85,7 @@ std::filesystem::path default_dir() {
   if (std::string h = env("HOME"); !h.empty()) {
     return std::filesystem::path(h) / ".cache" / "tcache";
   }
-  detail::fail(Errc::invalid_option,
-               "no cache directory: set TCACHE_DIR (or XDG_CACHE_HOME or HOME), or give the "
-               "decorator a path");
+  return {};  // none: resolve_path() (decorators/setup.cc) says so if one is needed
 }
 
 }  // namespace
@@ -121,22 +123,19 @@ ScopedConfig::ScopedConfig(ConfigOverride override) {
   std::lock_guard lock(g_mutex);
   id_ = g_next_id++;
   g_overrides.push_back(Live{id_, std::move(override)});
-  if (disabling) g_disabling.fetch_add(1, std::memory_order_relaxed);
+  if (disabling) detail::g_scoped_disables.fetch_add(1, std::memory_order_relaxed);
 }
 
 ScopedConfig::~ScopedConfig() {
   std::lock_guard lock(g_mutex);
   for (auto it = g_overrides.begin(); it != g_overrides.end(); ++it) {
     if (it->id == id_) {
-      if (it->fields.disable.value_or(false)) g_disabling.fetch_sub(1, std::memory_order_relaxed);
+      if (it->fields.disable.value_or(false))
+        detail::g_scoped_disables.fetch_sub(1, std::memory_order_relaxed);
       g_overrides.erase(it);
       break;
     }
   }
 }
-
-namespace detail {
-bool disabled_by_scope() noexcept { return g_disabling.load(std::memory_order_relaxed) > 0; }
-}  // namespace detail
 
 }  // namespace tcache

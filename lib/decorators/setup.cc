@@ -94,6 +94,11 @@ std::string file_stem(const std::string& name) {
 std::filesystem::path resolve_path(const std::filesystem::path& given, const Config& cfg,
                                    const std::string& name, const char* ext) {
   if (!given.empty()) return given;
+  if (cfg.dir.empty()) {
+    fail(Errc::invalid_option,
+         "no cache directory for '" + name +
+             "': set TCACHE_DIR (or XDG_CACHE_HOME or HOME), or give the decorator a path");
+  }
   ensure_private_dir(cfg.dir, 0700, false, true, "cache directory");
   return cfg.dir / (file_stem(name) + ext);
 }
@@ -104,10 +109,12 @@ ByteSetup base_setup(const std::string& kind, const std::string& name, const std
   ByteSetup s;
   s.kind = kind;
   s.name = name;
-  put_u64(s.key_header, name.size());
-  s.key_header += name;
-  put_u64(s.key_header, version.size());
-  s.key_header += version;
+  std::string header;
+  put_u64(header, name.size());
+  header += name;
+  put_u64(header, version.size());
+  header += version;
+  s.key_seed = XXH3_64bits(header.data(), header.size());
   const std::uint64_t prefix = XXH3_64bits(name.data(), name.size());
   s.prefix.assign(reinterpret_cast<const char*>(&prefix), 8);
   s.ttl = ttl.count() > 0 ? ttl : cfg.default_ttl;
@@ -195,9 +202,9 @@ void Warner::warn(std::uint32_t cause, const std::string& line) {
   }
 }
 
-void make_key(const ByteSetup& setup, std::string_view hashed, char (&out)[kKeyBytes]) {
+void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyBytes]) {
   std::memcpy(out, setup.prefix.data(), 8);
-  const XXH128_hash_t h = XXH3_128bits(hashed.data(), hashed.size());
+  const XXH128_hash_t h = XXH3_128bits_withSeed(args.data(), args.size(), setup.key_seed);
   std::memcpy(out + 8, &h.low64, 8);
   std::memcpy(out + 16, &h.high64, 8);
 }
@@ -373,6 +380,7 @@ ByteSetup ucache_setup(const UcacheOptions& o) {
 }
 
 AsyncSetup acache_setup(const AcacheOptions& o) {
+  if (o.maxsize == 0) fail(Errc::invalid_option, "acache: option 'maxsize' must be > 0");
   UcacheOptions u;
   u.name = o.name;
   u.version = o.version;

@@ -99,6 +99,43 @@ namespace tcache::test {
 inline constexpr int kSlowdown = TCACHE_TEST_SLOWDOWN;
 
 // ---------------------------------------------------------------------------
+// Errors
+
+// The code of the tcache::Error fn() throws; a test failure if it throws none.
+template <class Fn>
+tcache::Errc error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const tcache::Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no tcache::Error thrown";
+  return tcache::Errc{};
+}
+
+// The message of the tcache::Error fn() throws, or "" if it throws none.
+template <class Fn>
+std::string message_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const tcache::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Lowercase hex of `bytes`.
+inline std::string hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    out += kHex[static_cast<unsigned char>(c) >> 4];
+    out += kHex[static_cast<unsigned char>(c) & 15];
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
 // Temporary directories
 
 // A fixture whose every test gets a fresh directory of its own (mode 0700,

@@ -53,7 +53,7 @@ struct ByteSetup {
   std::string kind;  // "bcache", "fcache", "ucache", "acache": for messages
   std::string name;
   std::shared_ptr<Backend> backend;
-  std::string key_header;  // length-prefixed name and version, hashed before the arguments
+  std::uint64_t key_seed = 0;  // xxh3-64 of the length-prefixed name and version
   std::string prefix;      // first 8 bytes of every key: xxh3-64 of the name
   std::chrono::milliseconds ttl{0};
   std::chrono::milliseconds lease_timeout{60'000};
@@ -69,8 +69,10 @@ ByteSetup bcache_setup(const BcacheOptions& options);
 ByteSetup fcache_setup(const FcacheOptions& options);
 ByteSetup ucache_setup(const UcacheOptions& options);
 
-// Writes the key of `hashed` (key_header followed by the encoded arguments).
-void make_key(const ByteSetup& setup, std::string_view hashed, char (&out)[kKeyBytes]);
+// Writes the key of a call whose arguments encode to `args`: the name's
+// 8-byte prefix, then xxh3-128 of `args` seeded with key_seed (which hashes
+// the name and version), so that name, version and arguments all decide it.
+void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyBytes]);
 
 // Decorator-side compression (fcache). pack frames `raw` as
 // [u8 method][u32 raw length][data]; unpack reverses it and throws
@@ -157,7 +159,7 @@ class ByteState<F, R(A...), KeyFn> {
  private:
   void key_of(char (&key)[kKeyBytes], const std::remove_cvref_t<A>&... a) const {
     static thread_local std::string buf;
-    buf.assign(setup_.key_header);
+    buf.clear();
     encode_key(key_fn_, buf, a...);
     make_key(setup_, buf, key);
   }
