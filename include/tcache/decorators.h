@@ -32,8 +32,8 @@
 // cache_clear() finds this function's entries in a shared file) and the
 // xxh3-128 of the canonical encoding (codec.h) of the arguments, seeded with
 // xxh3-64 of the length-prefixed name and version: equal arguments give
-// equal keys in every process and build on one platform. A key function, passed as a third argument, replaces the
-// arguments by what it returns (for example to leave out an object or a
+// equal keys in every process and build on one platform. A key function, passed as a third
+// argument, replaces the arguments by what it returns (for example to leave out an object or a
 // logger):  tcache::bcache(&Pricer::price, {.name = "p"},
 //                          [](const Pricer&, int day) { return day; });
 // mcache keys are the (decayed) arguments or the key function's result,

@@ -54,7 +54,7 @@ struct ByteSetup {
   std::string name;
   std::shared_ptr<Backend> backend;
   std::uint64_t key_seed = 0;  // xxh3-64 of the length-prefixed name and version
-  std::string prefix;      // first 8 bytes of every key: xxh3-64 of the name
+  std::string prefix;          // first 8 bytes of every key: xxh3-64 of the name
   std::chrono::milliseconds ttl{0};
   std::chrono::milliseconds lease_timeout{60'000};
   int compression = 0;  // 0 none, 1 LZ4, 2 LZ4HC: done by the decorator (framed values)
