@@ -481,7 +481,10 @@ TEST_F(DecoratorTest, FcacheTreatsABadFrameAsADecodeError) {
   std::string out;
   for (const std::string& bad :
        {std::string("\x01\xff\xff\xff\x7fxyz", 8), std::string("\x09\x01\x00\x00\x00x", 6),
-        std::string("\x00\x05\x00\x00\x00" "ab", 7), std::string("\x01", 1)}) {
+        std::string("\x00\x05\x00\x00\x00"
+                    "ab",
+                    7),
+        std::string("\x01", 1)}) {
     EXPECT_EQ(error_of([&] { tcache::detail::unpack_value(bad, out); }), Errc::decode_error);
   }
 }
