@@ -7,6 +7,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -32,6 +33,7 @@ constexpr std::uint8_t kTrailer = 0xff;
 constexpr std::size_t kRecordHead = 1 + 4 + 8 + 8;
 constexpr std::uint64_t kMaxValue = 1ull << 40;
 constexpr std::uint64_t kProgressEvery = 1 << 20;
+constexpr std::uint64_t kReadPiece = 1 << 20;  // value bytes read (and allocated) at a time
 
 template <class U>
 void put(std::string& out, U v) {
@@ -114,8 +116,16 @@ class Reader {
     if (vlen >= kMaxValue) corrupt(at, "bad value length");
     key.resize(klen);
     read(key.data(), klen, "a key");
-    value.resize(static_cast<std::size_t>(vlen));
-    read(value.data(), value.size(), "a value");
+    // Grown as bytes arrive, so a bogus length in a short stream costs no
+    // more memory than the stream itself.
+    value.clear();
+    for (std::uint64_t left = vlen; left != 0;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(left, kReadPiece));
+      const std::size_t at = value.size();
+      value.resize(at + n);
+      read(value.data() + at, n, "a value");
+      left -= n;
+    }
     char sum[8];
     read(sum, 8, "a record checksum");
     XXH3_state_t st;
