@@ -580,6 +580,16 @@ TEST_F(ToolTest, DumpAndLoadRoundTripEveryEntry) {
   EXPECT_EQ(tcache::Store::open(piped).get("big"), want["big"]);
 }
 
+TEST_F(ToolTest, DumpAndLoadReportFilesTheyCannotUse) {
+  create();
+  Result r = run({"dump", file_, "-o", dir_ / "no-such-dir" / "out.dump"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("dump failed: cannot create"));
+  r = run({"load", file_, "-i", dir_ / "no-such.dump"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("load failed: cannot open"));
+}
+
 TEST_F(ToolTest, LoadOfADamagedStreamSaysWhereAndLoadsNothing) {
   create();
   {
@@ -687,6 +697,22 @@ TEST_F(VerifyTest, ACleanFileIsClean) {
   EXPECT_TRUE(j.at("clean").get<bool>());
   EXPECT_EQ(j.at("entries").get<int>(), 300);
   EXPECT_EQ(run({"verify", dir_ / "missing.tcache"}).status, 2);
+}
+
+TEST_F(VerifyTest, ADamagedHeaderIsAProblemAndAForeignFileCannotBeChecked) {
+  auto sb = superblock();
+  sb.page_bytes ^= 1;  // the immutable header no longer matches its checksum
+  write_at(0, &sb, sizeof sb);
+  Result r = run({"verify", file_});
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("PROBLEMS FOUND"));
+  r = run({"verify", file_, "--json"});
+  EXPECT_FALSE(nlohmann::json::parse(r.out).at("clean").get<bool>());
+  write_file(file_, std::string(8192, 'x'));
+  r = run({"verify", file_});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("verify failed"));
+  EXPECT_THAT(r.err, HasSubstr("not_a_cache_file"));
 }
 
 TEST_F(VerifyTest, FlippedValueBitsAreFoundAndRepaired) {
