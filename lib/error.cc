@@ -31,6 +31,8 @@ const char* error_code_name(Errc code) noexcept {
       return "decode_error";
     case Errc::unavailable:
       return "unavailable";
+    case Errc::busy:
+      return "busy";
   }
   return "unknown";
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -628,6 +629,106 @@ TEST_F(ToolTest, WatchPrintsOneLinePerSampleWithoutATerminal) {
   EXPECT_THAT(r.out, HasSubstr("entries=1"));
   EXPECT_THAT(r.out, HasSubstr("hits/s="));
   EXPECT_EQ(run({"watch", file_, "--interval", "0"}).status, 2);
+}
+
+TEST_F(ToolTest, CompactShrinksTheFileKeepsEveryEntryAndReports) {
+  create();
+  std::map<std::string, std::string> want;
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 3000; ++i) {
+      const std::string key = "key-" + std::to_string(i);
+      const std::string value(100 + i % 900, static_cast<char>('a' + i % 26));
+      s.put(key, value, i % 2 == 0 ? std::chrono::hours(1) : std::chrono::milliseconds(0));
+      if (i % 4 == 0) want[key] = value;
+    }
+    for (int i = 0; i < 3000; ++i) {
+      if (i % 4 != 0) s.erase("key-" + std::to_string(i));
+    }
+  }
+  const std::uint64_t before = fs::file_size(file_);
+  Result r = run({"compact", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("compacted"));
+  EXPECT_THAT(r.out, HasSubstr("750"));
+  EXPECT_TRUE(r.err.empty()) << r.err;  // no progress bar without a terminal
+  EXPECT_LT(fs::file_size(file_), before);
+  EXPECT_EQ(file_mode(file_), 0600u);
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    EXPECT_EQ(s.stats().entries, want.size());
+    for (const auto& [key, value] : want) EXPECT_EQ(s.get(key), value) << key;
+  }
+
+  r = run({"compact", file_, "--capacity", "16M", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("entries").get<std::uint64_t>(), want.size());
+  EXPECT_EQ(j.at("capacity_bytes_after").get<std::uint64_t>(), 16u << 20);
+  EXPECT_EQ(j.at("evicted").get<std::uint64_t>(), 0u);
+  r = run({"stats", file_, "--json"});
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("capacity_bytes").get<std::uint64_t>(), 16u << 20);
+
+  r = run({"compact", dir_ / "missing.tcache"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: compact failed: "));
+  EXPECT_THAT(r.err, HasSubstr("does not exist"));
+  EXPECT_FALSE(fs::exists(dir_ / "missing.tcache"));
+  r = run({"compact", file_, "--capacity", "12Q"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("invalid --capacity"));
+  r = run({"compact", file_, "--capacity", "1K"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("(invalid_option)"));
+  EXPECT_EQ(tcache::Store::open(file_).stats().entries, want.size());
+  r = run({"--help"});
+  EXPECT_THAT(r.out, HasSubstr("compact"));
+}
+
+TEST_F(ToolTest, CompactWhileAnotherProcessWritesLosesNothing) {
+  create();
+  constexpr std::uint64_t kKeys = 5000;
+  struct State {
+    std::atomic<std::uint64_t> acknowledged{0};
+    std::atomic<bool> stop{false};
+  };
+  tcache::test::Shared<State> st;
+  const pid_t writer = tcache::test::spawn([&] {
+    tcache::Store s = tcache::Store::open(file_);
+    for (std::uint64_t i = 0; !st->stop.load(); ++i) {
+      const std::string key = "w-" + std::to_string(i % kKeys);
+      s.put(key, std::to_string(i));
+      st->acknowledged.store(i + 1);
+      if (s.get(key) != std::to_string(i)) return 1;
+    }
+    return 0;
+  });
+  // Waits for the writer's progress; false if it exited (failed) first.
+  const auto written = [&](std::uint64_t n) {
+    while (st->acknowledged.load() < n) {
+      siginfo_t info{};
+      if (::waitid(P_PID, static_cast<id_t>(writer), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == writer) {
+        return false;
+      }
+      std::this_thread::yield();
+    }
+    return true;
+  };
+  ASSERT_TRUE(written(kKeys));
+  const Result r = run({"compact", file_, "--capacity", "16M"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(written(st->acknowledged.load() + 1000)) << "the writer stopped";
+  st->stop.store(true);
+  tcache::test::expect_exited_zero({writer}, "writer");
+  tcache::Store s = tcache::Store::open(file_);
+  EXPECT_EQ(s.stats().capacity_bytes, 16u << 20);
+  // Each key holds the last value put under it.
+  const std::uint64_t n = st->acknowledged.load();
+  ASSERT_GE(n, kKeys);
+  for (std::uint64_t i = n - kKeys; i < n; ++i) {
+    ASSERT_EQ(s.get("w-" + std::to_string(i % kKeys)), std::to_string(i)) << i << " of " << n;
+  }
 }
 
 // A file of 300 entries, closed, for verify to check.

@@ -23,42 +23,6 @@
 namespace tcache::tool {
 namespace {
 
-// Parses "1048576", "64K", "64M", "1G", "1T", also "64MiB" and lower case.
-// Units are powers of 1024. Returns nullopt for anything else or overflow.
-std::optional<std::uint64_t> parse_size(std::string_view text) {
-  std::size_t digits = 0;
-  std::uint64_t number = 0;
-  for (; digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])); ++digits) {
-    const std::uint64_t digit = static_cast<std::uint64_t>(text[digits] - '0');
-    if (number > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
-    number = number * 10 + digit;
-  }
-  if (digits == 0) return std::nullopt;
-  std::string_view suffix = text.substr(digits);
-  if (suffix.empty()) return number;
-  unsigned shift = 0;
-  switch (std::toupper(static_cast<unsigned char>(suffix[0]))) {
-    case 'K':
-      shift = 10;
-      break;
-    case 'M':
-      shift = 20;
-      break;
-    case 'G':
-      shift = 30;
-      break;
-    case 'T':
-      shift = 40;
-      break;
-    default:
-      return std::nullopt;
-  }
-  suffix.remove_prefix(1);
-  if (!suffix.empty() && suffix != "iB") return std::nullopt;
-  if (number > (std::numeric_limits<std::uint64_t>::max() >> shift)) return std::nullopt;
-  return number << shift;
-}
-
 // Parses permission bits written in octal ("600", "0640"), at most 0777.
 std::optional<std::uint32_t> parse_mode(std::string_view text) {
   if (text.empty() || text.size() > 4) return std::nullopt;

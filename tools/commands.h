@@ -11,8 +11,11 @@
 
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 
@@ -50,10 +53,18 @@ Command add_dump_command(CLI::App& app, const GlobalOptions& global);
 Command add_load_command(CLI::App& app, const GlobalOptions& global);
 Command add_watch_command(CLI::App& app, const GlobalOptions& global);
 Command add_verify_command(CLI::App& app, const GlobalOptions& global);
+Command add_compact_command(CLI::App& app, const GlobalOptions& global);
 
 // Opens an existing cache file, never creating one. Inspection commands pass
 // read_only = true so that they cannot change the file. Throws tcache::Error;
 // a missing file gets a message that says how to create it.
 Store open_existing(const std::string& file, bool read_only, const GlobalOptions& global);
+
+// Throws Error(io_error) saying how to create `file` if nothing is there.
+void require_existing(const std::string& file);
+
+// Parses "1048576", "64K", "64M", "1G", "1T", also "64MiB" and lower case.
+// Units are powers of 1024. Returns nullopt for anything else or overflow.
+std::optional<std::uint64_t> parse_size(std::string_view text);
 
 }  // namespace tcache::tool

@@ -2,8 +2,12 @@
 // CLI11, runs the one subcommand given, and maps failures to exit statuses
 // (see commands.h and tcache-tool.1).
 
+#include <cctype>
+#include <cstdint>
 #include <exception>
 #include <filesystem>
+#include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -16,7 +20,7 @@
 
 namespace tcache::tool {
 
-Store open_existing(const std::string& file, bool read_only, const GlobalOptions& global) {
+void require_existing(const std::string& file) {
   std::error_code ec;
   // symlink_status: a dangling symlink is not "missing"; open() refuses it.
   const auto status = std::filesystem::symlink_status(file, ec);
@@ -25,11 +29,51 @@ Store open_existing(const std::string& file, bool read_only, const GlobalOptions
         Errc::io_error,
         fmt::format("{} does not exist; create it with 'tcache-tool create {}'", file, file));
   }
+}
+
+Store open_existing(const std::string& file, bool read_only, const GlobalOptions& global) {
+  require_existing(file);
   StoreOptions options;
   options.read_only = read_only;
   options.create_if_missing = false;
   options.allow_shared_access = global.allow_shared_access;
   return Store::open(file, options);
+}
+
+// Parses "1048576", "64K", "64M", "1G", "1T", also "64MiB" and lower case.
+// Units are powers of 1024. Returns nullopt for anything else or overflow.
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::size_t digits = 0;
+  std::uint64_t number = 0;
+  for (; digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits])); ++digits) {
+    const std::uint64_t digit = static_cast<std::uint64_t>(text[digits] - '0');
+    if (number > (std::numeric_limits<std::uint64_t>::max() - digit) / 10) return std::nullopt;
+    number = number * 10 + digit;
+  }
+  if (digits == 0) return std::nullopt;
+  std::string_view suffix = text.substr(digits);
+  if (suffix.empty()) return number;
+  unsigned shift = 0;
+  switch (std::toupper(static_cast<unsigned char>(suffix[0]))) {
+    case 'K':
+      shift = 10;
+      break;
+    case 'M':
+      shift = 20;
+      break;
+    case 'G':
+      shift = 30;
+      break;
+    case 'T':
+      shift = 40;
+      break;
+    default:
+      return std::nullopt;
+  }
+  suffix.remove_prefix(1);
+  if (!suffix.empty() && suffix != "iB") return std::nullopt;
+  if (number > (std::numeric_limits<std::uint64_t>::max() >> shift)) return std::nullopt;
+  return number << shift;
 }
 
 namespace {
@@ -48,13 +92,13 @@ int run(int argc, char** argv) {
       "Exit status: 0 success, 1 key not found (get, del), 2 error.\n"
       "Run 'tcache-tool COMMAND --help' for a command's options; see tcache-tool(1).");
 
-  std::vector<Command> commands = {
-      add_create_command(app, global), add_stats_command(app, global),
-      add_ls_command(app, global),     add_get_command(app, global),
-      add_put_command(app, global),    add_del_command(app, global),
-      add_clear_command(app, global),  add_purge_command(app, global),
-      add_dump_command(app, global),   add_load_command(app, global),
-      add_watch_command(app, global),  add_verify_command(app, global)};
+  std::vector<Command> commands = {add_create_command(app, global), add_stats_command(app, global),
+                                   add_ls_command(app, global),     add_get_command(app, global),
+                                   add_put_command(app, global),    add_del_command(app, global),
+                                   add_clear_command(app, global),  add_purge_command(app, global),
+                                   add_dump_command(app, global),   add_load_command(app, global),
+                                   add_watch_command(app, global),  add_verify_command(app, global),
+                                   add_compact_command(app, global)};
 
   // CLI11 would call an unknown command "A subcommand is required".
   const auto command_names = [&] {

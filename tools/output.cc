@@ -157,8 +157,13 @@ std::uint64_t unix_now_ms() {
                                         .count());
 }
 
-ProgressBar::ProgressBar(std::string label)
-    : label_(std::move(label)), enabled_(::isatty(STDERR_FILENO) != 0) {}
+ProgressBar::ProgressBar(std::string label, Unit unit)
+    : label_(std::move(label)), unit_(unit), enabled_(::isatty(STDERR_FILENO) != 0) {}
+
+void ProgressBar::set_label(std::string label) {
+  label_ = std::move(label);
+  drawn_ = false;  // draw the new label at once
+}
 
 void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
   if (!enabled_) return;
@@ -166,14 +171,15 @@ void ProgressBar::update(std::uint64_t done, std::uint64_t total) {
   if (drawn_ && now - last_draw_ms_ < 100) return;
   last_draw_ms_ = now;
   drawn_ = true;
+  const std::string count = unit_ == Unit::bytes ? human_bytes(done) : std::to_string(done);
   if (total == 0) {
-    fmt::print(stderr, "\r{}: {}\x1b[K", label_, human_bytes(done));
+    fmt::print(stderr, "\r{}{}{}\x1b[K", label_, done != 0 ? ": " : "", done != 0 ? count : "");
   } else {
     constexpr int kWidth = 30;
     const double f = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
     const int filled = static_cast<int>(f * kWidth);
     fmt::print(stderr, "\r{}: [{}{}] {:3.0f}% {}\x1b[K", label_, std::string(filled, '='),
-               std::string(kWidth - filled, ' '), f * 100, human_bytes(done));
+               std::string(kWidth - filled, ' '), f * 100, count);
   }
   std::fflush(stderr);
 }

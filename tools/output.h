@@ -92,14 +92,19 @@ std::uint64_t unix_now_ms();
 // at most a few times a second.
 class ProgressBar {
  public:
-  explicit ProgressBar(std::string label);
-  // `total` 0 = unknown (shows bytes only).
+  // What update() counts: bytes (shown as "1.5 MiB") or items (plain).
+  enum class Unit { bytes, items };
+  explicit ProgressBar(std::string label, Unit unit = Unit::bytes);
+  // `total` 0 = unknown (shows the count only).
   void update(std::uint64_t done, std::uint64_t total);
+  // Shows `label` from the next update on (a new phase of the operation).
+  void set_label(std::string label);
   // Clears the bar's line.
   void done();
 
  private:
   std::string label_;
+  Unit unit_;
   bool enabled_;
   std::uint64_t last_draw_ms_ = 0;
   bool drawn_ = false;

@@ -30,6 +30,7 @@ enum class Errc : std::uint32_t {
   not_a_cache_file = 10,   // the file does not start with tcache's magic
   decode_error = 11,       // bytes given to tcache::decode are truncated or malformed
   unavailable = 12,        // a server (Redis) cannot be reached, timed out or refused to serve
+  busy = 13,               // another process holds what the call needs (a compaction in progress)
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.

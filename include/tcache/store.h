@@ -12,11 +12,20 @@
 // --repair`) reclaims. See lib/format/FORMAT.md for the layout and
 // lib/store/INVARIANTS.md for the concurrency protocol.
 //
+// Compaction (tcache/compact.h) may replace the file under a Store at any
+// time: the Store then moves to the new file at its next operation (reads
+// of the old file in progress finish there; writes wait for the short
+// final phase of the compaction, then go to the new file). The files a
+// Store has moved away from stay open and mapped, and so keep their disk
+// space, until the Store is destroyed; a long-lived process that outlives
+// many compactions may reopen its Store now and then to let them go.
+//
 // Exceptions: functions that may throw say so; they throw only tcache::Error.
 // A miss is not an error.
 
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -34,7 +43,8 @@ namespace tcache {
 
 namespace detail {
 class StoreImpl;
-}
+struct StoreHandle;
+}  // namespace detail
 
 // Options read when a file is opened. Geometry options (capacity_bytes,
 // expected_entry_bytes, page_bytes) take effect only when open() creates the
@@ -185,6 +195,10 @@ class Store {
   bool erase(std::string_view key);
   // Removes every entry. Concurrent puts may survive it. Throws Error: read_only.
   void clear();
+  // Every call that writes (put, erase, clear, erase_prefix, purge_expired,
+  // repair, get_or_lease) may also throw what open() throws if the file was
+  // compacted and the new file at path() cannot be opened (e.g. it was
+  // deleted and create_if_missing is false); nothing was written then.
 
   // Removes every entry whose key starts with `prefix` (walks the index:
   // O(index size)). Returns how many live entries it removed. Entries put
@@ -275,7 +289,8 @@ class Store {
   // Writes dirty pages to disk (msync). Throws Error: io_error.
   void flush();
 
-  // The file this store was opened from.
+  // The file this store was opened from (after a compaction, the path
+  // names the new file, which this store uses from its next operation).
   const std::filesystem::path& path() const noexcept;
 
   // Largest value put accepts (longer: Errc::value_too_large). Values that
@@ -284,8 +299,19 @@ class Store {
   std::size_t max_value_bytes() const noexcept;
 
  private:
-  explicit Store(std::unique_ptr<detail::StoreImpl> impl);
-  std::unique_ptr<detail::StoreImpl> impl_;
+  explicit Store(std::unique_ptr<detail::StoreHandle> handle);
+  // The file to read now: impl_, or the file a compaction replaced it with.
+  detail::StoreImpl* reader() const;
+  // After `seen` was found superseded: the file to use now (see store.cc).
+  // A writer may wait there while a compaction switches files.
+  detail::StoreImpl* follow(detail::StoreImpl* seen, bool writer) const;
+  // Runs op(file) as a write that a compaction drains or redirects.
+  template <class Op>
+  auto write(Op&& op);
+
+  // The file in use; swapped (never freed) when a compaction replaces it.
+  mutable std::atomic<detail::StoreImpl*> impl_{nullptr};
+  std::unique_ptr<detail::StoreHandle> handle_;  // owns every file impl_ was
 };
 
 }  // namespace tcache

@@ -2,7 +2,8 @@
 //
 // tcache is a persistent, memory-mapped cache that processes on one machine
 // share through a file. See store.h for tcache::Store, error.h for
-// tcache::Error, codec.h for tcache::Codec (canonical encoding of values),
+// tcache::Error, compact.h for tcache::compact (shrinking a file while it is
+// in use), codec.h for tcache::Codec (canonical encoding of values),
 // decorators.h for the memoizing wrappers (mcache, bcache, fcache, acache,
 // ucache), backend.h for the backends they use (memory, file, Redis,
 // tiered) and config.h for their defaults (TCACHE_* environment,
@@ -17,6 +18,10 @@
 // - Network file systems (NFS, SMB, sshfs) do not keep memory-mapped writes
 //   of different machines coherent; use tcache files on local disks or tmpfs
 //   only. Sharing across machines is what the Redis tier is for.
+// - Compaction (compact.h) relies on process ids: every process using a file
+//   must see the others' pids (one pid namespace, as for leases and the
+//   process table). A Store keeps the files it moved away from mapped until
+//   it is destroyed.
 // - Killed processes: SIGKILL at any instant never leaves a torn or wrong
 //   value. It may leak the one chunk the process was writing; the leak is
 //   reclaimed when the file is next opened by a process that finds itself
@@ -44,6 +49,7 @@
 
 #include "tcache/backend.h"
 #include "tcache/codec.h"
+#include "tcache/compact.h"
 #include "tcache/config.h"
 #include "tcache/decorators.h"
 #include "tcache/dump.h"

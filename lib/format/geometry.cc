@@ -79,9 +79,12 @@ std::uint32_t layout_descriptor_hash() {
                              offsetof(Superblock, header_checksum),
                              offsetof(Superblock, next_page),
                              offsetof(Superblock, totals),
+                             offsetof(Superblock, compaction),
+                             offsetof(Superblock, untracked_processes),
                              sizeof(ClassState),
                              sizeof(ProcessEntry),
                              offsetof(ProcessEntry, counters),
+                             offsetof(ProcessEntry, writes),
                              kChunkHeaderBytes,
                              kChunkMetaOffset,
                              kChunkVlenOffset,
@@ -111,9 +114,7 @@ void make_superblock(const GeometryRequest& req, Superblock* sb) {
   }
   std::uint32_t page = req.page_bytes;
   if (page == 0) {
-    const std::uint64_t want = std::bit_floor(req.capacity_bytes / 64);
-    page = static_cast<std::uint32_t>(
-        std::clamp<std::uint64_t>(want, kMinPageBytes, kAutoMaxPageBytes));
+    page = automatic_page_bytes(req.capacity_bytes);
   } else if (!std::has_single_bit(page) || page < kMinPageBytes || page > kMaxPageBytes) {
     fail(Errc::invalid_option,
          "page_bytes = " + dec(page) + " must be a power of two from 65536 to 16777216, or 0");
@@ -127,14 +128,21 @@ void make_superblock(const GeometryRequest& req, Superblock* sb) {
   sb->page_bytes = page;
   sb->capacity_bytes = req.capacity_bytes;
   sb->created_unix_ms = now_unix_ms();
-  if (::getrandom(&sb->hash_seed, sizeof sb->hash_seed, 0) != sizeof sb->hash_seed) {
+  if (req.hash_seed) {
+    sb->hash_seed = *req.hash_seed;
+  } else if (::getrandom(&sb->hash_seed, sizeof sb->hash_seed, 0) != sizeof sb->hash_seed) {
     sb->hash_seed = XXH3_64bits(&sb->created_unix_ms, 8) ^ static_cast<std::uint64_t>(::getpid());
   }
 
-  const std::uint64_t entries =
-      req.capacity_bytes / (std::uint64_t{req.expected_entry_bytes} + kChunkHeaderBytes);
-  const auto slots = static_cast<std::uint64_t>(static_cast<double>(entries) / kIndexLoad) + 1;
-  sb->bucket_count = std::max<std::uint64_t>(2, (slots + kSlotsPerBucket - 1) / kSlotsPerBucket);
+  if (req.bucket_count != 0) {
+    sb->bucket_count =
+        std::clamp<std::uint64_t>(req.bucket_count, 2, req.capacity_bytes / 4 / kBucketBytes);
+  } else {
+    const std::uint64_t entries =
+        req.capacity_bytes / (std::uint64_t{req.expected_entry_bytes} + kChunkHeaderBytes);
+    const auto slots = static_cast<std::uint64_t>(static_cast<double>(entries) / kIndexLoad) + 1;
+    sb->bucket_count = std::max<std::uint64_t>(2, (slots + kSlotsPerBucket - 1) / kSlotsPerBucket);
+  }
 
   sb->class_table_offset = kSuperblockBytes;
   sb->process_table_offset = sb->class_table_offset + kMaxClasses * sizeof(ClassState);
@@ -152,6 +160,12 @@ void make_superblock(const GeometryRequest& req, Superblock* sb) {
   sb->class_count = fill_classes(page, sb->max_pages, sb->class_bytes);
   sb->header_checksum = superblock_checksum(*sb);
   sb->file_bytes = initial_file_bytes(*sb);  // mutable part: not checksummed
+}
+
+std::uint32_t automatic_page_bytes(std::uint64_t capacity_bytes) {
+  const std::uint64_t want = std::bit_floor(capacity_bytes / 64);
+  return static_cast<std::uint32_t>(
+      std::clamp<std::uint64_t>(want, kMinPageBytes, kAutoMaxPageBytes));
 }
 
 std::uint64_t initial_file_bytes(const Superblock& sb) { return sb.pages_offset; }

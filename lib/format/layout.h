@@ -1,4 +1,4 @@
-// format/layout.h: the on-disk layout of a tcache file (format version 1).
+// format/layout.h: the on-disk layout of a tcache file (format version 2).
 //
 // Everything here is an ABI contract: structs live in a file that several
 // processes (and several builds) map at once. Fields are fixed width, there
@@ -70,7 +70,13 @@ struct Superblock {
   std::uint64_t recoveries;                     // times a crashed user's leftovers were reclaimed
   std::uint64_t needs_recovery;                 // 1 = a writer died or went untracked
   std::uint64_t blob_bytes;  // bytes in blob files (approximate; recovery recounts)
-  std::uint8_t pad1_[kCacheLine - 48];
+  // Compaction state: 0, or the compactor's identity and phase (see
+  // compaction_word() below and FORMAT.md, "Compaction"). On this cache line
+  // because every operation reads it and next_page is read by every lookup.
+  std::uint64_t compaction;
+  // Processes that work without a process-table entry (the table was full):
+  // their writes cannot be drained, so a compaction refuses while it is not 0.
+  std::uint64_t untracked_processes;
 
   // Statistics of processes that have detached or died (folded in).
   alignas(kCacheLine) std::uint64_t totals[8];
@@ -108,9 +114,48 @@ struct ProcessEntry {
   std::uint64_t owner;       // 0 = free, else pid in the low 32 bits, 1 in bit 32
   std::uint64_t start_time;  // the owner's start time (clock ticks since boot, /proc/pid/stat)
   std::uint64_t attached_unix_ms;
-  std::uint8_t pad_[kCacheLine - 24];
+  // Write operations of this attachment in progress (put, erase, clear, ...):
+  // raised before an operation checks Superblock::compaction, lowered after
+  // it. A compactor drains it to 0 before its final pass (INVARIANTS.md, 10).
+  std::uint64_t writes;
+  std::uint8_t pad_[kCacheLine - 32];
   std::uint64_t counters[8];  // Counter order
 };
+
+// ---------------------------------------------------------------------------
+// Superblock::compaction: 0 = no compaction, else
+//   bits 0..21   the compactor's pid
+//   bits 22..59  its start time (clock ticks since boot) modulo 2^38
+//   bits 60..61  reserved, 0
+//   bits 62..63  phase: 1 copying (the file is in use as usual), 2 switching
+//                (writers wait: the compactor copies what changed), 3
+//                committed (the new file is being renamed over this one)
+// Phases 2 and 3 mean "superseded": every operation that sees them checks
+// whether the path names another file now and, if so, moves to it.
+inline constexpr std::uint64_t kCompactorPidMask = (1ull << 22) - 1;
+inline constexpr int kCompactorStartShift = 22;
+inline constexpr std::uint64_t kCompactorStartMask = (1ull << 38) - 1;
+inline constexpr std::uint64_t kCompactionCopying = 1ull << 62;
+inline constexpr std::uint64_t kCompactionSwitching = 2ull << 62;
+inline constexpr std::uint64_t kCompactionCommitted = 3ull << 62;
+inline constexpr std::uint64_t kCompactionPhaseMask = 3ull << 62;
+
+inline constexpr std::uint64_t compaction_word(std::uint64_t pid, std::uint64_t start_time,
+                                               std::uint64_t phase) {
+  return phase | ((start_time & kCompactorStartMask) << kCompactorStartShift) |
+         (pid & kCompactorPidMask);
+}
+inline constexpr std::uint64_t compaction_phase(std::uint64_t w) {
+  return w & kCompactionPhaseMask;
+}
+// Phase 2 or 3: writers must not write to this file any more.
+inline constexpr bool compaction_superseded(std::uint64_t w) { return w >= kCompactionSwitching; }
+inline constexpr std::uint32_t compactor_pid(std::uint64_t w) {
+  return static_cast<std::uint32_t>(w & kCompactorPidMask);
+}
+inline constexpr std::uint64_t compactor_start(std::uint64_t w) {
+  return (w >> kCompactorStartShift) & kCompactorStartMask;
+}
 
 // ---------------------------------------------------------------------------
 // Chunk: a slab chunk holding one entry. Chunk offsets are multiples of 8.
@@ -211,7 +256,10 @@ std::uint32_t layout_descriptor_hash();
 
 static_assert(sizeof(Superblock) == kSuperblockBytes);
 static_assert(offsetof(Superblock, next_page) == kCacheLine * 14);
+static_assert(offsetof(Superblock, compaction) == kCacheLine * 14 + 48);
+static_assert(offsetof(Superblock, untracked_processes) == kCacheLine * 14 + 56);
 static_assert(offsetof(Superblock, totals) == kCacheLine * 15);
+static_assert(offsetof(ProcessEntry, writes) == 24);
 static_assert(offsetof(Superblock, header_checksum) == 624);
 static_assert(sizeof(ClassState) == kCacheLine);
 static_assert(sizeof(ProcessEntry) == 2 * kCacheLine);

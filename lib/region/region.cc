@@ -155,8 +155,59 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
   }
   if (r.fd_ < 0) fail(Errc::io_error, "cannot open or create '" + p + "': it keeps changing");
   check_ownership(r.fd_, p, options.allow_shared_access);
+  r.remember_identity();
   if (!options.read_only) remove_dead_creators_debris(path);
   return r;
+}
+
+Region Region::create_temporary(const std::filesystem::path& final_path, const Options& options,
+                                std::uint64_t initial_bytes, const Initializer& init) {
+  std::uint64_t rnd = 0;
+  if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = static_cast<std::uint64_t>(::getpid());
+  char suffix[64];
+  std::snprintf(suffix, sizeof suffix, ".tmp.%d.%016llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(rnd));
+  Region r;
+  r.path_ = final_path.string() + suffix;
+  r.read_only_ = false;
+  const std::string tmp = r.path_.string();
+  const int fd = retry_eintr_open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                  options.mode & 0777);
+  if (fd < 0) {
+    fail_errno(errno, "cannot create", tmp,
+               "check that the directory exists and is writable by you");
+  }
+  r.fd_ = fd;
+  try {
+    if (::fchmod(fd, options.mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
+    if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(initial_bytes)); err != 0) {
+      fail_errno(err, "cannot allocate space for", tmp,
+                 err == ENOSPC ? "free disk space or lower the capacity" : "");
+    }
+    init(fd);
+    r.remember_identity();
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;  // r's destructor closes fd
+  }
+  return r;
+}
+
+void Region::remember_identity() {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) fail_errno(errno, "cannot stat", path_.string(), "");
+  device_ = static_cast<std::uint64_t>(st.st_dev);
+  inode_ = static_cast<std::uint64_t>(st.st_ino);
+}
+
+PathNames path_names(const std::filesystem::path& path, std::uint64_t device,
+                     std::uint64_t inode) noexcept {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return PathNames::nothing;
+  return static_cast<std::uint64_t>(st.st_dev) == device &&
+                 static_cast<std::uint64_t>(st.st_ino) == inode
+             ? PathNames::same_file
+             : PathNames::other_file;
 }
 
 Region::Region(Region&& o) noexcept { *this = std::move(o); }
@@ -165,6 +216,8 @@ Region& Region::operator=(Region&& o) noexcept {
   if (this != &o) {
     close();
     path_ = std::move(o.path_);
+    device_ = o.device_;
+    inode_ = o.inode_;
     fd_ = o.fd_;
     read_only_ = o.read_only_;
     base_ = o.base_;
@@ -228,6 +281,15 @@ void Region::populate(std::uint64_t offset, std::uint64_t bytes) noexcept {
   if (!read_only_ && offset + bytes <= mapped_bytes_) {
     ::madvise(base_ + offset, bytes, MADV_POPULATE_WRITE);
   }
+#else
+  (void)offset;
+  (void)bytes;
+#endif
+}
+
+void Region::populate_read(std::uint64_t offset, std::uint64_t bytes) noexcept {
+#ifdef MADV_POPULATE_READ
+  if (offset + bytes <= mapped_bytes_) ::madvise(base_ + offset, bytes, MADV_POPULATE_READ);
 #else
   (void)offset;
   (void)bytes;

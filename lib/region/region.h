@@ -44,6 +44,15 @@ class Region {
   static Region open(const std::filesystem::path& path, const Options& options,
                      std::uint64_t initial_bytes, const Initializer& init);
 
+  // Creates a new file beside `final_path` under the temporary name
+  // `<final_path>.tmp.<pid>.<16 hex digits>` (O_EXCL, options.mode applied
+  // with fchmod), sized to `initial_bytes` and initialised by `init`, and
+  // opens it (path() is the temporary name). The caller renames it into
+  // place or unlinks it; if the process dies first, the next writable open
+  // of `final_path` removes it (guarantee 2). Throws Error: io_error.
+  static Region create_temporary(const std::filesystem::path& final_path, const Options& options,
+                                 std::uint64_t initial_bytes, const Initializer& init);
+
   Region(Region&&) noexcept;
   Region& operator=(Region&&) noexcept;
   ~Region();
@@ -65,11 +74,17 @@ class Region {
   // Asks the kernel to map [offset, offset + bytes) for writing now, in one
   // call. Best effort: without kernel support the pages fault in as used.
   void populate(std::uint64_t offset, std::uint64_t bytes) noexcept;
+  // The same for reading (MADV_POPULATE_READ): maps pages already in the
+  // file, in one call rather than one fault per 4 KiB. Best effort.
+  void populate_read(std::uint64_t offset, std::uint64_t bytes) noexcept;
 
   // Writes dirty pages back (msync). Throws Error: io_error.
   void flush();
 
   std::uint64_t file_size() const;  // fstat now
+  // The device and inode of the open file, from fstat at open.
+  std::uint64_t device() const noexcept { return device_; }
+  std::uint64_t inode() const noexcept { return inode_; }
   char* base() const noexcept { return base_; }
   std::uint64_t mapped_bytes() const noexcept { return mapped_bytes_; }
   int fd() const noexcept { return fd_; }
@@ -79,13 +94,22 @@ class Region {
  private:
   Region() = default;
   void close() noexcept;
+  void remember_identity();
 
   std::filesystem::path path_;
+  std::uint64_t device_ = 0;
+  std::uint64_t inode_ = 0;
   int fd_ = -1;
   bool read_only_ = false;
   char* base_ = nullptr;
   std::uint64_t mapped_bytes_ = 0;
   std::unique_ptr<struct RegionMapping> mapping_;
 };
+
+// What `path` names now, compared with an open file (lstat: a symbolic link
+// is never the file).
+enum class PathNames { same_file, other_file, nothing };
+PathNames path_names(const std::filesystem::path& path, std::uint64_t device,
+                     std::uint64_t inode) noexcept;
 
 }  // namespace tcache::detail

@@ -212,11 +212,23 @@ void StoreImpl::evict_blobs(std::uint64_t need) {
       referenced = true;
       if (unlink(s.at(i), w)) count(kEvictions);
     }
-    if (!referenced && f.age_ms > kOrphanAgeMs) {
+    if (!referenced && f.age_ms > kOrphanAgeMs && may_delete_unknown_blobs()) {
       // Debris of a writer that died between writing and publishing.
       ::unlink(blob_path(f.h, f.id, false).c_str());
     }
   }
+}
+
+bool StoreImpl::may_delete_unknown_blobs() const {
+  // While a compaction runs, the blob directory also holds the new file's
+  // blobs, which this file's index does not know (INVARIANTS.md, 10).
+  if (keep_unknown_blobs_) return false;
+  const std::uint64_t w = atom<std::uint64_t>(&sb_->compaction).load();
+  if (w == 0) return true;
+  if (compaction_phase(w) != kCompactionCopying) return false;
+  const auto pid = static_cast<pid_t>(compactor_pid(w));
+  return !process_alive(pid, 0) ||
+         (process_start_time(pid) & kCompactorStartMask) != compactor_start(w);
 }
 
 void StoreImpl::sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes) {

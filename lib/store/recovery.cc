@@ -125,6 +125,7 @@ void StoreImpl::recover() {
   // 5: fold the dead processes' counters and empty the table.
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     fold_counters(procs_[i]);
+    atom<std::uint64_t>(&procs_[i].writes).store(0);
     atom<std::uint64_t>(&procs_[i].start_time).store(0);
     atom<std::uint64_t>(&procs_[i].owner).store(0);
   }

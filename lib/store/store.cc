@@ -42,12 +42,6 @@ inline void prefetch_chunk(const char* c, std::uint32_t bytes) {
   }
 }
 
-inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
-                                    std::uint64_t meta, std::uint32_t vlen_flags) {
-  const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
-  return static_cast<std::uint32_t>(checksum64(value, n, seed));
-}
-
 // Compressing the first KiB says cheaply whether the whole value will
 // compress: random or already-compressed data is stored as it is without
 // paying LZ4 over all of it (a put of 4 KiB of random bytes spent most of its
@@ -71,11 +65,14 @@ std::string& scratch() {
 // ---------------------------------------------------------------------------
 // Opening and attaching
 
-StoreImpl::StoreImpl(Region region, const StoreOptions& options)
+StoreImpl::StoreImpl(Region region, const StoreOptions& options,
+                     const std::filesystem::path* final_path)
     : region_(std::move(region)), options_(options) {
   counters_ = local_counters_;
-  blob_dir_ = region_.path();
+  writes_ = &local_writes_;
+  blob_dir_ = final_path != nullptr ? *final_path : region_.path();
   blob_dir_ += ".blobs";
+  keep_unknown_blobs_ = final_path != nullptr;
   Superblock sb;
   if (::pread(region_.fd(), &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
     fail(Errc::not_a_cache_file, "'" + region_.path().string() +
@@ -134,6 +131,7 @@ void StoreImpl::open_attach() {
       if (process_alive(static_cast<pid_t>(owner & 0xffffffffu), start)) live = true;
     }
     if (!live && (anyone || atom<std::uint64_t>(&sb_->needs_recovery).load() != 0)) recover();
+    if (!live) reset_compaction_alone();
     attach_process();
     region_.downgrade_lock();
     return;
@@ -152,12 +150,18 @@ void StoreImpl::attach_process() {
       atom<std::uint64_t>(&e.start_time).store(process_start_time(pid));
       atom<std::uint64_t>(&e.attached_unix_ms).store(now_unix_ms());
       for (auto& c : e.counters) atom<std::uint64_t>(&c).store(0);
+      atom<std::uint64_t>(&e.writes).store(0);
       proc_slot_ = static_cast<int>(i);
       counters_ = e.counters;
+      writes_ = &e.writes;
       return;
     }
   }
   // Table full: work untracked, and have the next exclusive opener sweep.
+  // Our writes cannot be drained by a compactor, which therefore refuses to
+  // switch while we are counted here (seq_cst: INVARIANTS.md, 10).
+  untracked_ = true;
+  atom<std::uint64_t>(&sb_->untracked_processes).fetch_add(1, std::memory_order_seq_cst);
   atom<std::uint64_t>(&sb_->needs_recovery).store(1);
   log("process table full (" + std::to_string(kMaxProcesses) +
       " processes); this process's statistics stay private");
@@ -171,9 +175,17 @@ void StoreImpl::fold_counters(ProcessEntry& e) {
 }
 
 void StoreImpl::detach_process() noexcept {
+  if (untracked_ && sb_ != nullptr) {
+    auto n = atom<std::uint64_t>(&sb_->untracked_processes);
+    std::uint64_t v = n.load();
+    while (v != 0 && !n.compare_exchange_weak(v, v - 1)) {
+    }
+    untracked_ = false;
+  }
   if (proc_slot_ < 0 || sb_ == nullptr) return;
   ProcessEntry& e = procs_[proc_slot_];
   fold_counters(e);
+  atom<std::uint64_t>(&e.writes).store(0);
   atom<std::uint64_t>(&e.start_time).store(0);
   atom<std::uint64_t>(&e.owner).store(0, std::memory_order_release);
   proc_slot_ = -1;
@@ -193,9 +205,97 @@ void StoreImpl::reclaim_dead_processes() {
     // It died attached: it may have leaked a chunk it was writing.
     atom<std::uint64_t>(&sb_->needs_recovery).store(1);
     fold_counters(e);
+    atom<std::uint64_t>(&e.writes).store(0);
     atom<std::uint64_t>(&e.start_time).store(0);
     atom<std::uint64_t>(&e.owner).store(0, std::memory_order_release);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Compaction: the user side (INVARIANTS.md, 10; the compactor is compact.cc)
+
+namespace {
+
+// The compactor named by a compaction word is still running: same pid, same
+// start time (modulo 2^38, as stored).
+bool compactor_alive(std::uint64_t w) {
+  const auto pid = static_cast<pid_t>(compactor_pid(w));
+  if (!process_alive(pid, 0)) return false;
+  return (process_start_time(pid) & kCompactorStartMask) == compactor_start(w);
+}
+
+}  // namespace
+
+bool StoreImpl::enter_write() noexcept {
+  // Raise, then look (both seq_cst): either the compactor's drain sees our
+  // count, or we see its switching phase (INVARIANTS.md, 10).
+  atom<std::uint64_t>(writes_).fetch_add(1, std::memory_order_seq_cst);
+  if (compaction_superseded(atom<std::uint64_t>(&sb_->compaction).load(std::memory_order_seq_cst)))
+      [[unlikely]] {
+    atom<std::uint64_t>(writes_).fetch_sub(1, std::memory_order_release);
+    return false;
+  }
+  return true;
+}
+
+void StoreImpl::leave_write() noexcept {
+  // Release: the compactor that reads 0 (acquire) sees everything we wrote.
+  atom<std::uint64_t>(writes_).fetch_sub(1, std::memory_order_release);
+}
+
+StoreImpl::Superseded StoreImpl::check_superseded(bool writer, std::uint64_t waited_ms) {
+  auto word = atom<std::uint64_t>(&sb_->compaction);
+  for (;;) {
+    std::uint64_t w = word.load(std::memory_order_seq_cst);
+    if (!compaction_superseded(w)) return Superseded::no;
+    const auto path_moved = [&] {
+      return path_names(region_.path(), region_.device(), region_.inode()) != PathNames::same_file;
+    };
+    // A reader reads on from this file until the path names another: what
+    // it reads is the file's state at the switch.
+    if (!writer || region_.read_only()) return path_moved() ? Superseded::moved : Superseded::no;
+    // Liveness first: a compactor found dead renames nothing afterwards, so
+    // the path check below is then final.
+    const bool alive = compactor_alive(w);
+    if (path_moved()) return Superseded::moved;
+    if (!alive) {
+      // It died before renaming its file over ours: carry on with ours.
+      if (word.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
+        log("the compaction by process " + std::to_string(compactor_pid(w)) +
+            " ended without replacing the file (the compactor died); using the file as it is");
+      }
+      continue;
+    }
+    if (compaction_phase(w) == kCompactionSwitching && waited_ms >= kMaxSwitchWaitMs) {
+      // A compactor stopped (SIGSTOP) or stuck before committing: writers
+      // may not wait for ever. It sees the phase gone and gives up.
+      if (word.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
+        log("writers waited " + std::to_string(waited_ms / 1000) +
+            " s for the compaction by process " + std::to_string(compactor_pid(w)) +
+            "; broke it off (it will fail and leave the file as it is)");
+      }
+      continue;
+    }
+    return Superseded::wait;
+  }
+}
+
+void StoreImpl::reset_compaction_alone() {
+  // No other process has the file open (we hold the exclusive lock), so no
+  // compactor is working on it (a compactor keeps it open to the end) and
+  // nobody works untracked.
+  atom<std::uint64_t>(&sb_->untracked_processes).store(0);
+  auto word = atom<std::uint64_t>(&sb_->compaction);
+  const std::uint64_t w = word.load();
+  if (w == 0) return;
+  // A committed compaction may have renamed its file over ours after we
+  // opened the path: then this file is superseded for good, and the first
+  // operation moves to the path's file.
+  if (compaction_phase(w) == kCompactionCommitted &&
+      path_names(region_.path(), region_.device(), region_.inode()) != PathNames::same_file) {
+    return;
+  }
+  word.store(0);
 }
 
 void StoreImpl::log(const std::string& line) const {
@@ -847,7 +947,8 @@ int StoreImpl::choose_victim(const Slots& s, int start, std::uint64_t* word, boo
   return start;
 }
 
-bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode) {
+bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode,
+                        bool* replaced) {
   // New entries start unreferenced: one that is never read again is the
   // first to go (scan resistance); a read gives it a second chance.
   const std::uint64_t nw = slot_make(hash_tag(h), off);
@@ -907,6 +1008,7 @@ bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
       if (match < 0 || mode == Publish::if_absent) count(expired ? kExpirations : kEvictions);
     }
     if (mode == Publish::if_absent) return !withdraw_if_rival(key, s, at, nw);
+    if (replaced != nullptr) *replaced = match >= 0;
     dedupe(key, s, at, nw);
     return true;
   }
@@ -1044,8 +1146,8 @@ LeaseRecord self_lease(std::uint64_t deadline_ms) {
 
 }  // namespace
 
-bool StoreImpl::get_or_lease(std::string_view key, std::string& value,
-                             std::chrono::milliseconds lease_timeout) {
+StoreImpl::LeaseStep StoreImpl::lease_step(std::string_view key, std::string& value,
+                                           std::chrono::milliseconds lease_timeout) {
   if (lease_timeout.count() <= 0) fail(Errc::invalid_option, "lease_timeout must be positive");
   if (key.size() > Store::kMaxKeyBytes) {
     fail(Errc::key_too_large, "key of " + std::to_string(key.size()) + " bytes exceeds the " +
@@ -1053,47 +1155,40 @@ bool StoreImpl::get_or_lease(std::string_view key, std::string& value,
   }
   const std::uint64_t h = hash(key);
   const Slots s = slots_for(h);
-  // Waiting polls: a lease is held while a (slow) value is computed, so a
-  // few milliseconds of extra latency do not matter, and polling needs no
-  // wake-up channel that a killed holder could leave in a bad state.
-  auto pause = std::chrono::microseconds(50);
-  for (;;) {
-    Probe p = Probe::retry;
-    Found f;
-    for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
-      p = probe<true>(key, h, s, &value, &f);
-    }
-    if (p == Probe::hit) {
-      count(kHits);
-      return true;
-    }
-    if (region_.read_only()) {  // cannot lease: the caller computes
-      count(kMisses);
-      return false;
-    }
-    if (p == Probe::lease) {
-      LeaseRecord rec;
-      std::memcpy(&rec, value.data(), sizeof rec);
-      const bool dead = !process_alive(static_cast<pid_t>(rec.pid), rec.start_time);
-      if (dead || now_unix_ms() >= rec.deadline_ms) {
-        unlink_chunk(*f.slot, slot_offset(f.word));  // take it over
-        continue;
-      }
-      std::this_thread::sleep_for(pause);
-      pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
-      continue;
-    }
-    if (p == Probe::retry) continue;
-    // A miss: try to become the holder.
-    const std::uint64_t deadline = std::min<std::uint64_t>(
-        now_unix_ms() + static_cast<std::uint64_t>(lease_timeout.count()), kMaxExpiryMs);
-    const LeaseRecord rec = self_lease(deadline);
-    const std::string_view bytes(reinterpret_cast<const char*>(&rec), sizeof rec);
-    if (store_entry(key, h, bytes, kFlagLease, deadline, Publish::if_absent)) {
-      count(kMisses);
-      return false;
-    }
+  Probe p = Probe::retry;
+  Found f;
+  for (int attempt = 0; attempt < kMaxProbeRetries && p == Probe::retry; ++attempt) {
+    p = probe<true>(key, h, s, &value, &f);
   }
+  if (p == Probe::hit) {
+    count(kHits);
+    return LeaseStep::hit;
+  }
+  if (region_.read_only()) {  // cannot lease: the caller computes
+    count(kMisses);
+    return LeaseStep::holder;
+  }
+  if (p == Probe::lease) {
+    LeaseRecord rec;
+    std::memcpy(&rec, value.data(), sizeof rec);
+    const bool dead = !process_alive(static_cast<pid_t>(rec.pid), rec.start_time);
+    if (dead || now_unix_ms() >= rec.deadline_ms) {
+      unlink_chunk(*f.slot, slot_offset(f.word));  // take it over
+      return LeaseStep::again;
+    }
+    return LeaseStep::wait;
+  }
+  if (p == Probe::retry) return LeaseStep::again;
+  // A miss: try to become the holder.
+  const std::uint64_t deadline = std::min<std::uint64_t>(
+      now_unix_ms() + static_cast<std::uint64_t>(lease_timeout.count()), kMaxExpiryMs);
+  const LeaseRecord rec = self_lease(deadline);
+  const std::string_view bytes(reinterpret_cast<const char*>(&rec), sizeof rec);
+  if (store_entry(key, h, bytes, kFlagLease, deadline, Publish::if_absent)) {
+    count(kMisses);
+    return LeaseStep::holder;
+  }
+  return LeaseStep::again;
 }
 
 void StoreImpl::release_lease(std::string_view key) noexcept {
@@ -1297,94 +1392,264 @@ std::vector<ProcessInfo> StoreImpl::processes() const {
   return out;
 }
 
+// ---------------------------------------------------------------------------
+// Opening (shared by Store::open and by a Store that follows its path to a
+// compacted file)
+
+std::unique_ptr<StoreImpl> open_store_impl(const std::filesystem::path& file,
+                                           const StoreOptions& options) {
+  if (options.default_ttl.count() < 0)
+    fail(Errc::invalid_option, "default_ttl must not be negative");
+  if ((options.mode & ~0777u) != 0) {
+    fail(Errc::invalid_option,
+         "mode must be permission bits (e.g. 0600), not " + std::to_string(options.mode));
+  }
+  if ((options.mode & 0600u) != 0600u) {
+    fail(Errc::invalid_option, "mode must let the owner read and write (0600 or more)");
+  }
+  if ((options.mode & 0022u) != 0 && !options.allow_shared_access) {
+    fail(Errc::invalid_option,
+         "mode grants write access to group or others; set allow_shared_access to "
+         "share a cache file deliberately");
+  }
+  Superblock sb;
+  make_superblock({options.capacity_bytes, options.expected_entry_bytes, options.page_bytes}, &sb);
+  Region::Options ro{options.read_only, options.create_if_missing, options.allow_shared_access,
+                     options.mode};
+  auto region = Region::open(file, ro, initial_file_bytes(sb), superblock_writer(sb));
+  return std::make_unique<StoreImpl>(std::move(region), options);
+}
+
+Region::Initializer superblock_writer(const Superblock& sb) {
+  return [sb](int fd) {
+    if (::pwrite(fd, &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
+      fail_errno(errno, "cannot write header of new cache file", "", "");
+    }
+    // Every page starts unassigned.
+    std::string unassigned(sb.index_offset - sb.page_table_offset,
+                           static_cast<char>(kPageUnassigned));
+    if (::pwrite(fd, unassigned.data(), unassigned.size(),
+                 static_cast<off_t>(sb.page_table_offset)) !=
+        static_cast<ssize_t>(unassigned.size())) {
+      fail_errno(errno, "cannot write page table of new cache file", "", "");
+    }
+  };
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------
 // tcache::Store
+//
+// A Store is a handle on a path. impl_ is the file it uses now; when a
+// compaction replaces the file (INVARIANTS.md, 10), the first operation that
+// notices opens the path again and swaps impl_. Files moved away from stay
+// open (and mapped) until the Store is destroyed: a thread may still be
+// reading one, and the hot path keeps no count of readers.
 
-Store::Store(std::unique_ptr<detail::StoreImpl> impl) : impl_(std::move(impl)) {}
-Store::Store(Store&&) noexcept = default;
-Store& Store::operator=(Store&&) noexcept = default;
+namespace {
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Leaves the write started by StoreImpl::enter_write(), also on a throw.
+struct WriteScope {
+  detail::StoreImpl* impl;
+  ~WriteScope() { impl->leave_write(); }
+};
+
+}  // namespace
+
+Store::Store(std::unique_ptr<detail::StoreHandle> handle)
+    : impl_(handle->files.back().get()), handle_(std::move(handle)) {}
+Store::Store(Store&& o) noexcept
+    : impl_(o.impl_.exchange(nullptr)), handle_(std::move(o.handle_)) {}
+Store& Store::operator=(Store&& o) noexcept {
+  if (this != &o) {
+    impl_.store(o.impl_.exchange(nullptr));
+    handle_ = std::move(o.handle_);
+  }
+  return *this;
+}
 Store::~Store() = default;
 
 Store Store::open(const std::filesystem::path& file, const StoreOptions& options) {
-  if (options.default_ttl.count() < 0) {
-    detail::fail(Errc::invalid_option, "default_ttl must not be negative");
-  }
-  if ((options.mode & ~0777u) != 0) {
-    detail::fail(Errc::invalid_option,
-                 "mode must be permission bits (e.g. 0600), not " + std::to_string(options.mode));
-  }
-  if ((options.mode & 0600u) != 0600u) {
-    detail::fail(Errc::invalid_option, "mode must let the owner read and write (0600 or more)");
-  }
-  if ((options.mode & 0022u) != 0 && !options.allow_shared_access) {
-    detail::fail(Errc::invalid_option,
-                 "mode grants write access to group or others; set allow_shared_access to "
-                 "share a cache file deliberately");
-  }
-  detail::Superblock sb;
-  detail::make_superblock(
-      {options.capacity_bytes, options.expected_entry_bytes, options.page_bytes}, &sb);
-  detail::Region::Options ro{options.read_only, options.create_if_missing,
-                             options.allow_shared_access, options.mode};
-  auto init = [&sb](int fd) {
-    if (::pwrite(fd, &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
-      detail::fail_errno(errno, "cannot write header of new cache file", "", "");
+  auto handle = std::make_unique<detail::StoreHandle>();
+  handle->path = file;
+  handle->options = options;
+  handle->files.push_back(detail::open_store_impl(file, options));
+  return Store(std::move(handle));
+}
+
+// Hot: every read starts here. Inlined into each caller, so that a get pays
+// only the load of the compaction word and a branch (follow() is cold).
+[[gnu::always_inline]] inline detail::StoreImpl* Store::reader() const {
+  detail::StoreImpl* impl = impl_.load(std::memory_order_acquire);
+  if (impl->superseded()) [[unlikely]]
+    impl = follow(impl, /*writer=*/false);
+  return impl;
+}
+
+[[gnu::cold, gnu::noinline]] detail::StoreImpl* Store::follow(detail::StoreImpl* seen,
+                                                              bool writer) const {
+  using Superseded = detail::StoreImpl::Superseded;
+  const std::int64_t start = steady_ns();
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    // Another thread may have moved already.
+    if (detail::StoreImpl* current = impl_.load(std::memory_order_acquire); current != seen) {
+      return current;
     }
-    // Every page starts unassigned.
-    std::string unassigned(sb.index_offset - sb.page_table_offset,
-                           static_cast<char>(detail::kPageUnassigned));
-    if (::pwrite(fd, unassigned.data(), unassigned.size(),
-                 static_cast<off_t>(sb.page_table_offset)) !=
-        static_cast<ssize_t>(unassigned.size())) {
-      detail::fail_errno(errno, "cannot write page table of new cache file", "", "");
+    // Every check looks at the path again (lstat): a read that starts after
+    // the rename must not be answered from the old file.
+    const auto waited_ms = static_cast<std::uint64_t>((steady_ns() - start) / 1'000'000);
+    switch (seen->check_superseded(writer, waited_ms)) {
+      case Superseded::no:
+        return seen;
+      case Superseded::moved: {
+        std::lock_guard<std::mutex> lock(handle_->mutex);
+        if (detail::StoreImpl* current = impl_.load(std::memory_order_acquire); current != seen) {
+          return current;
+        }
+        std::unique_ptr<detail::StoreImpl> next;
+        try {
+          next = detail::open_store_impl(handle_->path, handle_->options);
+        } catch (...) {
+          if (writer) throw;  // a write cannot go to the replaced file
+          return seen;        // a read may: the replaced file is complete
+        }
+        detail::StoreImpl* n = next.get();
+        handle_->files.push_back(std::move(next));
+        impl_.store(n, std::memory_order_release);
+        return n;
+      }
+      case Superseded::wait:
+        break;
     }
-  };
-  auto region = detail::Region::open(file, ro, detail::initial_file_bytes(sb), init);
-  return Store(std::make_unique<detail::StoreImpl>(std::move(region), options));
+    std::this_thread::sleep_for(pause);
+    pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
+  }
+}
+
+template <class Op>
+auto Store::write(Op&& op) {
+  detail::StoreImpl* impl = impl_.load(std::memory_order_acquire);
+  // A read-only store writes nothing (the operation throws read_only, or
+  // only reads): it follows the path as a reader.
+  if (impl->read_only()) return op(*reader());
+  for (;;) {
+    if (impl->enter_write()) {
+      WriteScope scope{impl};
+      return op(*impl);
+    }
+    impl = follow(impl, /*writer=*/true);
+  }
 }
 
 std::optional<std::string> Store::get(std::string_view key) {
   std::string v;
-  if (!impl_->get(key, v)) return std::nullopt;
+  if (!get(key, v)) return std::nullopt;
   return v;
 }
-bool Store::get(std::string_view key, std::string& value) { return impl_->get(key, value); }
+bool Store::get(std::string_view key, std::string& value) {
+  detail::StoreImpl* impl = reader();
+  if (impl->get(key, value)) return true;
+  // A miss from a file that a compaction replaced while we read it may be a
+  // blob file whose old name the compactor removed after the switch: ask the
+  // new file (only misses pay for this check).
+  if (impl->superseded()) [[unlikely]] {
+    if (detail::StoreImpl* next = follow(impl, /*writer=*/false); next != impl) {
+      return next->get(key, value);
+    }
+  }
+  return false;
+}
 void Store::get_many(std::span<const std::string_view> keys, std::span<std::string> values,
                      std::span<bool> found) {
-  impl_->get_many(keys, values, found);
+  detail::StoreImpl* impl = reader();
+  impl->get_many(keys, values, found);
+  if (impl->superseded()) [[unlikely]] {  // as in get(): ask the new file
+    if (detail::StoreImpl* next = follow(impl, /*writer=*/false); next != impl) {
+      next->get_many(keys, values, found);
+    }
+  }
 }
-bool Store::contains(std::string_view key) { return impl_->contains(key); }
+bool Store::contains(std::string_view key) { return reader()->contains(key); }
 void Store::put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl) {
-  impl_->put(key, value, ttl);
+  write([&](detail::StoreImpl& s) { s.put(key, value, ttl); });
 }
-bool Store::erase(std::string_view key) { return impl_->erase(key); }
-void Store::clear() { impl_->clear(); }
-StoreStats Store::stats() const { return impl_->stats(); }
+bool Store::erase(std::string_view key) {
+  return write([&](detail::StoreImpl& s) { return s.erase(key); });
+}
+void Store::clear() {
+  write([&](detail::StoreImpl& s) { s.clear(); });
+}
+StoreStats Store::stats() const { return reader()->stats(); }
 bool Store::get_or_lease(std::string_view key, std::string& value,
                          std::chrono::milliseconds lease_timeout) {
-  return impl_->get_or_lease(key, value, lease_timeout);
-}
-void Store::release_lease(std::string_view key) noexcept { impl_->release_lease(key); }
-std::uint64_t Store::erase_prefix(std::string_view prefix) { return impl_->erase_prefix(prefix); }
-std::uint64_t Store::count_prefix(std::string_view prefix) { return impl_->count_prefix(prefix); }
-std::uint64_t Store::purge_expired() { return impl_->purge_expired(); }
-std::vector<ClassStats> Store::class_stats() const { return impl_->class_stats(); }
-VerifyReport Store::verify() const { return impl_->verify(false); }
-VerifyReport Store::repair() {
-  if (impl_->read_only()) {
-    detail::fail(Errc::read_only, "'" + path().string() +
-                                      "' is open read-only; open it without read_only to repair");
+  using Step = detail::StoreImpl::LeaseStep;
+  // Waiting polls: a lease is held while a (slow) value is computed, so a
+  // few milliseconds of extra latency do not matter, and polling needs no
+  // wake-up channel that a killed holder could leave in a bad state. Each
+  // step is a write of its own, so that a compaction never waits for a
+  // waiter (whose holder's put would be waiting for the compaction).
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    const Step step =
+        write([&](detail::StoreImpl& s) { return s.lease_step(key, value, lease_timeout); });
+    switch (step) {
+      case Step::hit:
+        return true;
+      case Step::holder:
+        return false;
+      case Step::wait:
+        std::this_thread::sleep_for(pause);
+        pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
+        break;
+      case Step::again:
+        break;
+    }
   }
-  return impl_->verify(true);
 }
-std::vector<ProcessInfo> Store::processes() const { return impl_->processes(); }
+void Store::release_lease(std::string_view key) noexcept {
+  try {
+    write([&](detail::StoreImpl& s) { s.release_lease(key); });
+  } catch (...) {
+    // The file was compacted and the new one cannot be opened: the lease
+    // went with the old file.
+  }
+}
+std::uint64_t Store::erase_prefix(std::string_view prefix) {
+  return write([&](detail::StoreImpl& s) { return s.erase_prefix(prefix); });
+}
+std::uint64_t Store::count_prefix(std::string_view prefix) {
+  return reader()->count_prefix(prefix);
+}
+std::uint64_t Store::purge_expired() {
+  return write([&](detail::StoreImpl& s) { return s.purge_expired(); });
+}
+std::vector<ClassStats> Store::class_stats() const { return reader()->class_stats(); }
+VerifyReport Store::verify() const { return reader()->verify(false); }
+VerifyReport Store::repair() {
+  return write([&](detail::StoreImpl& s) {
+    if (s.read_only()) {
+      detail::fail(Errc::read_only, "'" + path().string() +
+                                        "' is open read-only; open it without read_only to repair");
+    }
+    return s.verify(true);
+  });
+}
+std::vector<ProcessInfo> Store::processes() const { return reader()->processes(); }
 void Store::for_each(std::string_view prefix, const Visitor& visit) {
-  impl_->for_each(prefix, visit);
+  reader()->for_each(prefix, visit);
 }
-void Store::flush() { impl_->flush(); }
-const std::filesystem::path& Store::path() const noexcept { return impl_->path(); }
-std::size_t Store::max_value_bytes() const noexcept { return impl_->max_value_bytes(); }
+void Store::flush() { reader()->flush(); }
+const std::filesystem::path& Store::path() const noexcept { return handle_->path; }
+std::size_t Store::max_value_bytes() const noexcept {
+  return impl_.load(std::memory_order_acquire)->max_value_bytes();
+}
 
 }  // namespace tcache

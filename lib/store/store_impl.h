@@ -24,12 +24,19 @@
 //     exists below p.
 //  7. Never SIGBUS: pages are touched only below next_page, which advances
 //     only after posix_fallocate has covered the page.
+//  10. Compaction: every write runs between enter_write() (which raises
+//     this attachment's ProcessEntry::writes and then checks
+//     Superblock::compaction, both seq_cst) and leave_write(); a compactor
+//     sets the switching phase (seq_cst) and then waits for every live
+//     process's `writes` to reach 0, so after that wait no write reaches
+//     this file. Readers only look at the phase (one relaxed load).
 
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -39,13 +46,26 @@
 #include "format/layout.h"
 #include "region/region.h"
 #include "tcache/store.h"
+#include "util/checksum.h"
 #include "util/racy.h"
 
 namespace tcache::detail {
 
+// A chunk's checksum word: low 32 bits of XXH3-64 of its stored value, seeded
+// with the key hash and the header words (FORMAT.md, "Chunks").
+inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
+                                    std::uint64_t meta, std::uint32_t vlen_flags) {
+  const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
+  return static_cast<std::uint32_t>(checksum64(value, n, seed));
+}
+
 class StoreImpl {
  public:
-  StoreImpl(Region region, const StoreOptions& options);
+  // `final_path`: the compactor's new file, opened under a temporary name,
+  // keeps its blob files where its final name puts them, and never deletes
+  // blob files that it does not know (they are the old file's).
+  StoreImpl(Region region, const StoreOptions& options,
+            const std::filesystem::path* final_path = nullptr);
   ~StoreImpl();
   StoreImpl(const StoreImpl&) = delete;
   StoreImpl& operator=(const StoreImpl&) = delete;
@@ -63,8 +83,12 @@ class StoreImpl {
   // See verify.cc. With repair, unpublishes damaged and duplicate slots and
   // sets needs_recovery when anything was wrong.
   VerifyReport verify(bool repair);
-  bool get_or_lease(std::string_view key, std::string& value,
-                    std::chrono::milliseconds lease_timeout);
+  // One step of Store::get_or_lease: hit (value filled), holder (the caller
+  // took the lease, or cannot take one: read-only), wait (another holds it;
+  // sleep, then step again) or again (step again now).
+  enum class LeaseStep { hit, holder, wait, again };
+  LeaseStep lease_step(std::string_view key, std::string& value,
+                       std::chrono::milliseconds lease_timeout);
   void release_lease(std::string_view key) noexcept;
   std::uint64_t erase_prefix(std::string_view prefix);
   std::uint64_t count_prefix(std::string_view prefix);
@@ -79,7 +103,29 @@ class StoreImpl {
   // duplicate slots, folds dead processes' counters. REQUIRES: exclusive.
   void recover();
 
+  // --- Compaction (INVARIANTS.md, 10) ---
+  // True once a compactor has entered its switching phase: this file is
+  // being (or has been) replaced. One relaxed load; every operation's start.
+  bool superseded() const noexcept {
+    return compaction_superseded(
+        atom<std::uint64_t>(&sb_->compaction).load(std::memory_order_relaxed));
+  }
+  // Starts a write: false (and nothing started) if the file is superseded.
+  // Safe from any thread; every true must be matched by leave_write().
+  bool enter_write() noexcept;
+  void leave_write() noexcept;
+  // What a user of a superseded file does next. `writer`: it wants to write
+  // (it may then have to wait; a reader never waits); `waited_ms`: how long
+  // it has waited so far (a switching phase that keeps writers waiting past
+  // kMaxSwitchWaitMs is broken off). Clears the state of a compactor that
+  // died before renaming (never from a read-only store).
+  enum class Superseded { no, moved, wait };
+  Superseded check_superseded(bool writer, std::uint64_t waited_ms);
+  static constexpr std::uint64_t kMaxSwitchWaitMs = 30'000;
+
  private:
+  friend class Compactor;
+
   // lease: the key's entry is a lease (out holds its LeaseRecord); a miss
   // for every reader but get_or_lease.
   enum class Probe { hit, miss, retry, lease };
@@ -97,6 +143,9 @@ class StoreImpl {
   static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
 
   void open_attach();
+  // In the exclusive open: resets a compaction state and untracked count
+  // that no live user of the file can own (INVARIANTS.md, 10).
+  void reset_compaction_alone();
   void attach_process();
   void detach_process() noexcept;
   void reclaim_dead_processes();
@@ -145,6 +194,9 @@ class StoreImpl {
   BlobRef write_blob(std::uint64_t h, std::string_view stored);
   bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
   void evict_blobs(std::uint64_t need);
+  // False while blob files this file does not know may be another file's
+  // (a compaction in progress, or this is the compactor's new file).
+  bool may_delete_unknown_blobs() const;
   void ensure_blob_dir();
   // Deletes blob files no live chunk refers to; recounts blob_bytes.
   // REQUIRES: exclusive (recovery).
@@ -157,7 +209,9 @@ class StoreImpl {
   // freed) if `mode` is if_absent and the key has a live entry.
   bool store_entry(std::string_view key, std::uint64_t h, std::string_view stored,
                    std::uint32_t flags, std::uint64_t expiry, Publish mode);
-  bool publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode);
+  // `replaced` (upsert only): set to whether the key had an entry (replaced).
+  bool publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode,
+               bool* replaced = nullptr);
   // After an if_absent publish into slot `mine`: if another slot holds the
   // key, unpublishes ours and returns true.
   bool withdraw_if_rival(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
@@ -201,11 +255,34 @@ class StoreImpl {
 
   std::uint64_t* counters_ = nullptr;  // our ProcessEntry's, or local_counters_
   std::uint64_t local_counters_[8] = {};
+  std::uint64_t* writes_ = nullptr;  // our ProcessEntry's `writes`, or local_writes_
+  std::uint64_t local_writes_ = 0;
+  bool untracked_ = false;           // counted in Superblock::untracked_processes
+  bool keep_unknown_blobs_ = false;  // a compactor's new file: see the constructor
   int proc_slot_ = -1;
   std::atomic<std::uint64_t> grow_retry_after_ms_{0};
   std::filesystem::path blob_dir_;
   mutable std::mutex log_mutex_;
   mutable int logged_grow_errno_ = 0;
+};
+
+// Opens (or creates, per options) the file at `file`: Store::open without the
+// handle. Throws what Store::open throws.
+std::unique_ptr<StoreImpl> open_store_impl(const std::filesystem::path& file,
+                                           const StoreOptions& options);
+
+// Writes a new file's superblock and page table (Region::Initializer).
+Region::Initializer superblock_writer(const Superblock& sb);
+
+// What a tcache::Store owns: the path and options it was opened with, and
+// every file it has used. files.back() is the current one (Store::impl_);
+// the others were replaced by compactions and stay open until the Store is
+// destroyed, because threads may still be reading them.
+struct StoreHandle {
+  std::filesystem::path path;
+  StoreOptions options;
+  std::mutex mutex;  // serialises moving to a new file (Store::follow)
+  std::vector<std::unique_ptr<StoreImpl>> files;
 };
 
 // Hot: every lookup calls it, so it lives in the header to be inlined.

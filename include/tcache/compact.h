@@ -1,0 +1,114 @@
+// tcache/compact.h: rewriting a cache file with only its live entries, and
+// swapping it in under the running programs (the library side of
+// `tcache-tool compact`).
+//
+// What compact() does: it creates a new file beside the old one (under a
+// temporary name), copies every live entry into it (key, value, expiry:
+// the remaining TTL is kept), copies again whatever changed meanwhile,
+// renames the new file over the old one, and every tcache::Store that has
+// the old file open moves to the new one at its next operation. Expired
+// entries, entries that get() would never find, and the space that erased
+// and evicted entries left are not copied, so the new file is as small as
+// its live entries allow. Entries are copied byte for byte (compressed or
+// not), checksum included: one that fails its checksum is a miss in both
+// files. Single-flight leases are copied (their waiters go on waiting for
+// the holder's value). Optionally the new file gets another capacity.
+//
+// Thread and process safety: compact() may run while any number of threads
+// and processes use the file through tcache::Store, and needs nothing from
+// them. They go on reading and writing during the copy. For the final
+// phase (copying what changed since, then the rename) their writes wait
+// and their reads go on from the old file; then each Store moves to the new
+// file. Every entry the old file holds when the final phase starts is in
+// the new one, with its value and expiry, unless the new file had to evict
+// it (CompactResult::evicted; only when the new capacity is too small):
+// nothing acknowledged before or during the compaction is lost. The old
+// file is never truncated; a process keeps its mapping of it (and so its
+// disk space) until it closes its Store. One compaction of a file runs at a
+// time: another compact() of it fails with Errc::busy. The argument is in
+// lib/store/INVARIANTS.md, invariant 10.
+//
+// A compactor killed (or failing) at any point leaves the old file in use
+// and intact: its users carry on with it (writers that were waiting see
+// that the compactor died and clear its state), and the unfinished new
+// file is deleted by the next process that opens the path for writing. A
+// compactor that is stopped (SIGSTOP) in its final phase keeps writers
+// waiting for at most 30 seconds; then they break the compaction off and it
+// fails with Errc::busy.
+//
+// Cost: it reads the old file once in file order and writes the new one; it
+// holds 16 bytes of memory per index slot of the old file (about 70 MB for a
+// 1 GiB file sized for 256-byte entries), and the disk space of both files
+// until the last process that has the old one open closes it.
+//
+// Exceptions: compact() throws tcache::Error: busy (another compaction, the
+// process table is full, or writers broke the final phase off), io_error,
+// no_space (no disk space for the new file), invalid_option (a capacity out
+// of range or too small for the file's geometry), and what Store::open
+// throws for the file (unsafe_permissions, not_a_cache_file,
+// version_mismatch, corrupt_file).
+
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string_view>
+
+#include "tcache/error.h"
+
+namespace tcache {
+
+enum class CompactPhase {
+  copying,     // every entry, while the file is used as usual (done/total: index slots)
+  switching,   // writers now wait; draining writes in flight (no counts)
+  final_copy,  // what changed during copying (done/total: index slots)
+  syncing,     // writing the new file to disk, renaming it into place (no counts)
+};
+
+struct CompactProgress {
+  CompactPhase phase = CompactPhase::copying;
+  std::uint64_t done = 0;
+  std::uint64_t total = 0;  // 0 when the phase has no count
+};
+
+struct CompactOptions {
+  // Capacity of the new file (StoreOptions::capacity_bytes); 0 = the old
+  // file's. With the same capacity the new file keeps the old geometry
+  // (page size, index size); with another one the index is scaled with the
+  // capacity and the page size is chosen for it unless the old file's page
+  // size was set by hand.
+  std::uint64_t capacity_bytes = 0;
+  // StoreOptions::allow_shared_access, for opening the file.
+  bool allow_shared_access = false;
+  // Write the new file to disk (msync, fsync) before renaming it over the
+  // old one, and fsync the directory after, so that a power failure leaves
+  // one complete file under the name. false is faster and still safe
+  // against killed processes.
+  bool sync = true;
+  // Called now and then from the compacting thread; for progress bars.
+  std::function<void(const CompactProgress&)> progress{};
+  // One-line diagnostics (StoreOptions::logger).
+  std::function<void(std::string_view)> logger{};
+};
+
+struct CompactResult {
+  std::uint64_t entries = 0;   // live entries in the new file
+  std::uint64_t recopied = 0;  // keys copied again (or removed) because they changed meanwhile
+  std::uint64_t dropped = 0;   // expired (or unreachable, or damaged blob) entries left behind
+  std::uint64_t evicted = 0;   // live entries the new file had no room for
+  std::uint64_t file_bytes_before = 0;  // size of the old file
+  std::uint64_t file_bytes_after = 0;   // size of the new file
+  std::uint64_t capacity_bytes_before = 0;
+  std::uint64_t capacity_bytes_after = 0;
+  // How long the final phase kept writers waiting (from the switch to the
+  // rename).
+  std::chrono::milliseconds writers_paused{0};
+};
+
+// Compacts the cache file at `file` (see the top of this header). Safe to
+// call from any thread and process while others use the file.
+CompactResult compact(const std::filesystem::path& file, const CompactOptions& options = {});
+
+}  // namespace tcache
