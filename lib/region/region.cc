@@ -296,6 +296,12 @@ void Region::populate_read(std::uint64_t offset, std::uint64_t bytes) noexcept {
 #endif
 }
 
+void Region::start_writeback(std::uint64_t offset, std::uint64_t bytes) noexcept {
+  if (read_only_) return;
+  ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(bytes),
+                    SYNC_FILE_RANGE_WRITE);
+}
+
 void Region::flush() {
   if (mapping_ == nullptr || read_only_) return;
   const std::uint64_t size = std::min<std::uint64_t>(file_size(), mapped_bytes_);

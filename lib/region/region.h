@@ -77,6 +77,10 @@ class Region {
   // The same for reading (MADV_POPULATE_READ): maps pages already in the
   // file, in one call rather than one fault per 4 KiB. Best effort.
   void populate_read(std::uint64_t offset, std::uint64_t bytes) noexcept;
+  // Starts writing the dirty pages of [offset, offset + bytes) to disk
+  // without waiting (sync_file_range), so that a later flush() has less
+  // left to do. Best effort: it promises nothing about durability.
+  void start_writeback(std::uint64_t offset, std::uint64_t bytes) noexcept;
 
   // Writes dirty pages back (msync). Throws Error: io_error.
   void flush();

@@ -66,7 +66,6 @@ namespace {
 constexpr int kCopyRetries = 16;
 constexpr int kFinalRetries = 100'000;
 constexpr std::uint64_t kProgressEvery = 1u << 16;
-constexpr std::size_t kPrefetchDistance = 16;
 // The final pass reads a chunk version per slot, scattered over the file.
 constexpr std::uint64_t kFinalPrefetchDistance = 48;
 
@@ -84,14 +83,6 @@ std::uint64_t random_u64() {
 void back_off(std::chrono::microseconds& pause) {
   std::this_thread::sleep_for(pause);
   pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
-}
-
-void advise_huge_pages(void* p, std::size_t bytes) {
-  // Whole 2 MiB pages inside the block only; best effort.
-  constexpr std::uintptr_t kHuge = 2u << 20;
-  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const auto end = (reinterpret_cast<std::uintptr_t>(p) + bytes) & ~(kHuge - 1);
-  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
 std::int64_t steady_ms() {
@@ -155,12 +146,30 @@ class Compactor {
   };
   enum class Read { empty, entry, damaged, unstable };
   Read read_slot(std::uint64_t i, Raw& r);
-  // The chunk at `off` (of a class of `size` bytes) and the slot that
-  // publishes it (`slot`, at position `pos` of its key's pair), read
-  // consistently; empty if it is free or no slot points at it.
-  Read read_chunk(std::uint64_t off, std::uint32_t size, Raw& r, std::uint64_t*& slot, int& pos);
-  // S[i] = what the copy pass saw in slot i (see seen_).
-  void record(std::uint64_t i, const Raw& r);
+  // Position of index slot `i` of `from` in the pair of hash `h`, or -1 if
+  // it is in neither bucket (get() never looks there).
+  int pair_position(std::uint64_t i, std::uint64_t h) const;
+  // Whether a slot of `s` at a pair position in [begin, end) holds tag `tag`.
+  static bool tag_in(const StoreImpl::Slots& s, int begin, int end, std::uint64_t tag);
+  // Fetches the chunk published by slot `i` of `from` into the cache.
+  void prefetch_chunk(std::uint64_t i) const;
+  // Fetches the pairs of the key published by slot `i` (in both files).
+  void prefetch_pairs(std::uint64_t i, std::string& key) const;
+  // A chunk of class `cls` in the new file: its offset, and where to write
+  // its bytes. During the copy pass chunks are handed out in file order
+  // from whole pages (nobody else uses the new file), which are built in
+  // memory and written with pwrite when `buffered_` (see copy_all);
+  // afterwards, and when the file is full, from StoreImpl::allocate.
+  struct NewChunk {
+    std::uint64_t off;
+    char* at;
+  };
+  NewChunk new_chunk(std::uint32_t cls);
+  // Writes the page a cursor built in memory to the file.
+  void write_page(std::uint64_t first, const char* bytes);
+  // Ends the copy pass's page-at-a-time allocation: the rest of each page
+  // becomes free chunks of its class.
+  void finish_appending();
   // Remembers the old file's blob file name of an entry, for
   // remove_old_blob_names().
   void note_blob(const Raw& r);
@@ -180,12 +189,16 @@ class Compactor {
   // the new file had no chunk for it (counted in evicted()).
   // damaged: its checksum failed where a new one would have been written.
   enum class Import { added, replaced, skipped, no_room, damaged };
-  Import import(const Raw& r);
+  // Copies `r` into the new file and publishes it there: in `slot` of the
+  // new index (a copy-pass slot at the same position; the slot is empty) or,
+  // with nullptr, wherever publish() puts it (replacing the key's copy).
+  Import import(const Raw& r, std::uint64_t* slot);
   void remove(std::string_view key, std::uint64_t h);
   // Adds to `out` every key of `s` whose hash is h (not already in it).
   void keys_with_hash(StoreImpl& s, std::uint64_t h, std::vector<std::string>& out);
-  // Makes `to` hold what `from` holds for `key`.
-  void sync_key(const std::string& key, std::uint64_t h);
+  // `key`'s entry in `from` as get() finds it, into `r`: true if it is
+  // live (to be copied), false if the new file must not hold the key.
+  bool resolve(const std::string& key, std::uint64_t h, Raw& r);
   // Step 1: claims the file for compactor `id` (pid and start time).
   static void claim(std::uint64_t* word, std::uint64_t id, const std::string& path,
                     std::uint64_t device, std::uint64_t inode);
@@ -216,6 +229,19 @@ class Compactor {
   // gone meanwhile): the final pass syncs them whatever their slots show.
   std::vector<std::uint64_t> queued_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> old_blobs_;  // (key hash, id)
+  // Page-at-a-time allocation in the new file during the copy pass.
+  struct Cursor {
+    std::uint64_t first = 0;       // the class's current page
+    std::uint64_t next = 0;        // its next free chunk
+    std::uint64_t end = 0;         // the end of its last whole chunk
+    std::unique_ptr<char[]> page;  // its bytes, when built in memory
+  };
+  std::vector<Cursor> cursors_;
+  bool appending_ = false;
+  bool buffered_ = false;
+  std::uint64_t buffered_bytes_ = 0;  // of all cursors' pages
+  // Pages of the new file below this one have been handed to writeback.
+  std::uint64_t writeback_page_ = 0;
   std::uint64_t dropped_ = 0;
   std::uint64_t no_room_ = 0;
   bool blob_dir_ready_ = false;
@@ -327,7 +353,7 @@ Compactor::Lookup Compactor::lookup(std::string_view key, std::uint64_t h, Raw& 
   return Lookup::absent;
 }
 
-Compactor::Import Compactor::import(const Raw& r) {
+Compactor::Import Compactor::import(const Raw& r, std::uint64_t* slot) {
   std::string_view stored = r.stored;
   std::uint32_t vf = r.vf;
   std::uint32_t sum = r.sum;
@@ -374,9 +400,9 @@ Compactor::Import Compactor::import(const Raw& r) {
     sum = value_checksum(stored.data(), stored.size(), r.h, r.meta, vf);
   }
   const std::uint64_t need = kChunkHeaderBytes + r.key.size() + stored.size();
-  std::uint64_t off;
+  NewChunk fresh{};
   try {
-    off = to_.allocate(to_.class_for(need));
+    fresh = new_chunk(to_.class_for(need));
   } catch (const Error& e) {
     if (new_blob) {
       ::unlink(to_.blob_path(r.h, ref.id, false).c_str());
@@ -388,7 +414,8 @@ Compactor::Import Compactor::import(const Raw& r) {
   }
   // As StoreImpl::store_entry: the chunk is ours, its version odd.
   std::atomic_thread_fence(std::memory_order_release);
-  char* c = to_.chunk(off);
+  const std::uint64_t off = fresh.off;
+  char* c = fresh.at;
   racy_write(c + kChunkHeaderBytes, r.key.data(), r.key.size());
   racy_write(c + kChunkHeaderBytes + r.key.size(), stored.data(), stored.size());
   atom<std::uint64_t>(c + kChunkMetaOffset).store(r.meta, std::memory_order_relaxed);
@@ -396,6 +423,10 @@ Compactor::Import Compactor::import(const Raw& r) {
   atom<std::uint32_t>(c + kChunkChecksumOffset).store(sum, std::memory_order_relaxed);
   auto version = atom<std::uint32_t>(c);
   version.store((version.load(std::memory_order_relaxed) | 1) + 1, std::memory_order_release);
+  if (slot != nullptr) {
+    atom<std::uint64_t>(slot).store(slot_make(hash_tag(r.h), off), std::memory_order_release);
+    return Import::added;
+  }
   bool replaced = false;
   to_.publish(r.key, r.h, off, StoreImpl::Publish::upsert, &replaced);
   return replaced ? Import::replaced : Import::added;
@@ -446,8 +477,8 @@ void Compactor::keys_with_hash(StoreImpl& s, std::uint64_t h, std::vector<std::s
   }
 }
 
-void Compactor::sync_key(const std::string& key, std::uint64_t h) {
-  Raw r;
+bool Compactor::resolve(const std::string& key, std::uint64_t h, Raw& r) {
+  r = Raw{};
   Lookup l = Lookup::unstable;
   for (int attempt = 0; attempt < kFinalRetries && l == Lookup::unstable; ++attempt) {
     if (attempt > 0) std::this_thread::yield();
@@ -457,169 +488,235 @@ void Compactor::sync_key(const std::string& key, std::uint64_t h) {
     fail(Errc::busy, "an entry of '" + from_.path().string() +
                          "' kept changing after writers were stopped; compaction abandoned");
   }
-  if (l != Lookup::unstable) note_blob(r);
-  if (l == Lookup::live) {
-    import(r);
-  } else {
-    remove(key, h);
-  }
+  note_blob(r);
+  return l == Lookup::live;
 }
 
-Compactor::Read Compactor::read_chunk(std::uint64_t off, std::uint32_t size, Raw& r,
-                                      std::uint64_t*& slot, int& pos) {
-  const char* c = from_.chunk(off);
-  const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
-  if ((v1 & 1) != 0) return Read::empty;  // free, or being written
-  r.meta = atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
-  r.vf = atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
-  r.sum = atom<std::uint32_t>(c + kChunkChecksumOffset).load(std::memory_order_relaxed);
-  const std::uint32_t klen = meta_key_len(r.meta);
-  const std::uint32_t vlen = r.vf & kValueLenMask;
-  // Lengths that overrun the chunk: torn, or a chunk get() never matches.
-  if (kChunkHeaderBytes + std::uint64_t{klen} + vlen > size) return Read::damaged;
-  r.key.resize(klen);
-  racy_read(r.key.data(), c + kChunkHeaderBytes, klen);
-  r.stored.resize(vlen);
-  racy_read(r.stored.data(), c + kChunkHeaderBytes + klen, vlen);
-  const std::uint64_t h = from_.hash(r.key);
-  // The slot that publishes it (in its key's pair, where get() looks).
+int Compactor::pair_position(std::uint64_t i, std::uint64_t h) const {
   const StoreImpl::Slots pair = from_.slots_for(h);
-  slot = nullptr;
-  std::uint64_t w = 0;
-  for (pos = 0; pos < StoreImpl::kPairSlots; ++pos) {
-    w = atom<std::uint64_t>(&pair.at(pos)).load(std::memory_order_acquire);
-    if (w != 0 && slot_offset(w) == off) {
-      slot = &pair.at(pos);
-      break;
+  const std::uint64_t* slot = from_.index_ + i;
+  for (int b = 0; b < 2; ++b) {
+    if (slot >= pair.b[b] && slot < pair.b[b] + kSlotsPerBucket) {
+      return b * static_cast<int>(kSlotsPerBucket) + static_cast<int>(slot - pair.b[b]);
     }
   }
-  // Same version after the slot was read: the slot pointed at this chunk
-  // while it held exactly what we copied (a published chunk never changes).
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Read::unstable;
-  if (slot == nullptr) return Read::empty;  // not published (or a slot get() never follows)
-  r.word = w & ~kRefBit;
-  r.version = v1;
-  r.h = h;
-  return Read::entry;
+  return -1;
 }
 
-void Compactor::record(std::uint64_t i, const Raw& r) {
-  // A slot seen twice (its entry was replaced by another one, in a chunk
-  // further on): the first key's change must reach the final pass.
-  Seen& seen = seen_[i];
-  const std::uint64_t chunk = seen_chunk(r.word, r.version);
-  if (seen.chunk != 0 && (seen.chunk != chunk || seen.h != r.h)) queued_.push_back(seen.h);
-  seen = Seen{chunk, r.h};
+bool Compactor::tag_in(const StoreImpl::Slots& s, int begin, int end, std::uint64_t tag) {
+  for (int p = begin; p < end; ++p) {
+    const std::uint64_t w = atom<std::uint64_t>(&s.at(p)).load(std::memory_order_relaxed);
+    if (w != 0 && slot_tag(w) == tag) return true;
+  }
+  return false;
+}
+
+void Compactor::prefetch_chunk(std::uint64_t i) const {
+  const std::uint64_t w = atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_relaxed);
+  if (w == 0) return;
+  const std::uint64_t off = slot_offset(w);
+  const int cls = from_.chunk_class(off);
+  if (cls < 0) return;
+  // The header, key and the start of the value; the hardware prefetcher
+  // follows a longer value.
+  const char* c = from_.chunk(off);
+  const std::uint32_t bytes = std::min<std::uint32_t>(from_.class_bytes_[cls], 8 * kCacheLine);
+  for (std::uint32_t at = 0; at < bytes; at += kCacheLine) __builtin_prefetch(c + at, 0, 3);
+}
+
+void Compactor::prefetch_pairs(std::uint64_t i, std::string& key) const {
+  const std::uint64_t w = atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_relaxed);
+  if (w == 0) return;
+  const std::uint64_t off = slot_offset(w);
+  const int cls = from_.chunk_class(off);
+  if (cls < 0) return;
+  const char* c = from_.chunk(off);
+  const std::uint32_t klen =
+      meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
+  if (kChunkHeaderBytes + klen > from_.class_bytes_[cls]) return;
+  key.resize(klen);
+  racy_read(key.data(), c + kChunkHeaderBytes, klen);
+  const std::uint64_t h = from_.hash(key);
+  const StoreImpl::Slots a = from_.slots_for(h);
+  const StoreImpl::Slots b = to_.slots_for(h);
+  __builtin_prefetch(a.b[0], 0, 3);
+  __builtin_prefetch(a.b[1], 0, 3);
+  __builtin_prefetch(b.b[0], 1, 3);
+  __builtin_prefetch(b.b[1], 1, 3);
+}
+
+Compactor::NewChunk Compactor::new_chunk(std::uint32_t cls) {
+  if (!appending_) {
+    const std::uint64_t off = to_.allocate(cls);
+    return NewChunk{off, to_.chunk(off)};
+  }
+  Cursor& cursor = cursors_[cls];
+  const std::uint32_t size = to_.class_bytes_[cls];
+  const std::uint64_t page_bytes = to_.page_bytes_;
+  if (cursor.next + size > cursor.end) {
+    if (cursor.page != nullptr) write_page(cursor.first, cursor.page.get());
+    std::uint64_t page = 0;
+    if (to_.claim_page(page) != StoreImpl::Claim::claimed) {
+      // The file is full: allocate as every writer does (which may evict,
+      // and so read every page: write the ones built in memory first).
+      cursor = Cursor{};
+      for (Cursor& c : cursors_) {
+        if (c.page == nullptr) continue;
+        write_page(c.first, c.page.get());
+        c.page.reset();
+      }
+      buffered_ = false;
+      const std::uint64_t off = to_.allocate(cls);
+      return NewChunk{off, to_.chunk(off)};
+    }
+    cursor.first = to_.pages_offset_ + page * page_bytes;
+    cursor.next = cursor.first;
+    cursor.end = cursor.first + page_bytes / size * size;
+    // A page built in memory and written with pwrite costs the kernel a
+    // copy; one written through the mapping also costs it a read of the
+    // new (unwritten) page and a zero fill. Pages of up to 64 MiB of
+    // classes at a time are built in memory.
+    constexpr std::uint64_t kBufferBudget = 64u << 20;
+    if (buffered_ && cursor.page == nullptr &&
+        (buffered_bytes_ == 0 || buffered_bytes_ + page_bytes <= kBufferBudget)) {
+      cursor.page = std::make_unique<char[]>(page_bytes);
+      buffered_bytes_ += page_bytes;
+    }
+    if (cursor.page != nullptr) {
+      std::memset(cursor.page.get(), 0, page_bytes);
+    } else {
+      to_.region_.populate(cursor.first, page_bytes);  // one call, not a fault per 4 KiB
+    }
+    atom<std::uint8_t>(&to_.page_table_[page])
+        .store(static_cast<std::uint8_t>(cls), std::memory_order_release);
+    atom<std::uint64_t>(&to_.classes_[cls].pages).fetch_add(1, std::memory_order_relaxed);
+    if (options_.sync) {
+      // Start writing finished pages to disk now, so that the flush at the
+      // end has little left: the pages below every class's current page.
+      std::uint64_t open = page;
+      for (const Cursor& c : cursors_) {
+        if (c.end != 0) open = std::min(open, (c.first - to_.pages_offset_) / page_bytes);
+      }
+      constexpr std::uint64_t kWritebackBytes = 32u << 20;
+      if ((open - writeback_page_) * page_bytes >= kWritebackBytes) {
+        to_.region_.start_writeback(to_.pages_offset_ + writeback_page_ * page_bytes,
+                                    (open - writeback_page_) * page_bytes);
+        writeback_page_ = open;
+      }
+    }
+  }
+  const std::uint64_t off = cursor.next;
+  cursor.next += size;
+  char* at = cursor.page != nullptr ? cursor.page.get() + (off - cursor.first) : to_.chunk(off);
+  return NewChunk{off, at};
+}
+
+void Compactor::write_page(std::uint64_t first, const char* bytes) {
+  std::uint64_t done = 0;
+  while (done < to_.page_bytes_) {
+    const ssize_t n = ::pwrite(to_.region_.fd(), bytes + done, to_.page_bytes_ - done,
+                               static_cast<off_t>(first + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      fail_errno(n < 0 ? errno : EIO, "cannot write the compacted file", to_.path().string(),
+                 "free disk space, or check the file system");
+    }
+    done += static_cast<std::uint64_t>(n);
+  }
+}
+
+void Compactor::finish_appending() {
+  appending_ = false;
+  for (std::uint32_t cls = 0; cls < cursors_.size(); ++cls) {
+    Cursor& cursor = cursors_[cls];
+    if (cursor.page != nullptr) write_page(cursor.first, cursor.page.get());
+    const std::uint32_t size = to_.class_bytes_[cls];
+    if (cursor.end != 0 && cursor.next + size <= cursor.end) {
+      const auto n = static_cast<std::uint32_t>((cursor.end - cursor.next) / size);
+      to_.push_chain(cls, cursor.next, to_.link_free_chunks(cursor.next, size, n));
+    }
+  }
+  cursors_.clear();
+  buffered_bytes_ = 0;
 }
 
 void Compactor::copy_all() {
-  // In file order, page by page, like a copy of the file: the old file is
-  // read sequentially; only the two index lines of each key are random
-  // accesses, and they are fetched a few chunks ahead.
+  // In index order: the old and the new index, and seen_, are read and
+  // written sequentially; the old file's chunks are the only random
+  // accesses, and they are fetched a few slots ahead. With the same number
+  // of buckets (and the same hash seed) every key's pair is the same in
+  // both files, so an entry goes to the same slot of the new index: the
+  // new index is a copy of the old one, less what is not live.
   const std::uint64_t n = from_.bucket_count_ * kSlotsPerBucket;
+  const bool same_index = to_.bucket_count_ == from_.bucket_count_;
   seen_.assign(n, Seen{});
-  // seen_ and both indexes are accessed at random: huge pages for seen_
-  // (fewer TLB misses), and the new index mapped in one call rather than
-  // by one fault per 4 KiB page on first use.
-  advise_huge_pages(seen_.data(), seen_.size() * sizeof(Seen));
+  // Map the pages of both indexes, and of the old file's chunks, in a few
+  // calls rather than one fault per 4 KiB (a prefetch of an unmapped page
+  // is dropped).
   to_.region_.populate(static_cast<std::uint64_t>(reinterpret_cast<char*>(to_.index_) - to_.base_),
                        to_.bucket_count_ * kBucketBytes);
   const std::uint64_t pages = std::min(
       atom<std::uint64_t>(&from_.sb_->next_page).load(std::memory_order_acquire), from_.max_pages_);
-  std::vector<std::uint64_t> chunks;  // offsets of the chunks in use on the page
+  from_.region_.populate_read(from_.pages_offset_, pages * from_.page_bytes_);
+  cursors_.clear();
+  cursors_.resize(to_.class_count_);
+  appending_ = true;
+  // Pages are built in memory unless publish() must read the new file's
+  // chunks (a key's first copy in another pair of slots).
+  buffered_ = same_index;
+  constexpr std::uint64_t kChunkAhead = 24;  // slots
+  constexpr std::uint64_t kPairAhead = 8;    // slots; the chunk is in cache by then
   std::string key;
   Raw r;
-  for (std::uint64_t page = 0; page < pages; ++page) {
-    progress(CompactPhase::copying, page, pages);
-    const std::uint64_t now = now_unix_ms();
-    const std::uint32_t cls =
-        atom<std::uint8_t>(&from_.page_table_[page]).load(std::memory_order_acquire);
-    if (cls >= from_.class_count_) continue;  // never carved
-    // A page re-carved for another class meanwhile is read at the old
-    // boundaries: every chunk is then checked against the slot that
-    // publishes it, and one that no slot points at is skipped.
-    const std::uint32_t size = from_.class_bytes_[cls];
-    const std::uint64_t first = from_.pages_offset_ + page * from_.page_bytes_;
-    // Map the whole page at once (a fresh mapping would fault every 4 KiB).
-    from_.region_.populate_read(first, from_.page_bytes_);
-    chunks.clear();
-    for (std::uint64_t off = first; off + size <= first + from_.page_bytes_; off += size) {
-      if ((atom<std::uint32_t>(from_.chunk(off)).load(std::memory_order_relaxed) & 1) == 0) {
-        chunks.push_back(off);
-      }
+  std::uint64_t now = now_unix_ms();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (i % kProgressEvery == 0) {
+      progress(CompactPhase::copying, i, n);
+      now = now_unix_ms();
     }
-    const auto prefetch_pairs = [&](std::uint64_t off) {
-      const char* c = from_.chunk(off);
-      const std::uint32_t klen =
-          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
-      if (kChunkHeaderBytes + klen > size) return;
-      key.resize(klen);
-      racy_read(key.data(), c + kChunkHeaderBytes, klen);
-      const std::uint64_t h = from_.hash(key);
-      const StoreImpl::Slots a = from_.slots_for(h);
-      const StoreImpl::Slots b = to_.slots_for(h);
-      __builtin_prefetch(a.b[0], 0, 3);
-      __builtin_prefetch(a.b[1], 0, 3);
-      __builtin_prefetch(b.b[0], 1, 3);
-      __builtin_prefetch(b.b[1], 1, 3);
-      // And where record() will write: the pair's entries of seen_.
-      for (const std::uint64_t* bucket : a.b) {
-        const Seen* at = &seen_[static_cast<std::size_t>(bucket - from_.index_)];
-        __builtin_prefetch(at, 1, 3);
-        __builtin_prefetch(at + kSlotsPerBucket - 1, 1, 3);
-      }
-    };
-    for (std::size_t k = 0; k < chunks.size() && k < kPrefetchDistance; ++k) {
-      prefetch_pairs(chunks[k]);
-    }
-    for (std::size_t k = 0; k < chunks.size(); ++k) {
-      if (k + kPrefetchDistance < chunks.size()) prefetch_pairs(chunks[k + kPrefetchDistance]);
-      std::uint64_t* slot = nullptr;
-      int pos = 0;
-      Read st = Read::unstable;
-      for (int attempt = 0; attempt < kCopyRetries && st == Read::unstable; ++attempt) {
-        st = read_chunk(chunks[k], size, r, slot, pos);
-      }
-      // Unstable: its slot changed while we looked, and shows that in the
-      // final pass. Damaged or unpublished: get() does not find it either.
-      if (st != Read::entry) continue;
-      record(static_cast<std::uint64_t>(slot - from_.index_), r);
-      note_blob(r);
-      if (!live(r, now)) {
-        ++dropped_;
-        continue;
-      }
-      // get() answers from the first slot of the pair that holds the key. If
-      // a slot before this one has the key's tag, this may be a second copy
-      // (a killed writer's, or the key is moving): the final pass decides.
-      const StoreImpl::Slots pair = from_.slots_for(r.h);
-      bool earlier = false;
-      for (int p = 0; p < pos && !earlier; ++p) {
-        const std::uint64_t o = atom<std::uint64_t>(&pair.at(p)).load(std::memory_order_relaxed);
-        earlier = o != 0 && slot_tag(o) == hash_tag(r.h);
-      }
-      if (earlier) {
+    if (i + kChunkAhead < n) prefetch_chunk(i + kChunkAhead);
+    if (!same_index && i + kPairAhead < n) prefetch_pairs(i + kPairAhead, key);
+    // Unstable: the slot changed while we looked, and shows that in the
+    // final pass (seen_[i] stays empty). Damaged: get() skips it too.
+    if (read_slot_retrying(i, r, kCopyRetries) != Read::entry) continue;
+    seen_[i] = Seen{seen_chunk(r.word, r.version), r.h};
+    note_blob(r);
+    const int pos = pair_position(i, r.h);
+    if (pos < 0 || !live(r, now)) {
+      ++dropped_;
+      // An expired first copy hides any later copy of its key (get()
+      // answers from the first): dropping it must not uncover one.
+      if (same_index && pos >= 0 &&
+          tag_in(from_.slots_for(r.h), pos + 1, StoreImpl::kPairSlots, hash_tag(r.h))) {
         queued_.push_back(r.h);
-        continue;
       }
-      switch (import(r)) {
-        case Import::added:
-        case Import::no_room:
-          break;
-        case Import::damaged:
-          ++dropped_;
-          break;
-        case Import::skipped:
-        case Import::replaced:
-          // Copied before from another chunk (it moved), or its blob went
-          // (erased meanwhile): the final pass settles the key.
-          queued_.push_back(r.h);
-          break;
-      }
+      continue;
+    }
+    // get() answers from the first slot of the pair that holds the key. In
+    // the same index position that stays so; elsewhere, a slot before this
+    // one with the key's tag may hold an earlier copy (a killed writer's,
+    // or the key is moving): the final pass decides.
+    if (!same_index && tag_in(from_.slots_for(r.h), 0, pos, hash_tag(r.h))) {
+      queued_.push_back(r.h);
+      continue;
+    }
+    switch (import(r, same_index ? &to_.index_[i] : nullptr)) {
+      case Import::added:
+      case Import::no_room:
+        break;
+      case Import::damaged:
+        ++dropped_;
+        break;
+      case Import::skipped:
+      case Import::replaced:
+        // Copied before from another slot (it moved), or its blob went
+        // (erased meanwhile): the final pass settles the key.
+        queued_.push_back(r.h);
+        break;
     }
   }
-  progress(CompactPhase::copying, pages, pages);
+  finish_appending();
+  progress(CompactPhase::copying, n, n);
 }
 
 std::uint64_t Compactor::copy_changes() {
@@ -659,17 +756,26 @@ std::uint64_t Compactor::copy_changes() {
   todo.insert(todo.end(), queued_.begin(), queued_.end());
   std::sort(todo.begin(), todo.end());
   todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
+  // Every key of those hashes, in either file, is made to hold in the new
+  // file what get() finds in the old one: removals first, so that the
+  // copies find the room the removed entries leave in their pairs.
   std::uint64_t synced = 0;
   std::vector<std::string> keys;
+  std::vector<Raw> copies;
   for (const std::uint64_t h : todo) {
     keys.clear();
     keys_with_hash(from_, h, keys);
     keys_with_hash(to_, h, keys);
     for (const std::string& key : keys) {
-      sync_key(key, h);
+      if (resolve(key, h, r)) {
+        copies.push_back(std::move(r));
+      } else {
+        remove(key, h);
+      }
       ++synced;
     }
   }
+  for (const Raw& copy : copies) import(copy, nullptr);
   progress(CompactPhase::final_copy, n, n);
   return synced;
 }

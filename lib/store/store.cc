@@ -574,16 +574,16 @@ void StoreImpl::retire(std::uint64_t off) {
   push_chain(static_cast<std::uint32_t>(cls), off, off);
 }
 
-bool StoreImpl::carve_page(std::uint32_t cls) {
+StoreImpl::Claim StoreImpl::claim_page(std::uint64_t& page) {
   auto next_page = atom<std::uint64_t>(&sb_->next_page);
   const std::uint64_t np = next_page.load(std::memory_order_acquire);
-  if (np >= max_pages_) return false;
+  if (np >= max_pages_) return Claim::none;
   const std::uint64_t need = pages_offset_ + (np + 1) * page_bytes_;
   auto file_bytes = atom<std::uint64_t>(&sb_->file_bytes);
   std::uint64_t have = file_bytes.load(std::memory_order_acquire);
   if (have < need) {
     const std::uint64_t now = now_unix_ms();
-    if (now < grow_retry_after_ms_.load(std::memory_order_relaxed)) return false;
+    if (now < grow_retry_after_ms_.load(std::memory_order_relaxed)) return Claim::none;
     // Grow by exactly the page: one fallocate per page carved is cheap next
     // to filling the page, and the file never holds space it does not use.
     const std::uint64_t target = need;
@@ -598,7 +598,7 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
                         std::to_string(target) + " bytes (" + std::strerror(err) +
                         "); evicting instead. Free disk space or lower capacity_bytes");
       }
-      return false;
+      return Claim::none;
     }
     while (have < target &&
            !file_bytes.compare_exchange_weak(have, target, std::memory_order_acq_rel)) {
@@ -606,10 +606,37 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
   }
   std::uint64_t expected = np;
   if (!next_page.compare_exchange_strong(expected, np + 1, std::memory_order_acq_rel)) {
-    return true;  // someone else carved a page; look at the free list again
+    return Claim::raced;
   }
-  carve_owned_page(np, cls);
+  page = np;
+  return Claim::claimed;
+}
+
+bool StoreImpl::carve_page(std::uint32_t cls) {
+  std::uint64_t page = 0;
+  switch (claim_page(page)) {
+    case Claim::none:
+      return false;
+    case Claim::raced:
+      return true;  // someone else carved a page; look at the free list again
+    case Claim::claimed:
+      break;
+  }
+  carve_owned_page(page, cls);
   return true;
+}
+
+std::uint64_t StoreImpl::link_free_chunks(std::uint64_t first, std::uint32_t size,
+                                          std::uint32_t n) {
+  for (std::uint32_t i = 0; i < n; ++i) {
+    char* c = chunk(first + std::uint64_t{i} * size);
+    // Odd, and one past any version a stale reader may hold for this spot.
+    auto version = atom<std::uint32_t>(c);
+    version.store((version.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_relaxed);
+    const std::uint64_t next = i + 1 < n ? (first + std::uint64_t{i + 1} * size) / kChunkAlign : 0;
+    atom<std::uint64_t>(c + kChunkMetaOffset).store(next, std::memory_order_relaxed);
+  }
+  return first + std::uint64_t{n - 1} * size;
 }
 
 void StoreImpl::carve_owned_page(std::uint64_t page, std::uint32_t cls) {
@@ -619,19 +646,11 @@ void StoreImpl::carve_owned_page(std::uint64_t page, std::uint32_t cls) {
   const std::uint64_t first = pages_offset_ + page * page_bytes_;
   region_.populate(first, page_bytes_);
   const std::uint32_t size = class_bytes_[cls];
-  const std::uint32_t n = page_bytes_ / size;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    char* c = chunk(first + std::uint64_t{i} * size);
-    // Odd, and one past any version a stale reader may hold for this spot.
-    auto version = atom<std::uint32_t>(c);
-    version.store((version.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_relaxed);
-    const std::uint64_t next = i + 1 < n ? (first + std::uint64_t{i + 1} * size) / kChunkAlign : 0;
-    atom<std::uint64_t>(c + kChunkMetaOffset).store(next, std::memory_order_relaxed);
-  }
+  const std::uint64_t last = link_free_chunks(first, size, page_bytes_ / size);
   atom<std::uint8_t>(&page_table_[page])
       .store(static_cast<std::uint8_t>(cls), std::memory_order_release);
   atom<std::uint64_t>(&classes_[cls].pages).fetch_add(1, std::memory_order_relaxed);
-  push_chain(cls, first, first + std::uint64_t{n - 1} * size);
+  push_chain(cls, first, last);
 }
 
 std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {

@@ -171,6 +171,11 @@ class StoreImpl {
 
   std::uint64_t allocate(std::uint32_t cls);
   std::uint64_t pop_free(std::uint32_t cls);
+  // Takes the next uncarved page (growing the file to cover it) for the
+  // caller alone: claimed (`page` set), raced (another thread or process
+  // took it; look again), or none (the file is full or cannot grow).
+  enum class Claim { claimed, raced, none };
+  Claim claim_page(std::uint64_t& page);
   bool carve_page(std::uint32_t cls);
   std::uint64_t clock_evict(std::uint32_t cls);
   // The slot that publishes chunk `off` (of a class of `size` bytes), found
@@ -178,6 +183,10 @@ class StoreImpl {
   // `meta`), or nullptr if the chunk is free or no slot points at it now.
   std::uint64_t* slot_of_chunk(std::uint64_t off, std::uint32_t size, std::string& key,
                                std::uint64_t* meta);
+  // Makes the `n` chunks of `size` bytes from `first` free chunks (odd
+  // versions), linked in order; returns the last one's offset. REQUIRES:
+  // the caller owns them.
+  std::uint64_t link_free_chunks(std::uint64_t first, std::uint32_t size, std::uint32_t n);
   // Threads a page we exclusively own into chunks of `cls` and publishes them.
   void carve_owned_page(std::uint64_t page, std::uint32_t cls);
   // In a full file, takes a page from the class with the most pages (after
