@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cinttypes>
 #include <cstdint>
@@ -36,6 +37,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -53,6 +55,7 @@ struct Args {
   int erase_percent = 25;
   std::string dir;
   bool keep = false;
+  int repeat = 3;
 };
 
 [[noreturn]] void usage(int status) {
@@ -66,6 +69,7 @@ struct Args {
                "  --erase-percent=P   entries erased after the fill (default 25)\n"
                "  --dir=DIR           parent of the work directory (default $TMPDIR or /tmp)\n"
                "  --keep              leave the work directory in place\n"
+               "  --repeat=N          time cp and compact N times, report the median (default 3)\n"
                "  --help              this text\n");
   std::exit(status);
 }
@@ -92,17 +96,24 @@ Args parse(int argc, char** argv) {
       a.erase_percent = std::atoi(v);
     } else if (const char* v = value("--dir")) {
       a.dir = v;
+    } else if (const char* v = value("--repeat")) {
+      a.repeat = std::atoi(v);
     } else {
       std::fprintf(stderr, "tcache-compact-bench: unknown option '%s'\n", argv[i]);
       usage(2);
     }
   }
   if (a.file_bytes < (16ull << 20) || a.value_bytes == 0 || a.erase_percent < 0 ||
-      a.erase_percent > 99) {
+      a.erase_percent > 99 || a.repeat < 1) {
     std::fprintf(stderr, "tcache-compact-bench: out-of-range option\n");
     usage(2);
   }
   return a;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -217,39 +228,54 @@ int main(int argc, char** argv) {
     warm(work);
   };
   {
-    fs::remove(work);
-    const auto start = std::chrono::steady_clock::now();
-    run_cp(original, work);
-    rows.push_back({"cp", seconds_since(start), original_bytes, size_of(work)});
-  }
-  {
-    fs::remove(work);
-    const auto start = std::chrono::steady_clock::now();
-    run_cp(original, work);
-    fsync_file(work);
-    rows.push_back({"cp + fsync", seconds_since(start), original_bytes, size_of(work)});
+    std::vector<double> plain, synced;
+    for (int rep = 0; rep < args.repeat; ++rep) {
+      fs::remove(work);
+      auto start = std::chrono::steady_clock::now();
+      run_cp(original, work);
+      plain.push_back(seconds_since(start));
+      fs::remove(work);
+      start = std::chrono::steady_clock::now();
+      run_cp(original, work);
+      fsync_file(work);
+      synced.push_back(seconds_since(start));
+    }
+    rows.push_back({"cp", median(plain), original_bytes, size_of(work)});
+    rows.push_back({"cp + fsync", median(synced), original_bytes, size_of(work)});
   }
   warm(original);
   for (const bool sync : {true, false}) {
-    fresh_copy();
-    tcache::CompactOptions co;
-    co.sync = sync;
-    const auto start = std::chrono::steady_clock::now();
-    // When each phase began (the copy at `start`).
-    double phase_at[4] = {0, 0, 0, 0};
-    co.progress = [&](const tcache::CompactProgress& p) {
-      double& at = phase_at[static_cast<int>(p.phase)];
-      if (at == 0) at = seconds_since(start);
-    };
-    const tcache::CompactResult r = tcache::compact(work, co);
-    const double secs = seconds_since(start);
-    std::printf(
-        "  compact%s phases: copy %.3f s, drain %.3f s, final copy %.3f s, sync + rename "
-        "%.3f s\n",
-        sync ? "" : " (no sync)", phase_at[1] - phase_at[0], phase_at[2] - phase_at[1],
-        phase_at[3] - phase_at[2], secs - phase_at[3]);
-    rows.push_back(
-        {sync ? "compact" : "compact, no sync", secs, r.file_bytes_before, r.file_bytes_after});
+    std::vector<double> times, releases;
+    tcache::CompactResult r;
+    for (int rep = 0; rep < args.repeat; ++rep) {
+      fresh_copy();
+      // Another user of the file, as when a cache in use is compacted: the
+      // old file is deleted (its page cache and blocks freed) when its last
+      // user closes it, here after the timing, and timed on its own.
+      std::optional<tcache::Store> user{tcache::Store::open(work, tcache::StoreOptions{})};
+      tcache::CompactOptions co;
+      co.sync = sync;
+      const auto start = std::chrono::steady_clock::now();
+      // When each phase began (the copy at `start`).
+      double phase_at[4] = {0, 0, 0, 0};
+      co.progress = [&](const tcache::CompactProgress& p) {
+        double& at = phase_at[static_cast<int>(p.phase)];
+        if (at == 0) at = seconds_since(start);
+      };
+      r = tcache::compact(work, co);
+      const double secs = seconds_since(start);
+      times.push_back(secs);
+      const auto release_start = std::chrono::steady_clock::now();
+      user.reset();
+      releases.push_back(seconds_since(release_start));
+      std::printf(
+          "  compact%s phases: copy %.3f s, drain %.3f s, final copy %.3f s, sync + rename "
+          "%.3f s; old file released by its last user in %.3f s\n",
+          sync ? "" : " (no sync)", phase_at[1] - phase_at[0], phase_at[2] - phase_at[1],
+          phase_at[3] - phase_at[2], secs - phase_at[3], releases.back());
+    }
+    rows.push_back({sync ? "compact" : "compact, no sync", median(times), r.file_bytes_before,
+                    r.file_bytes_after});
     std::printf("  compact%s: %" PRIu64 " entries, %" PRIu64 " dropped, %" PRIu64
                 " evicted, writers paused %lld ms\n",
                 sync ? "" : " (no sync)", r.entries, r.dropped, r.evicted,
@@ -291,7 +317,10 @@ int main(int argc, char** argv) {
                 static_cast<double>(r.bytes_out) / (1 << 20),
                 static_cast<double>(r.bytes_in) / (1 << 20) / r.seconds, r.seconds / cp);
   }
-  std::printf("\n(x cp: time relative to cp of the same file in this run; caches warm)\n");
+  std::printf(
+      "\n(x cp: time relative to cp of the same file in this run; caches warm; cp and compact: "
+      "median of %d)\n",
+      args.repeat);
   if (!args.keep) fs::remove_all(dir);
   return 0;
 }

@@ -460,8 +460,52 @@ TEST_F(CompactTest, CompactsWhileTwoProcessesWriteAndRead) {
     bigger.capacity_bytes = 128ull << 20;
     const CompactResult second = tcache::compact(file_, bigger);
     EXPECT_EQ(second.evicted, 0u);
+    snapshot_ops(st, from);
+    ASSERT_TRUE(wait_for_writers(st, writers, from, 500 / kSlowdown)) << "a writer stopped";
+    // And with three copying threads (files this small use one by default).
+    CompactOptions threads;
+    threads.threads = 3;
+    EXPECT_EQ(tcache::compact(file_, threads).evicted, 0u);
   });
   EXPECT_TRUE(temporary_files(file_).empty());
+}
+
+// Several threads copy disjoint ranges of the index, each into pages of its
+// own: every entry arrives once, in the slot get() finds it in.
+TEST_F(CompactTest, SeveralCopyingThreadsKeepEveryEntry) {
+  // Room for the pages the threads leave partly used (else fewer copy).
+  make_bloated_file(512ull << 20, 24ull << 20);
+  std::map<std::string, std::string> live;
+  {
+    Store s = Store::open(file_);
+    std::mt19937_64 rng(seed_for(7));
+    for (int i = 0; i < 30000; ++i) {
+      const std::string key = key_name("t", static_cast<std::uint64_t>(i));
+      const auto [kind, n] = pick_size(rng, Sizes::mixed);
+      live[key] = make_value(key, 1, kind, n);
+      s.put(key, live[key]);
+    }
+  }
+  for (const unsigned threads : {2u, 4u}) {
+    CompactOptions opt;
+    opt.threads = threads;
+    std::uint64_t last = 0;
+    bool monotonic = true;
+    opt.progress = [&](const CompactProgress& p) {
+      if (p.phase == CompactPhase::copying) {
+        monotonic = monotonic && p.done >= last && p.done <= p.total;
+        last = p.done;
+      }
+    };
+    const CompactResult r = tcache::compact(file_, opt);
+    EXPECT_TRUE(monotonic) << "copy progress went back or past its total";
+    EXPECT_EQ(r.entries, live.size()) << threads << " threads";
+    EXPECT_EQ(r.evicted, 0u);
+    Store s = Store::open(file_);
+    EXPECT_TRUE(s.verify().clean());
+    EXPECT_EQ(s.stats().entries, live.size());
+    for (const auto& [key, value] : live) ASSERT_EQ(s.get(key), value) << key;
+  }
 }
 
 // Blob files (values larger than a page) written, replaced and erased while

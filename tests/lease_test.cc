@@ -139,9 +139,12 @@ TEST_F(LeaseTest, ALeaseOfAKilledProcessIsTakenOver) {
 TEST_F(LeaseTest, ALeaseOfALiveButStuckHolderEndsAtItsDeadline) {
   Store s = open();
   std::string v;
-  // The lease's deadline is wall-clock time (it is in the file); no other
-  // caller may take the lease before it, whatever the scheduling.
-  const auto deadline = std::chrono::system_clock::now() + 50ms;
+  // The lease's deadline is wall-clock time in whole milliseconds (it is in
+  // the file); no other caller may take the lease before it, whatever the
+  // scheduling.
+  const auto deadline =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now()) +
+      50ms;
   ASSERT_FALSE(s.get_or_lease("k", v, 50ms));  // this thread holds it and never puts
   std::thread other([&] {
     Store s2 = open();

@@ -36,10 +36,14 @@
 // waiting for at most 30 seconds; then they break the compaction off and it
 // fails with Errc::busy.
 //
-// Cost: it reads the old file once in file order and writes the new one; it
-// holds 16 bytes of memory per index slot of the old file (about 70 MB for a
-// 1 GiB file sized for 256-byte entries), and the disk space of both files
-// until the last process that has the old one open closes it.
+// Cost: it reads every index slot of the old file and the entry it
+// publishes (in index order, so the entries are read at random, fetched a
+// few slots ahead), writes the new file page by page with pwrite, and
+// needs 16 bytes of memory per index slot of the old file (about 70 MB for
+// a 1 GiB file sized for 256-byte entries), plus the disk space of both
+// files until the last process that has the old one open closes it. With
+// more than one thread (CompactOptions::threads) the copy and the final
+// pass's scan are split by ranges of slots.
 //
 // Exceptions: compact() throws tcache::Error: busy (another compaction, the
 // process table is full, or writers broke the final phase off), io_error,
@@ -87,7 +91,14 @@ struct CompactOptions {
   // one complete file under the name. false is faster and still safe
   // against killed processes.
   bool sync = true;
-  // Called now and then from the compacting thread; for progress bars.
+  // Threads that copy entries and look for changes (the calling thread
+  // and threads it starts and joins); 0 = one per core, at most 4, for a
+  // large file. Each copying thread fills pages of its own, so each may
+  // leave a page per size class partly used: fewer threads copy where
+  // that could make the new file run out of pages (and evict), and with 0
+  // more than one copies only where that is at most 1/64 of the file.
+  unsigned threads = 0;
+  // Called now and then from the calling thread; for progress bars.
   std::function<void(const CompactProgress&)> progress{};
   // One-line diagnostics (StoreOptions::logger).
   std::function<void(std::string_view)> logger{};

@@ -9,11 +9,13 @@
 //      hash seed (so key hashes and chunk checksums carry over unchanged)
 //      and the old geometry or one for the new capacity; its blob files go
 //      to `<file>.blobs/` (ids are random, so names never collide).
-//   3. Copy pass, in file order: for every chunk in use, find the slot that
-//      publishes it, copy it (key, stored value as it is: compressed or
-//      not, expiry, checksum) if it is live, and remember what the slot
-//      held: the chunk, its version, the key's hash. Users keep reading and
-//      writing.
+//   3. Copy pass, in index order (in one or more threads, by ranges of
+//      slots): for every slot, copy the entry it publishes (key, stored
+//      value as it is: compressed or not, expiry, checksum) if it is live
+//      -- to the same slot of the new index when both have the same
+//      geometry -- and remember what the slot held: the chunk, its
+//      version, the key's hash. New pages are built in memory and written
+//      with pwrite. Users keep reading and writing.
 //   4. Switch: CAS copying -> switching; wait until every live process's
 //      ProcessEntry::writes is 0. From then on nothing writes to the file
 //      (writers wait in Store::follow), except readers unlinking expired
@@ -30,7 +32,10 @@
 // the next writable open (region.cc).
 //
 // Thread safety: compact() uses its own StoreImpls and no shared state; any
-// number of calls may run (one per file at a time: the claim).
+// number of calls may run (one per file at a time: the claim). Within one,
+// the copying threads share only `seen_` (disjoint ranges), the new file
+// (StoreImpl's own thread safety; each thread fills pages of its own) and
+// atomic counters.
 
 #include "tcache/compact.h"
 
@@ -41,11 +46,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -85,6 +93,67 @@ void back_off(std::chrono::microseconds& pause) {
   pause = std::min<std::chrono::microseconds>(pause * 2, std::chrono::milliseconds(5));
 }
 
+// v = n value-initialized elements, in transparent huge pages where the
+// kernel has them (fewer TLB misses): advised before the pages are first
+// touched.
+template <class T>
+void zeroed_in_huge_pages(std::vector<T>& v, std::size_t n) {
+  v = std::vector<T>();
+  v.reserve(n);
+  constexpr std::uintptr_t kHuge = 2u << 20;
+  const auto p = reinterpret_cast<std::uintptr_t>(v.data());
+  const std::uintptr_t begin = (p + kHuge - 1) & ~(kHuge - 1);
+  const std::uintptr_t end = (p + n * sizeof(T)) & ~(kHuge - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+  v.resize(n);
+}
+
+// Threads for the copy pass and the final pass's scan: `wanted`, or with 0
+// one per core up to 4; one for a small file (a thread costs more than it
+// saves there).
+unsigned copy_threads(unsigned wanted, std::uint64_t slots) {
+  if (wanted == 0) {
+    wanted = std::clamp(std::thread::hardware_concurrency(), 1u, 4u);
+    if (slots < (1u << 18)) wanted = 1;
+  }
+  return std::clamp<unsigned>(wanted, 1, 64);
+}
+
+// Runs fn(t, begin, end, in_caller) for `threads` ranges of whole buckets
+// that cover slots [0, slots): range 0, and any range whose thread could
+// not be started, in the calling thread (in_caller), the others in threads
+// of their own, joined before it returns. Sets `stop` when a range throws,
+// and rethrows the first error.
+template <class Fn>
+void run_ranges(unsigned threads, std::uint64_t slots, std::atomic<bool>& stop, Fn fn) {
+  const std::uint64_t buckets = slots / kSlotsPerBucket;
+  const auto begin = [&](unsigned t) { return buckets * t / threads * kSlotsPerBucket; };
+  std::vector<std::exception_ptr> errors(threads);
+  const auto run = [&](unsigned t, bool in_caller) {
+    try {
+      fn(t, begin(t), t + 1 == threads ? slots : begin(t + 1), in_caller);
+    } catch (...) {
+      errors[t] = std::current_exception();
+      stop = true;
+    }
+  };
+  std::vector<std::thread> running;
+  unsigned t = 1;
+  for (; t < threads; ++t) {
+    try {
+      running.emplace_back(run, t, false);
+    } catch (const std::system_error&) {
+      break;  // no more threads: this one runs the rest
+    }
+  }
+  run(0, true);
+  for (; t < threads; ++t) run(t, true);
+  for (std::thread& thread : running) thread.join();
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
 std::int64_t steady_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -98,14 +167,45 @@ std::int64_t steady_ms() {
 // Compactor writes to `to`.
 class Compactor {
  public:
-  Compactor(StoreImpl& from, StoreImpl& to, const CompactOptions& options)
-      : from_(from), to_(to), options_(options) {}
+  // What the copy pass saw in each slot of `from` (S[i] in INVARIANTS.md,
+  // 16 bytes per slot): the chunk it pointed at, with the chunk's version,
+  // and its key's hash (which gives the slot's tag). chunk 0 = nothing, or
+  // nothing known: the final pass looks at whatever the slot holds then.
+  struct Seen {
+    std::uint64_t chunk = 0;  // see seen_chunk()
+    std::uint64_t h = 0;
+  };
 
-  // Step 3: every live entry, remembering what each slot held.
-  void copy_all();
+  // `seen` has a Seen per index slot of `from`, shared by every Compactor
+  // of this compaction (each copies its own range of slots).
+  Compactor(StoreImpl& from, StoreImpl& to, const CompactOptions& options, Seen* seen)
+      : from_(from), to_(to), options_(options), seen_(seen) {}
+
+  // Step 3, in one or more threads: prepare_copy() once, then copy_range()
+  // for disjoint ranges of index slots that together cover them all, each
+  // range by its own Compactor, then absorb() the others into the first.
+  void prepare_copy();
+  // Every live entry published in slots [begin, end), remembering what
+  // each slot held; adds the slots done to `done`. Stops early (leaving
+  // the rest to the final pass... no: throws nothing, just returns) when
+  // `stop` is set. Only the Compactor with `report` calls the progress
+  // callback.
+  void copy_range(std::uint64_t begin, std::uint64_t end, std::atomic<std::uint64_t>& done,
+                  const std::atomic<bool>& stop, bool report);
+  // Takes over what another Compactor's copy_range() left for the final
+  // pass and its counts.
+  void absorb(Compactor& other);
+  // Step 3: prepare_copy(), then copy_range() in copy_threads() threads
+  // (this one and more), then absorb(). Rethrows the first error.
+  void copy(std::uint64_t slots);
   // Step 5. REQUIRES: the switch is done (only expiry unlinks change
   // `from`). Returns the number of keys copied again or removed.
   std::uint64_t copy_changes();
+  // The hashes of the keys whose slots in [begin, end) changed since the
+  // copy pass saw them, into `todo`; see copy_range() for the rest.
+  void find_changes(std::uint64_t begin, std::uint64_t end, std::vector<std::uint64_t>& todo,
+                    std::atomic<std::uint64_t>& done, const std::atomic<bool>& stop,
+                    bool report) const;
   // Adds the counters of the old file (totals and attached processes) to
   // the new file's totals, so that its statistics carry on.
   void carry_counters();
@@ -145,7 +245,7 @@ class Compactor {
     std::string stored;
   };
   enum class Read { empty, entry, damaged, unstable };
-  Read read_slot(std::uint64_t i, Raw& r);
+  Read read_slot(std::uint64_t i, Raw& r) const;
   // Position of index slot `i` of `from` in the pair of hash `h`, or -1 if
   // it is in neither bucket (get() never looks there).
   int pair_position(std::uint64_t i, std::uint64_t h) const;
@@ -173,7 +273,7 @@ class Compactor {
   // Remembers the old file's blob file name of an entry, for
   // remove_old_blob_names().
   void note_blob(const Raw& r);
-  Read read_slot_retrying(std::uint64_t i, Raw& r, int retries);
+  Read read_slot_retrying(std::uint64_t i, Raw& r, int retries) const;
   // The version the final pass compares: the chunk's, or 0 for a slot that
   // points at no chunk.
   std::uint32_t chunk_version(std::uint64_t word) const;
@@ -212,22 +312,16 @@ class Compactor {
   StoreImpl& from_;
   StoreImpl& to_;
   const CompactOptions& options_;
-  // What the copy pass saw in each slot of `from` (S[i] in INVARIANTS.md,
-  // 16 bytes per slot): the chunk it pointed at, with the chunk's version,
-  // and its key's hash (which gives the slot's tag). chunk 0 = nothing, or
-  // nothing known: the final pass looks at whatever the slot holds then.
-  struct Seen {
-    std::uint64_t chunk = 0;  // see seen_chunk()
-    std::uint64_t h = 0;
-  };
   // Chunk offset / 8 (37 bits) and the low 27 bits of its version.
   static std::uint64_t seen_chunk(std::uint64_t word, std::uint32_t version) {
     return (slot_offset(word) / kChunkAlign) | (std::uint64_t{version & ((1u << 27) - 1)} << 37);
   }
-  std::vector<Seen> seen_;
+  Seen* const seen_;
   // Hashes of keys whose copy was not clean (a second copy of a key, a blob
   // gone meanwhile): the final pass syncs them whatever their slots show.
   std::vector<std::uint64_t> queued_;
+  // Slots whose entry the copy pass dropped as expired.
+  std::vector<std::uint64_t> dropped_slots_;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> old_blobs_;  // (key hash, id)
   // Page-at-a-time allocation in the new file during the copy pass.
   struct Cursor {
@@ -248,7 +342,7 @@ class Compactor {
   std::uint64_t evictions_at_start_ = atom<std::uint64_t>(&to_.counters_[kEvictions]).load();
 };
 
-Compactor::Read Compactor::read_slot(std::uint64_t i, Raw& r) {
+Compactor::Read Compactor::read_slot(std::uint64_t i, Raw& r) const {
   const std::uint64_t w = atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_acquire);
   if (w == 0) return Read::empty;
   r.word = w & ~kRefBit;
@@ -280,7 +374,7 @@ Compactor::Read Compactor::read_slot(std::uint64_t i, Raw& r) {
   return Read::entry;
 }
 
-Compactor::Read Compactor::read_slot_retrying(std::uint64_t i, Raw& r, int retries) {
+Compactor::Read Compactor::read_slot_retrying(std::uint64_t i, Raw& r, int retries) const {
   Read st = Read::unstable;
   for (int attempt = 0; attempt < retries && st == Read::unstable; ++attempt) {
     if (attempt >= kCopyRetries) std::this_thread::yield();
@@ -640,16 +734,14 @@ void Compactor::finish_appending() {
   buffered_bytes_ = 0;
 }
 
-void Compactor::copy_all() {
+void Compactor::prepare_copy() {
   // In index order: the old and the new index, and seen_, are read and
   // written sequentially; the old file's chunks are the only random
   // accesses, and they are fetched a few slots ahead. With the same number
   // of buckets (and the same hash seed) every key's pair is the same in
   // both files, so an entry goes to the same slot of the new index: the
   // new index is a copy of the old one, less what is not live.
-  const std::uint64_t n = from_.bucket_count_ * kSlotsPerBucket;
-  const bool same_index = to_.bucket_count_ == from_.bucket_count_;
-  seen_.assign(n, Seen{});
+  //
   // Map the pages of both indexes, and of the old file's chunks, in a few
   // calls rather than one fault per 4 KiB (a prefetch of an unmapped page
   // is dropped).
@@ -658,6 +750,12 @@ void Compactor::copy_all() {
   const std::uint64_t pages = std::min(
       atom<std::uint64_t>(&from_.sb_->next_page).load(std::memory_order_acquire), from_.max_pages_);
   from_.region_.populate_read(from_.pages_offset_, pages * from_.page_bytes_);
+}
+
+void Compactor::copy_range(std::uint64_t begin, std::uint64_t end, std::atomic<std::uint64_t>& done,
+                           const std::atomic<bool>& stop, bool report) {
+  const std::uint64_t n = from_.bucket_count_ * kSlotsPerBucket;
+  const bool same_index = to_.bucket_count_ == from_.bucket_count_;
   cursors_.clear();
   cursors_.resize(to_.class_count_);
   appending_ = true;
@@ -669,13 +767,17 @@ void Compactor::copy_all() {
   std::string key;
   Raw r;
   std::uint64_t now = now_unix_ms();
-  for (std::uint64_t i = 0; i < n; ++i) {
-    if (i % kProgressEvery == 0) {
-      progress(CompactPhase::copying, i, n);
+  std::uint64_t counted = begin;  // slots added to `done`
+  for (std::uint64_t i = begin; i < end; ++i) {
+    if (i - counted == kProgressEvery) {
+      counted = i;
+      const std::uint64_t sum = done.fetch_add(kProgressEvery) + kProgressEvery;
+      if (report) progress(CompactPhase::copying, sum, n);
+      if (stop.load(std::memory_order_relaxed)) return;
       now = now_unix_ms();
     }
-    if (i + kChunkAhead < n) prefetch_chunk(i + kChunkAhead);
-    if (!same_index && i + kPairAhead < n) prefetch_pairs(i + kPairAhead, key);
+    if (i + kChunkAhead < end) prefetch_chunk(i + kChunkAhead);
+    if (!same_index && i + kPairAhead < end) prefetch_pairs(i + kPairAhead, key);
     // Unstable: the slot changed while we looked, and shows that in the
     // final pass (seen_[i] stays empty). Damaged: get() skips it too.
     if (read_slot_retrying(i, r, kCopyRetries) != Read::entry) continue;
@@ -685,11 +787,10 @@ void Compactor::copy_all() {
     if (pos < 0 || !live(r, now)) {
       ++dropped_;
       // An expired first copy hides any later copy of its key (get()
-      // answers from the first): dropping it must not uncover one.
-      if (same_index && pos >= 0 &&
-          tag_in(from_.slots_for(r.h), pos + 1, StoreImpl::kPairSlots, hash_tag(r.h))) {
-        queued_.push_back(r.h);
-      }
+      // answers from the first): dropping it must not uncover one. Whether
+      // its pair holds another copy is decided when nothing changes any
+      // more (copy_changes()).
+      if (pos >= 0) dropped_slots_.push_back(i);
       continue;
     }
     // get() answers from the first slot of the pair that holds the key. In
@@ -716,20 +817,73 @@ void Compactor::copy_all() {
     }
   }
   finish_appending();
-  progress(CompactPhase::copying, n, n);
+  done.fetch_add(end - counted);
 }
 
-std::uint64_t Compactor::copy_changes() {
+void Compactor::copy(std::uint64_t slots) {
+  prepare_copy();
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> stop{false};
+  unsigned threads = copy_threads(options_.threads, slots);
+  if (threads > 1) {
+    // Each thread fills pages of its own, so each may leave a page of each
+    // size class partly used: up to (threads - 1) pages per class more
+    // than one thread would. Never so many that the new file could run out
+    // of pages (and evict); by default, only where that is at most 1/64 of
+    // the pages copied.
+    std::uint64_t classes = 0;
+    for (std::uint32_t c = 0; c < from_.class_count_; ++c) {
+      classes += atom<std::uint64_t>(&from_.classes_[c].pages).load() != 0;
+    }
+    const std::uint64_t used =
+        std::min(atom<std::uint64_t>(&from_.sb_->next_page).load(std::memory_order_acquire),
+                 from_.max_pages_);
+    const auto extra = [&] { return (threads - 1) * classes; };
+    while (threads > 1 &&
+           (used + extra() > to_.max_pages_ || (options_.threads == 0 && extra() * 64 > used))) {
+      --threads;
+    }
+  }
+  std::vector<std::unique_ptr<Compactor>> copiers;  // one per range but the first
+  for (unsigned t = 1; t < threads; ++t) {
+    copiers.push_back(std::make_unique<Compactor>(from_, to_, options_, seen_));
+  }
+  run_ranges(threads, slots, stop,
+             [&](unsigned t, std::uint64_t begin, std::uint64_t end, bool in_caller) {
+               Compactor& copier = t == 0 ? *this : *copiers[t - 1];
+               copier.copy_range(begin, end, done, stop, in_caller);
+             });
+  for (const auto& copier : copiers) absorb(*copier);
+  progress(CompactPhase::copying, slots, slots);
+}
+
+void Compactor::absorb(Compactor& other) {
+  queued_.insert(queued_.end(), other.queued_.begin(), other.queued_.end());
+  dropped_slots_.insert(dropped_slots_.end(), other.dropped_slots_.begin(),
+                        other.dropped_slots_.end());
+  old_blobs_.insert(old_blobs_.end(), other.old_blobs_.begin(), other.old_blobs_.end());
+  dropped_ += other.dropped_;
+  no_room_ += other.no_room_;
+}
+
+void Compactor::find_changes(std::uint64_t begin, std::uint64_t end,
+                             std::vector<std::uint64_t>& todo, std::atomic<std::uint64_t>& done,
+                             const std::atomic<bool>& stop, bool report) const {
   const std::uint64_t n = from_.bucket_count_ * kSlotsPerBucket;
-  std::vector<std::uint64_t> todo;
+  std::uint64_t counted = begin;  // slots added to `done`
   Raw r;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    if (i % kProgressEvery == 0) progress(CompactPhase::final_copy, i, n);
-    if (i + kFinalPrefetchDistance < n) {
+  for (std::uint64_t i = begin; i < end; ++i) {
+    if (i - counted == kProgressEvery) {
+      counted = i;
+      const std::uint64_t sum = done.fetch_add(kProgressEvery) + kProgressEvery;
+      if (report) progress(CompactPhase::final_copy, sum, n);
+      if (stop.load(std::memory_order_relaxed)) return;
+    }
+    if (i + kFinalPrefetchDistance < end) {
       const std::uint64_t ahead = atom<std::uint64_t>(&from_.index_[i + kFinalPrefetchDistance])
                                       .load(std::memory_order_relaxed);
       if (ahead != 0 && from_.chunk_class(slot_offset(ahead)) >= 0) {
-        __builtin_prefetch(from_.chunk(slot_offset(ahead)), 0, 0);
+        __builtin_prefetch(from_.chunk(slot_offset(ahead)), 0, 3);
       }
     }
     const std::uint64_t w =
@@ -753,6 +907,35 @@ std::uint64_t Compactor::copy_changes() {
       if (st == Read::entry) todo.push_back(r.h);
     }
   }
+  done.fetch_add(end - counted);
+}
+
+std::uint64_t Compactor::copy_changes() {
+  // The slots are compared in copy_threads() threads; the keys that
+  // changed (few) are synced in this one.
+  const std::uint64_t n = from_.bucket_count_ * kSlotsPerBucket;
+  const unsigned threads = copy_threads(options_.threads, n);
+  std::vector<std::vector<std::uint64_t>> found(threads);
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> stop{false};
+  run_ranges(threads, n, stop,
+             [&](unsigned t, std::uint64_t begin, std::uint64_t end, bool in_caller) {
+               find_changes(begin, end, found[t], done, stop, in_caller);
+             });
+  std::vector<std::uint64_t> todo;
+  for (const std::vector<std::uint64_t>& f : found) todo.insert(todo.end(), f.begin(), f.end());
+  // A dropped expired entry whose pair holds its key's tag in another slot
+  // may have hidden a copy of the key that the new file would now show.
+  for (const std::uint64_t i : dropped_slots_) {
+    const std::uint64_t h = seen_[i].h;
+    const StoreImpl::Slots pair = from_.slots_for(h);
+    const int pos = pair_position(i, h);
+    if (tag_in(pair, 0, pos, hash_tag(h)) ||
+        tag_in(pair, pos + 1, StoreImpl::kPairSlots, hash_tag(h))) {
+      todo.push_back(h);
+    }
+  }
+  Raw r;
   todo.insert(todo.end(), queued_.begin(), queued_.end());
   std::sort(todo.begin(), todo.end());
   todo.erase(std::unique(todo.begin(), todo.end()), todo.end());
@@ -940,8 +1123,11 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
     result.file_bytes_before = from->region_.file_size();
 
     // Step 3: copy while users carry on; write the bulk to disk meanwhile.
-    Compactor compactor(*from, *to, options);
-    compactor.copy_all();
+    const std::uint64_t slots = from->bucket_count_ * kSlotsPerBucket;
+    std::vector<Seen> seen;
+    zeroed_in_huge_pages(seen, slots);
+    Compactor compactor(*from, *to, options, seen.data());
+    compactor.copy(slots);
     if (options.sync) to->flush();
 
     // Step 4: switch, drain.
