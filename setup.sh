@@ -103,7 +103,7 @@ tests_failed=0
 run_ctest() {
   local dir=$1 log_file=$2
   shift 2
-  (cd "$root/$dir" && "$@" ctest --output-on-failure --no-tests=error --timeout 900) 2>&1 \
+  (cd "$root/$dir" && "$@" ctest -j"$jobs" --output-on-failure --no-tests=error --timeout 900) 2>&1 \
     | tee "$log_file"
   return "${PIPESTATUS[0]}"
 }
@@ -158,8 +158,12 @@ stage_unit() {
   run_ctest build "$root/build-logs/unit.ctest"
 }
 
+# Sanitizer builds: -O1 with line tables only (-g1) compiles in half the
+# time of -O2 -g and still gives file:line in every report.
+sanitizer_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1")
+
 stage_asan() {
-  configure build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCACHE_SANITIZE=address,undefined \
+  configure build-asan "${sanitizer_flags[@]}" -DTCACHE_SANITIZE=address,undefined \
     -DTCACHE_BUILD_TOOLS=ON -DTCACHE_BUILD_TESTS=ON
   build build-asan
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:strict_string_checks=1} \
@@ -169,7 +173,7 @@ stage_asan() {
 
 stage_tsan() {
   # The tool is single-threaded: TSan has nothing to find there, so skip it.
-  configure build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCACHE_SANITIZE=thread \
+  configure build-tsan "${sanitizer_flags[@]}" -DTCACHE_SANITIZE=thread \
     -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_TESTS=ON
   build build-tsan
   # TSan's runtime needs its fixed shadow-memory layout; on kernels with a high
