@@ -680,6 +680,12 @@ TEST_F(ToolTest, CompactShrinksTheFileKeepsEveryEntryAndReports) {
   r = run({"compact", file_, "--capacity", "1K"});
   EXPECT_EQ(r.status, 2);
   EXPECT_THAT(r.err, HasSubstr("(invalid_option)"));
+  r = run({"compact", file_, "--threads", "100"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("--threads"));
+  r = run({"compact", file_, "--threads", "2", "--json"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out).at("entries").get<std::uint64_t>(), want.size());
   EXPECT_EQ(tcache::Store::open(file_).stats().entries, want.size());
   r = run({"--help"});
   EXPECT_THAT(r.out, HasSubstr("compact"));

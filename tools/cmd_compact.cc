@@ -1,5 +1,5 @@
 // tools/cmd_compact.cc: `tcache-tool compact FILE [--capacity SIZE]
-// [--no-sync] [--json]`.
+// [--no-sync] [--threads N] [--json]`.
 //
 // Calls tcache::compact (tcache/compact.h): writes a new file with only the
 // live entries of FILE (with another capacity if asked), renames it over
@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -30,6 +31,7 @@ struct CompactArgs {
   const CLI::Option* capacity_option = nullptr;
   bool no_sync = false;
   bool json = false;
+  unsigned threads = 0;
 };
 
 const char* phase_label(CompactPhase phase) {
@@ -60,11 +62,14 @@ int run_compact(const CompactArgs& args, const GlobalOptions& global) {
   }
   options.allow_shared_access = global.allow_shared_access;
   options.sync = !args.no_sync;
+  options.threads = args.threads;
   require_existing(args.file);
 
   ProgressBar bar("compact", ProgressBar::Unit::items);
   CompactPhase shown = CompactPhase::copying;
+  std::mutex bar_mutex;  // the logger may be called from a copying thread
   options.progress = [&](const CompactProgress& p) {
+    const std::lock_guard<std::mutex> lock(bar_mutex);
     if (p.phase != shown) {
       shown = p.phase;
       bar.set_label(phase_label(p.phase));
@@ -73,6 +78,7 @@ int run_compact(const CompactArgs& args, const GlobalOptions& global) {
   };
   bar.set_label(phase_label(CompactPhase::copying));
   options.logger = [&](std::string_view line) {
+    const std::lock_guard<std::mutex> lock(bar_mutex);
     bar.done();
     fmt::print(stderr, "{}\n", line);
   };
@@ -134,6 +140,11 @@ Command add_compact_command(CLI::App& app, const GlobalOptions& global) {
   sub->add_flag("--no-sync", args->no_sync,
                 "Do not write the new file to disk before renaming it into place (faster; a "
                 "power failure may then leave a damaged file)");
+  sub->add_option("--threads", args->threads,
+                  "Threads that copy (0, the default: one per core, at most 4, for a large "
+                  "file)")
+      ->check(CLI::Range(0u, 64u))
+      ->type_name("N");
   sub->add_flag("--json", args->json, "Print the result as one JSON object");
   return {sub, [args, &global] { return run_compact(*args, global); }};
 }

@@ -16,17 +16,17 @@
 //
 // Thread and process safety: compact() may run while any number of threads
 // and processes use the file through tcache::Store, and needs nothing from
-// them. They go on reading and writing during the copy. For the final
-// phase (copying what changed since, then the rename) their writes wait
-// and their reads go on from the old file; then each Store moves to the new
-// file. Every entry the old file holds when the final phase starts is in
-// the new one, with its value and expiry, unless the new file had to evict
-// it (CompactResult::evicted; only when the new capacity is too small):
-// nothing acknowledged before or during the compaction is lost. The old
-// file is never truncated; a process keeps its mapping of it (and so its
-// disk space) until it closes its Store. One compaction of a file runs at a
-// time: another compact() of it fails with Errc::busy. The argument is in
-// lib/store/INVARIANTS.md, invariant 10.
+// them. It may start threads of its own (CompactOptions::threads), which
+// it joins before it returns or throws: `progress` is called from the
+// calling thread, `logger` from any of them, one call at a time. They go on reading and writing
+// during the copy. For the final phase (copying what changed since, then the rename) their writes
+// wait and their reads go on from the old file; then each Store moves to the new file. Every entry
+// the old file holds when the final phase starts is in the new one, with its value and expiry,
+// unless the new file had to evict it (CompactResult::evicted; only when the new capacity is too
+// small): nothing acknowledged before or during the compaction is lost. The old file is never
+// truncated; a process keeps its mapping of it (and so its disk space) until it closes its Store.
+// One compaction of a file runs at a time: another compact() of it fails with Errc::busy. The
+// argument is in lib/store/INVARIANTS.md, invariant 10.
 //
 // A compactor killed (or failing) at any point leaves the old file in use
 // and intact: its users carry on with it (writers that were waiting see
@@ -100,7 +100,8 @@ struct CompactOptions {
   unsigned threads = 0;
   // Called now and then from the calling thread; for progress bars.
   std::function<void(const CompactProgress&)> progress{};
-  // One-line diagnostics (StoreOptions::logger).
+  // One-line diagnostics (StoreOptions::logger), from any of the copying
+  // threads, one call at a time.
   std::function<void(std::string_view)> logger{};
 };
 

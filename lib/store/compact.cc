@@ -52,6 +52,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -1060,7 +1061,15 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
   StoreOptions open_options;
   open_options.create_if_missing = false;
   open_options.allow_shared_access = options.allow_shared_access;
-  open_options.logger = options.logger;
+  // Both files' diagnostics, from any copying thread, one at a time.
+  std::function<void(std::string_view)> logger;
+  if (options.logger) {
+    logger = [&options, mutex = std::make_shared<std::mutex>()](std::string_view line) {
+      const std::lock_guard<std::mutex> lock(*mutex);
+      options.logger(line);
+    };
+  }
+  open_options.logger = logger;
   std::unique_ptr<StoreImpl> from = open_store_impl(file, open_options);
   const std::string path = file.string();
   if (from->proc_slot_ < 0) {
@@ -1116,7 +1125,7 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
     StoreOptions new_options;
     new_options.mode = mode;
     new_options.allow_shared_access = options.allow_shared_access;
-    new_options.logger = options.logger;
+    new_options.logger = logger;
     to = std::make_unique<StoreImpl>(std::move(region), new_options, &file);
     result.capacity_bytes_before = old_sb.capacity_bytes;
     result.capacity_bytes_after = capacity;
