@@ -651,7 +651,9 @@ Compactor::NewChunk Compactor::new_chunk(std::uint32_t cls) {
   if (cursor.next + size > cursor.end) {
     if (cursor.page != nullptr) write_page(cursor.first, cursor.page.get());
     std::uint64_t page = 0;
-    if (to_.claim_page(page) != StoreImpl::Claim::claimed) {
+    StoreImpl::Claim claim = StoreImpl::Claim::raced;
+    while (claim == StoreImpl::Claim::raced) claim = to_.claim_page(page);  // another copier
+    if (claim != StoreImpl::Claim::claimed) {
       // The file is full: allocate as every writer does (which may evict,
       // and so read every page: write the ones built in memory first).
       cursor = Cursor{};
