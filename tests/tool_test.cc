@@ -691,49 +691,83 @@ TEST_F(ToolTest, CompactShrinksTheFileKeepsEveryEntryAndReports) {
   EXPECT_THAT(r.out, HasSubstr("compact"));
 }
 
-TEST_F(ToolTest, CompactWhileAnotherProcessWritesLosesNothing) {
-  create();
-  constexpr std::uint64_t kKeys = 5000;
+// Two forked processes keep writing and reading (each checks that it reads
+// back what it last put) while the tool compacts the file twice, the second
+// time into another capacity: the file shrinks, nobody fails, and every key
+// holds the last value put under it.
+TEST_F(ToolTest, CompactWhileTwoProcessesWriteAndReadLosesNothing) {
+  ASSERT_EQ(run({"create", file_, "--capacity", "32M"}).status, 0);
+  {
+    // Bloat: space that erased entries leave behind, for compact to give back.
+    tcache::Store s = tcache::Store::open(file_);
+    const std::string filler(1000, 'f');
+    for (int i = 0; i < 12000; ++i) s.put("bloat-" + std::to_string(i), filler);
+    s.erase_prefix("bloat-");
+  }
+  constexpr int kWriters = 2;
+  constexpr std::uint64_t kKeys = 2000;  // per writer
   struct State {
-    std::atomic<std::uint64_t> acknowledged{0};
+    std::atomic<std::uint64_t> acknowledged[kWriters]{};
     std::atomic<bool> stop{false};
   };
   tcache::test::Shared<State> st;
-  const pid_t writer = tcache::test::spawn([&] {
-    tcache::Store s = tcache::Store::open(file_);
-    for (std::uint64_t i = 0; !st->stop.load(); ++i) {
-      const std::string key = "w-" + std::to_string(i % kKeys);
-      s.put(key, std::to_string(i));
-      st->acknowledged.store(i + 1);
-      if (s.get(key) != std::to_string(i)) return 1;
-    }
-    return 0;
-  });
-  // Waits for the writer's progress; false if it exited (failed) first.
-  const auto written = [&](std::uint64_t n) {
-    while (st->acknowledged.load() < n) {
-      siginfo_t info{};
-      if (::waitid(P_PID, static_cast<id_t>(writer), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-          info.si_pid == writer) {
-        return false;
+  const auto key = [](int w, std::uint64_t i) {
+    return "w" + std::to_string(w) + "-" + std::to_string(i % kKeys);
+  };
+  std::vector<pid_t> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.push_back(tcache::test::spawn([&, w] {
+      tcache::Store s = tcache::Store::open(file_);
+      for (std::uint64_t i = 0; !st->stop.load(); ++i) {
+        s.put(key(w, i), std::to_string(i));
+        st->acknowledged[w].store(i + 1);
+        if (s.get(key(w, i)) != std::to_string(i)) return 1;
+        // And the other writer's keys hold some value of theirs, or nothing.
+        const auto other = s.get(key(1 - w, i));
+        if (other && other->find_first_not_of("0123456789") != std::string::npos) return 2;
       }
-      std::this_thread::yield();
+      return 0;
+    }));
+  }
+  // Waits until each writer acknowledged `more` puts beyond now; false if
+  // one exited (failed) first.
+  const auto progress = [&](std::uint64_t more) {
+    std::uint64_t target[kWriters];
+    for (int w = 0; w < kWriters; ++w) target[w] = st->acknowledged[w].load() + more;
+    for (int w = 0; w < kWriters; ++w) {
+      while (st->acknowledged[w].load() < target[w]) {
+        for (const pid_t pid : writers) {
+          siginfo_t info{};
+          if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+              info.si_pid == pid) {
+            return false;
+          }
+        }
+        std::this_thread::yield();
+      }
     }
     return true;
   };
-  ASSERT_TRUE(written(kKeys));
-  const Result r = run({"compact", file_, "--capacity", "16M"});
+  ASSERT_TRUE(progress(kKeys));
+  const std::uint64_t before = fs::file_size(file_);
+  Result r = run({"compact", file_, "--json"});
   EXPECT_EQ(r.status, 0) << r.err;
-  EXPECT_TRUE(written(st->acknowledged.load() + 1000)) << "the writer stopped";
+  EXPECT_LT(fs::file_size(file_), before) << "the file did not shrink";
+  EXPECT_TRUE(progress(1000)) << "a writer stopped";
+  r = run({"compact", file_, "--capacity", "16M"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(progress(1000)) << "a writer stopped";
   st->stop.store(true);
-  tcache::test::expect_exited_zero({writer}, "writer");
+  tcache::test::expect_exited_zero(writers, "writer");
   tcache::Store s = tcache::Store::open(file_);
   EXPECT_EQ(s.stats().capacity_bytes, 16u << 20);
-  // Each key holds the last value put under it.
-  const std::uint64_t n = st->acknowledged.load();
-  ASSERT_GE(n, kKeys);
-  for (std::uint64_t i = n - kKeys; i < n; ++i) {
-    ASSERT_EQ(s.get("w-" + std::to_string(i % kKeys)), std::to_string(i)) << i << " of " << n;
+  EXPECT_EQ(s.stats().evictions, 0u);
+  for (int w = 0; w < kWriters; ++w) {
+    const std::uint64_t n = st->acknowledged[w].load();
+    ASSERT_GE(n, kKeys);
+    for (std::uint64_t i = n - kKeys; i < n; ++i) {
+      ASSERT_EQ(s.get(key(w, i)), std::to_string(i)) << "writer " << w << ": " << i << " of " << n;
+    }
   }
 }
 
