@@ -14,7 +14,6 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
-#include <stdexcept>
 #include <string>
 
 #include <fmt/core.h>
@@ -51,14 +50,7 @@ const char* phase_label(CompactPhase phase) {
 int run_compact(const CompactArgs& args, const GlobalOptions& global) {
   CompactOptions options;
   if (args.capacity_option->count() > 0) {
-    const auto capacity = parse_size(args.capacity);
-    if (!capacity) {
-      throw std::invalid_argument(fmt::format(
-          "invalid --capacity '{}': give a number of bytes with an optional K, M, G or T suffix "
-          "(powers of 1024), e.g. 64M or 1G",
-          args.capacity));
-    }
-    options.capacity_bytes = *capacity;
+    options.capacity_bytes = size_option("--capacity", args.capacity);
   }
   options.allow_shared_access = global.allow_shared_access;
   options.sync = !args.no_sync;

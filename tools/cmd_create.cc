@@ -48,14 +48,7 @@ int run_create(const CreateArgs& args, const GlobalOptions& global) {
   options.create_if_missing = true;
   options.allow_shared_access = global.allow_shared_access;
   if (args.capacity_option->count() > 0) {
-    const auto capacity = parse_size(args.capacity);
-    if (!capacity) {
-      throw std::invalid_argument(fmt::format(
-          "invalid --capacity '{}': give a number of bytes with an optional K, M, G or T suffix "
-          "(powers of 1024), e.g. 64M or 1G",
-          args.capacity));
-    }
-    options.capacity_bytes = *capacity;
+    options.capacity_bytes = size_option("--capacity", args.capacity);
   }
   if (args.mode_option->count() > 0) {
     const auto mode = parse_mode(args.mode);

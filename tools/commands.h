@@ -67,4 +67,8 @@ void require_existing(const std::string& file);
 // Units are powers of 1024. Returns nullopt for anything else or overflow.
 std::optional<std::uint64_t> parse_size(std::string_view text);
 
+// parse_size(text) for the option `option` (e.g. "--capacity"); throws
+// std::invalid_argument saying how to write a size otherwise.
+std::uint64_t size_option(std::string_view option, const std::string& text);
+
 }  // namespace tcache::tool

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -74,6 +75,17 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   if (!suffix.empty() && suffix != "iB") return std::nullopt;
   if (number > (std::numeric_limits<std::uint64_t>::max() >> shift)) return std::nullopt;
   return number << shift;
+}
+
+std::uint64_t size_option(std::string_view option, const std::string& text) {
+  const auto size = parse_size(text);
+  if (!size) {
+    throw std::invalid_argument(fmt::format(
+        "invalid {} '{}': give a number of bytes with an optional K, M, G or T suffix (powers of "
+        "1024), e.g. 64M or 1G",
+        option, text));
+  }
+  return *size;
 }
 
 namespace {

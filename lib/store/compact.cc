@@ -252,8 +252,11 @@ class Compactor {
   int pair_position(std::uint64_t i, std::uint64_t h) const;
   // Whether a slot of `s` at a pair position in [begin, end) holds tag `tag`.
   static bool tag_in(const StoreImpl::Slots& s, int begin, int end, std::uint64_t tag);
+  // The chunk slot `i` of `from` points at (its class's size in `size`), or
+  // nullptr for an empty or damaged slot.
+  const char* published(std::uint64_t i, std::uint32_t& size) const;
   // Fetches the chunk published by slot `i` of `from` into the cache.
-  void prefetch_chunk(std::uint64_t i) const;
+  void prefetch_entry(std::uint64_t i) const;
   // Fetches the pairs of the key published by slot `i` (in both files).
   void prefetch_pairs(std::uint64_t i, std::string& key) const;
   // A chunk of class `cls` in the new file: its offset, and where to write
@@ -606,29 +609,30 @@ bool Compactor::tag_in(const StoreImpl::Slots& s, int begin, int end, std::uint6
   return false;
 }
 
-void Compactor::prefetch_chunk(std::uint64_t i) const {
+const char* Compactor::published(std::uint64_t i, std::uint32_t& size) const {
   const std::uint64_t w = atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_relaxed);
-  if (w == 0) return;
+  if (w == 0) return nullptr;
   const std::uint64_t off = slot_offset(w);
   const int cls = from_.chunk_class(off);
-  if (cls < 0) return;
+  if (cls < 0) return nullptr;
+  size = from_.class_bytes_[cls];
+  return from_.chunk(off);
+}
+
+void Compactor::prefetch_entry(std::uint64_t i) const {
+  std::uint32_t size = 0;
   // The header, key and the start of the value; the hardware prefetcher
   // follows a longer value.
-  const char* c = from_.chunk(off);
-  const std::uint32_t bytes = std::min<std::uint32_t>(from_.class_bytes_[cls], 8 * kCacheLine);
-  for (std::uint32_t at = 0; at < bytes; at += kCacheLine) __builtin_prefetch(c + at, 0, 3);
+  if (const char* c = published(i, size)) prefetch_chunk(c, size, 8 * kCacheLine);
 }
 
 void Compactor::prefetch_pairs(std::uint64_t i, std::string& key) const {
-  const std::uint64_t w = atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_relaxed);
-  if (w == 0) return;
-  const std::uint64_t off = slot_offset(w);
-  const int cls = from_.chunk_class(off);
-  if (cls < 0) return;
-  const char* c = from_.chunk(off);
+  std::uint32_t size = 0;
+  const char* c = published(i, size);
+  if (c == nullptr) return;
   const std::uint32_t klen =
       meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
-  if (kChunkHeaderBytes + klen > from_.class_bytes_[cls]) return;
+  if (kChunkHeaderBytes + klen > size) return;
   key.resize(klen);
   racy_read(key.data(), c + kChunkHeaderBytes, klen);
   const std::uint64_t h = from_.hash(key);
@@ -779,7 +783,7 @@ void Compactor::copy_range(std::uint64_t begin, std::uint64_t end, std::atomic<s
       if (stop.load(std::memory_order_relaxed)) return;
       now = now_unix_ms();
     }
-    if (i + kChunkAhead < end) prefetch_chunk(i + kChunkAhead);
+    if (i + kChunkAhead < end) prefetch_entry(i + kChunkAhead);
     if (!same_index && i + kPairAhead < end) prefetch_pairs(i + kPairAhead, key);
     // Unstable: the slot changed while we looked, and shows that in the
     // final pass (seen_[i] stays empty). Damaged: get() skips it too.

@@ -30,18 +30,6 @@ constexpr std::uint64_t kGrowRetryMs = 1000;
 constexpr std::uint64_t kOwnerLive = 1ull << 32;
 constexpr std::uint64_t kOwnerFolding = 1ull << 33;
 
-inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
-
-// A chunk spans several cache lines; fetch them together (up to 256 bytes)
-// rather than one after another as a copy reaches them.
-inline void prefetch_chunk(const char* c, std::uint32_t bytes) {
-  const auto at = reinterpret_cast<std::uintptr_t>(c);
-  const std::uintptr_t end = at + std::min<std::uint32_t>(bytes, 256);
-  for (std::uintptr_t line = at & ~std::uintptr_t{63}; line < end; line += 64) {
-    prefetch(reinterpret_cast<const void*>(line));
-  }
-}
-
 // Compressing the first KiB says cheaply whether the whole value will
 // compress: random or already-compressed data is stored as it is without
 // paying LZ4 over all of it (a put of 4 KiB of random bytes spent most of its
