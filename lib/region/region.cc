@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "util/fail.h"
 #include "util/proc.h"
@@ -87,6 +88,39 @@ void remove_dead_creators_debris(const std::filesystem::path& path) {
   }
 }
 
+// Creates `final_path` + ".tmp.<pid>.<random>" exclusively (mode `mode`,
+// whatever the umask), gives it `bytes` of disk and runs `init` on it.
+// Returns its descriptor and name; on failure removes it and throws.
+std::pair<int, std::string> create_initialized(const std::string& final_path, std::uint32_t mode,
+                                               std::uint64_t bytes,
+                                               const Region::Initializer& init) {
+  std::uint64_t rnd = 0;
+  if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = static_cast<std::uint64_t>(::getpid());
+  char suffix[64];
+  std::snprintf(suffix, sizeof suffix, ".tmp.%d.%016llx", static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(rnd));
+  std::string tmp = final_path + suffix;
+  const int fd = retry_eintr_open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                  mode & 0777);
+  if (fd < 0) {
+    fail_errno(errno, "cannot create cache file", final_path,
+               "check that the directory exists and is writable by you");
+  }
+  try {
+    if (::fchmod(fd, mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
+    if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) {
+      fail_errno(err, "cannot allocate space for new cache file", final_path,
+                 err == ENOSPC ? "free disk space or lower capacity_bytes" : "");
+    }
+    init(fd);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    ::close(fd);
+    throw;
+  }
+  return {fd, std::move(tmp)};
+}
+
 }  // namespace
 
 Region Region::open(const std::filesystem::path& path, const Options& options,
@@ -116,26 +150,8 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
                  err == EACCES ? "check the file's and directory's permissions" : "");
     }
     // Create under a temporary name, initialise, then link into place.
-    std::uint64_t rnd = 0;
-    if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
-      rnd = static_cast<std::uint64_t>(::getpid());
-    char suffix[64];
-    std::snprintf(suffix, sizeof suffix, ".tmp.%d.%016llx", static_cast<int>(::getpid()),
-                  static_cast<unsigned long long>(rnd));
-    const std::string tmp = p + suffix;
-    const int tfd = retry_eintr_open(
-        tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, options.mode & 0777);
-    if (tfd < 0) {
-      fail_errno(errno, "cannot create cache file", p,
-                 "check that the directory exists and is writable by you");
-    }
+    const auto [tfd, tmp] = create_initialized(p, options.mode, initial_bytes, init);
     try {
-      if (::fchmod(tfd, options.mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
-      if (int err2 = ::posix_fallocate(tfd, 0, static_cast<off_t>(initial_bytes)); err2 != 0) {
-        fail_errno(err2, "cannot allocate space for new cache file", p,
-                   err2 == ENOSPC ? "free disk space or lower capacity_bytes" : "");
-      }
-      init(tfd);
       if (::link(tmp.c_str(), p.c_str()) != 0) {
         const int lerr = errno;
         if (lerr != EEXIST) fail_errno(lerr, "cannot link new cache file into place", p, "");
@@ -162,29 +178,12 @@ Region Region::open(const std::filesystem::path& path, const Options& options,
 
 Region Region::create_temporary(const std::filesystem::path& final_path, const Options& options,
                                 std::uint64_t initial_bytes, const Initializer& init) {
-  std::uint64_t rnd = 0;
-  if (::getrandom(&rnd, sizeof rnd, 0) != sizeof rnd) rnd = static_cast<std::uint64_t>(::getpid());
-  char suffix[64];
-  std::snprintf(suffix, sizeof suffix, ".tmp.%d.%016llx", static_cast<int>(::getpid()),
-                static_cast<unsigned long long>(rnd));
+  auto [fd, tmp] = create_initialized(final_path.string(), options.mode, initial_bytes, init);
   Region r;
-  r.path_ = final_path.string() + suffix;
-  r.read_only_ = false;
-  const std::string tmp = r.path_.string();
-  const int fd = retry_eintr_open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                                  options.mode & 0777);
-  if (fd < 0) {
-    fail_errno(errno, "cannot create", tmp,
-               "check that the directory exists and is writable by you");
-  }
   r.fd_ = fd;
+  r.path_ = tmp;
+  r.read_only_ = false;
   try {
-    if (::fchmod(fd, options.mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
-    if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(initial_bytes)); err != 0) {
-      fail_errno(err, "cannot allocate space for", tmp,
-                 err == ENOSPC ? "free disk space or lower the capacity" : "");
-    }
-    init(fd);
     r.remember_identity();
   } catch (...) {
     ::unlink(tmp.c_str());
