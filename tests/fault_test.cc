@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "support/file_surgery.h"
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -144,6 +145,50 @@ TEST_F(FaultTest, FullDiskForABlobIsNoSpaceAndLosesNothing) {
   if (fs::exists(blobs)) {
     EXPECT_TRUE(fs::is_empty(blobs));
   }
+}
+
+TEST_F(FaultTest, CompactionWithoutDiskSpaceFailsAndLosesNothing) {
+  constexpr int kKeys = 20000;
+  const auto key = [](int i) { return "k" + std::to_string(i); };
+  const auto value = [&](int i) {  // ~900 bytes that LZ4 cannot shrink
+    return tcache::test::make_value(key(i), 1, tcache::test::Fill::random, 880);
+  };
+  {
+    auto s = tcache::Store::open(file_, {.capacity_bytes = 64ull << 20});
+    for (int i = 0; i < kKeys; ++i) s.put(key(i), value(i));
+  }
+  // Room for the new file's index and 4 MiB of its ~18 MB of entries.
+  const std::uint64_t limit =
+      tcache::test::FileSurgery(file_).superblock().pages_offset + (4u << 20);
+  ASSERT_GT(fs::file_size(file_), limit);
+  const std::string path = file_.string();
+  const int rc = with_file_limit(limit, [&] {
+    try {
+      tcache::compact(path);
+    } catch (const tcache::Error& e) {
+      CHILD_EXPECT(e.code() == tcache::Errc::no_space);
+      CHILD_EXPECT(std::string(e.what()).find("free disk space") != std::string::npos);
+      CHILD_EXPECT(std::string(e.what()).find("unchanged") != std::string::npos);
+      return 0;
+    }
+    return 70;  // compacted (evicting) where it should have failed
+  });
+  ASSERT_EQ(rc, 0);
+  // Only the cache file is left, with every entry.
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    EXPECT_EQ(entry.path(), file_) << "left behind: " << entry.path();
+  }
+  {
+    auto s = tcache::Store::open(file_);
+    for (int i = 0; i < kKeys; ++i) {
+      ASSERT_EQ(s.get(key(i)), value(i)) << key(i);
+    }
+    EXPECT_TRUE(s.verify().clean());
+  }
+  // With the space back, the same compaction keeps them all.
+  const tcache::CompactResult r = tcache::compact(file_);
+  EXPECT_EQ(r.entries, std::uint64_t{kKeys});
+  EXPECT_EQ(r.evicted, 0u);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -43,6 +45,7 @@ namespace fs = std::filesystem;
 using tcache::test::read_file;
 using tcache::test::TempDirTest;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 struct Result {
@@ -62,8 +65,9 @@ class ToolTest : public TempDirTest {
 
   // Runs tcache-tool with `args`, feeding `input` on stdin; stdout and stderr
   // go to files so that binary output and large output are captured whole.
+  // `in_child` runs in the child before the exec (a umask, a limit).
   Result run(const std::vector<std::string>& args, const std::string& input = {},
-             std::optional<mode_t> umask_in_child = std::nullopt) {
+             const std::function<void()>& in_child = {}) {
     const fs::path in_path = dir_ / "stdin";
     const fs::path out_path = dir_ / "stdout";
     const fs::path err_path = dir_ / "stderr";
@@ -76,7 +80,7 @@ class ToolTest : public TempDirTest {
 
     const pid_t pid = ::fork();
     if (pid == 0) {
-      if (umask_in_child) ::umask(*umask_in_child);
+      if (in_child) in_child();
       const int in = ::open(in_path.c_str(), O_RDONLY);
       const int out = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -159,7 +163,7 @@ TEST_F(ToolTest, UsageErrorsExitTwoAndPointToHelp) {
 }
 
 TEST_F(ToolTest, CreateMakesAnOwnerOnlyFileWhateverTheUmask) {
-  const Result r = run({"create", file_}, {}, mode_t{0});
+  const Result r = run({"create", file_}, {}, [] { ::umask(0); });
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr(file_.string()));
   ASSERT_TRUE(fs::is_regular_file(file_));
@@ -167,7 +171,8 @@ TEST_F(ToolTest, CreateMakesAnOwnerOnlyFileWhateverTheUmask) {
 }
 
 TEST_F(ToolTest, CreateAppliesModeAndCapacity) {
-  const Result r = run({"create", file_, "--capacity", "64M", "--mode", "0640"}, {}, mode_t{077});
+  const Result r =
+      run({"create", file_, "--capacity", "64M", "--mode", "0640"}, {}, [] { ::umask(077); });
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(file_mode(file_), 0640u);
   const Result stats = run({"stats", file_, "--json"});
@@ -223,7 +228,7 @@ TEST_F(ToolTest, GroupWritableFilesNeedAllowSharedAccess) {
   EXPECT_FALSE(fs::exists(file_));
 
   r = run({"create", file_, "--capacity", "8M", "--mode", "0660", "--allow-shared-access"}, {},
-          mode_t{077});
+          [] { ::umask(077); });
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(file_mode(file_), 0660u);
 
@@ -689,6 +694,36 @@ TEST_F(ToolTest, CompactShrinksTheFileKeepsEveryEntryAndReports) {
   EXPECT_EQ(tcache::Store::open(file_).stats().entries, want.size());
   r = run({"--help"});
   EXPECT_THAT(r.out, HasSubstr("compact"));
+}
+
+// A disk that cannot hold the compacted copy (here a file-size limit, which
+// fails writes with EFBIG as a full disk fails them with ENOSPC): compact
+// fails with no_space, leaves nothing behind, and the file keeps every entry.
+TEST_F(ToolTest, CompactWithoutDiskSpaceFailsAndKeepsTheFile) {
+  create();
+  const auto value = [](int i) {
+    return tcache::test::make_value("key-" + std::to_string(i), 1, tcache::test::Fill::random, 900);
+  };
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 4000; ++i) s.put("key-" + std::to_string(i), value(i));
+  }
+  const std::uint64_t limit =
+      tcache::test::FileSurgery(file_).superblock().pages_offset + (1u << 20);
+  ASSERT_GT(fs::file_size(file_), limit);
+  const Result r = run({"compact", file_}, {}, [limit] {
+    const struct rlimit rl { limit, limit };
+    ::setrlimit(RLIMIT_FSIZE, &rl);
+  });
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_THAT(r.err, StartsWith("tcache-tool: compact failed: "));
+  EXPECT_THAT(r.err, HasSubstr("free disk space"));
+  EXPECT_THAT(r.err, HasSubstr("(no_space)"));
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    EXPECT_THAT(entry.path().filename().string(), Not(HasSubstr(".tmp"))) << entry.path();
+  }
+  tcache::Store s = tcache::Store::open(file_);
+  for (int i = 0; i < 4000; ++i) ASSERT_EQ(s.get("key-" + std::to_string(i)), value(i)) << i;
 }
 
 // Two forked processes keep writing and reading (each checks that it reads

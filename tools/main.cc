@@ -3,6 +3,7 @@
 // (see commands.h and tcache-tool.1).
 
 #include <cctype>
+#include <csignal>
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -91,6 +92,10 @@ std::uint64_t size_option(std::string_view option, const std::string& text) {
 namespace {
 
 int run(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f), writes fail with EFBIG and the
+  // command reports it as a full disk, rather than the kernel killing the
+  // tool with SIGXFSZ halfway through a file.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"Inspect and edit tcache cache files.", std::string(kProgram)};
   app.set_version_flag("--version", fmt::format("{} {} (cache file format {})", kProgram,
                                                 kVersionString, kFormatVersion));

@@ -23,7 +23,8 @@
 // wait and their reads go on from the old file; then each Store moves to the new file. Every entry
 // the old file holds when the final phase starts is in the new one, with its value and expiry,
 // unless the new file had to evict it (CompactResult::evicted; only when the new capacity is too
-// small): nothing acknowledged before or during the compaction is lost. The old file is never
+// small; a disk too full for the new file fails the compaction with no_space instead, and the old
+// file stays in use as it was): nothing acknowledged before or during the compaction is lost. The old file is never
 // truncated; a process keeps its mapping of it (and so its disk space) until it closes its Store.
 // One compaction of a file runs at a time: another compact() of it fails with Errc::busy. The
 // argument is in lib/store/INVARIANTS.md, invariant 10.
@@ -47,7 +48,8 @@
 //
 // Exceptions: compact() throws tcache::Error: busy (another compaction, the
 // process table is full, or writers broke the final phase off), io_error,
-// no_space (no disk space for the new file), invalid_option (a capacity out
+// no_space (the disk, a quota or RLIMIT_FSIZE cannot hold the new file: the cache file is
+// unchanged and the new file deleted; free disk space and compact again), invalid_option (a capacity out
 // of range or too small for the file's geometry), and what Store::open
 // throws for the file (unsafe_permissions, not_a_cache_file,
 // version_mismatch, corrupt_file).

@@ -107,7 +107,7 @@ BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
     if (err == 0 && ::rename(tmp.c_str(), blob_path(h, ref.id, false).c_str()) != 0) err = errno;
     if (err == 0) break;
     ::unlink(tmp.c_str());
-    if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && attempt == 0) {
+    if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && attempt == 0 && !compaction_target_) {
       count(kGrowFailures);
       evict_blobs(stored.size());
       continue;
@@ -222,7 +222,7 @@ void StoreImpl::evict_blobs(std::uint64_t need) {
 bool StoreImpl::may_delete_unknown_blobs() const {
   // While a compaction runs, the blob directory also holds the new file's
   // blobs, which this file's index does not know (INVARIANTS.md, 10).
-  if (keep_unknown_blobs_) return false;
+  if (compaction_target_) return false;
   const std::uint64_t w = atom<std::uint64_t>(&sb_->compaction).load();
   if (w == 0) return true;
   if (compaction_phase(w) != kCompactionCopying) return false;

@@ -263,7 +263,9 @@ class Compactor {
   // its bytes. During the copy pass chunks are handed out in file order
   // from whole pages (nobody else uses the new file), which are built in
   // memory and written with pwrite when `buffered_` (see copy_all);
-  // afterwards, and when the file is full, from StoreImpl::allocate.
+  // afterwards, and when every page of the new capacity is taken, from
+  // StoreImpl::allocate. Throws no_space when the disk cannot hold the
+  // next page (StoreImpl::compaction_target_).
   struct NewChunk {
     std::uint64_t off;
     char* at;
@@ -506,8 +508,14 @@ Compactor::Import Compactor::import(const Raw& r, std::uint64_t* slot) {
       ::unlink(to_.blob_path(r.h, ref.id, false).c_str());
       atom<std::uint64_t>(&to_.sb_->blob_bytes).fetch_sub(ref.size);
     }
-    if (e.code() != Errc::no_space) throw;
-    ++no_room_;  // a new capacity too small for what the file holds
+    // A new capacity too small for what the file holds: the entry is left
+    // out (counted as evicted). Below the capacity, no_space means the
+    // disk cannot hold the new file: the compaction fails.
+    if (e.code() != Errc::no_space ||
+        atom<std::uint64_t>(&to_.sb_->next_page).load() < to_.max_pages_) {
+      throw;
+    }
+    ++no_room_;
     return Import::no_room;
   }
   // As StoreImpl::store_entry: the chunk is ours, its version odd.
@@ -658,8 +666,10 @@ Compactor::NewChunk Compactor::new_chunk(std::uint32_t cls) {
     StoreImpl::Claim claim = StoreImpl::Claim::raced;
     while (claim == StoreImpl::Claim::raced) claim = to_.claim_page(page);  // another copier
     if (claim != StoreImpl::Claim::claimed) {
-      // The file is full: allocate as every writer does (which may evict,
-      // and so read every page: write the ones built in memory first).
+      // Every page of the new capacity is taken (a disk that cannot hold
+      // the next page throws no_space in claim_page): allocate as every
+      // writer does, which may evict, and so reads every page: write the
+      // ones built in memory first.
       cursor = Cursor{};
       for (Cursor& c : cursors_) {
         if (c.page == nullptr) continue;
@@ -719,8 +729,15 @@ void Compactor::write_page(std::uint64_t first, const char* bytes) {
                                static_cast<off_t>(first + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      fail_errno(n < 0 ? errno : EIO, "cannot write the compacted file", to_.path().string(),
-                 "free disk space, or check the file system");
+      const int err = n < 0 ? errno : EIO;
+      if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
+        fail(Errc::no_space, "cannot write the compacted copy '" + to_.path().string() + "' (" +
+                                 std::strerror(err) +
+                                 "); the cache file is unchanged: free disk space, then "
+                                 "compact again");
+      }
+      fail_errno(err, "cannot write the compacted file", to_.path().string(),
+                 "check the file system");
     }
     done += static_cast<std::uint64_t>(n);
   }

@@ -60,7 +60,7 @@ StoreImpl::StoreImpl(Region region, const StoreOptions& options,
   writes_ = &local_writes_;
   blob_dir_ = final_path != nullptr ? *final_path : region_.path();
   blob_dir_ += ".blobs";
-  keep_unknown_blobs_ = final_path != nullptr;
+  compaction_target_ = final_path != nullptr;
   Superblock sb;
   if (::pread(region_.fd(), &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
     fail(Errc::not_a_cache_file, "'" + region_.path().string() +
@@ -571,13 +571,23 @@ StoreImpl::Claim StoreImpl::claim_page(std::uint64_t& page) {
   std::uint64_t have = file_bytes.load(std::memory_order_acquire);
   if (have < need) {
     const std::uint64_t now = now_unix_ms();
-    if (now < grow_retry_after_ms_.load(std::memory_order_relaxed)) return Claim::none;
+    if (now < grow_retry_after_ms_.load(std::memory_order_relaxed) && !compaction_target_) {
+      return Claim::none;
+    }
     // Grow by exactly the page: one fallocate per page carved is cheap next
     // to filling the page, and the file never holds space it does not use.
     const std::uint64_t target = need;
     const int err = region_.grow(target);
     if (err != 0) {
       count(kGrowFailures);
+      if (compaction_target_) {
+        fail(Errc::no_space, "cannot grow the compacted copy '" + region_.path().string() +
+                                 "' to " + std::to_string(target) + " bytes (" +
+                                 std::strerror(err) +
+                                 "); the cache file is unchanged: free disk space (a compaction "
+                                 "needs room for a second copy of the live entries), then "
+                                 "compact again");
+      }
       grow_retry_after_ms_.store(now + kGrowRetryMs, std::memory_order_relaxed);
       std::lock_guard<std::mutex> lock(log_mutex_);
       if (logged_grow_errno_ != err && options_.logger) {

@@ -74,8 +74,10 @@ inline void prefetch_chunk(const char* c, std::uint32_t bytes, std::uint32_t lim
 class StoreImpl {
  public:
   // `final_path`: the compactor's new file, opened under a temporary name,
-  // keeps its blob files where its final name puts them, and never deletes
-  // blob files that it does not know (they are the old file's).
+  // keeps its blob files where its final name puts them, never deletes
+  // blob files that it does not know (they are the old file's), and throws
+  // no_space where the disk cannot hold a page or blob file (see
+  // compaction_target_).
   StoreImpl(Region region, const StoreOptions& options,
             const std::filesystem::path* final_path = nullptr);
   ~StoreImpl();
@@ -185,7 +187,8 @@ class StoreImpl {
   std::uint64_t pop_free(std::uint32_t cls);
   // Takes the next uncarved page (growing the file to cover it) for the
   // caller alone: claimed (`page` set), raced (another thread or process
-  // took it; look again), or none (the file is full or cannot grow).
+  // took it; look again), or none (the file is full or cannot grow). On a
+  // compaction target a file that cannot grow throws no_space instead.
   enum class Claim { claimed, raced, none };
   Claim claim_page(std::uint64_t& page);
   bool carve_page(std::uint32_t cls);
@@ -278,8 +281,12 @@ class StoreImpl {
   std::uint64_t local_counters_[8] = {};
   std::uint64_t* writes_ = nullptr;  // our ProcessEntry's `writes`, or local_writes_
   std::uint64_t local_writes_ = 0;
-  bool untracked_ = false;           // counted in Superblock::untracked_processes
-  bool keep_unknown_blobs_ = false;  // a compactor's new file: see the constructor
+  bool untracked_ = false;  // counted in Superblock::untracked_processes
+  // A compactor's new file (constructed with a final_path): it keeps blob
+  // files its index does not know yet, and a page or blob file the disk
+  // cannot hold fails with no_space rather than evicting entries it has
+  // already been given.
+  bool compaction_target_ = false;
   int proc_slot_ = -1;
   std::atomic<std::uint64_t> grow_retry_after_ms_{0};
   std::filesystem::path blob_dir_;
