@@ -929,6 +929,49 @@ TEST_F(VerifyTest, ALeakedChunkIsFoundAndReclaimed) {
   EXPECT_EQ(check_values(), 299);
 }
 
+// The state a writer killed between taking a chunk and publishing it
+// leaves: the chunk is odd (being written), reachable from nowhere, and its
+// owner mark names the dead writer. Repair returns it to its free list while
+// another process keeps the file open (so no recovery can run).
+TEST_F(VerifyTest, AChunkAKilledWriterHeldIsReclaimedWhileOthersUseTheFile) {
+  const pid_t gone = tcache::test::spawn([] { return 0; });
+  ASSERT_EQ(tcache::test::wait_for(gone), 0);
+  const auto slots = used_slots();
+  const std::uint64_t zero = 0;
+  const std::uint64_t chunk = tcache::detail::slot_offset(slots[11].second);
+  write_at(slots[11].first, &zero, 8);
+  const auto version = read_at<std::uint32_t>(chunk) | 1;
+  write_at(chunk, &version, 4);
+  const std::uint64_t mark = tcache::detail::owner_mark(static_cast<std::uint32_t>(gone), 12345);
+  write_at(chunk + tcache::detail::kChunkMetaOffset, &mark, 8);
+
+  tcache::Store held = tcache::Store::open(file_);  // this process keeps it open
+  Result r = run({"verify", file_, "--json"});
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j.at("concurrent").get<bool>());
+  EXPECT_EQ(j.at("leaked_chunks").get<int>(), 1);
+  r = run({"verify", file_, "--repair", "--json"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("reclaimed_chunks").get<int>(), 1);
+  EXPECT_TRUE(j.at("after_repair").at("clean").get<bool>());
+  EXPECT_TRUE(j.at("after_repair").at("concurrent").get<bool>());
+  r = run({"verify", file_, "--repair"});  // nothing left to do
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  for (int i = 0; i < 100; ++i) held.put("after-" + std::to_string(i), value(i));
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(held.get("after-" + std::to_string(i)), value(i));
+  { tcache::Store closing = std::move(held); }
+  // Alone and read-only (no recovery runs): the chunk is on a free list or
+  // in use again, not leaked.
+  r = run({"verify", file_, "--json"});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_FALSE(j.at("concurrent").get<bool>());
+  EXPECT_EQ(j.at("leaked_chunks").get<int>(), 0);
+  EXPECT_EQ(check_values(), 299);
+}
+
 TEST_F(VerifyTest, AKilledProcessIsFoundAndCleanedUp) {
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);

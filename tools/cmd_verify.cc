@@ -2,9 +2,10 @@
 //
 // Calls Store::verify (read-only) and prints what it found. With --repair
 // and problems found: Store::repair on a writable handle (unpublishes
-// damaged and duplicate entries, safe while others use the file), then a
-// reopen, which rebuilds free lists and reclaims leaks if no other process
-// has the file open, then a second verify to report the result.
+// damaged and duplicate entries and reclaims the chunks of processes killed
+// mid-write, safe while others use the file), then a reopen, which rebuilds
+// free lists and reclaims any other leaks if no other process has the file
+// open, then a second verify to report the result.
 //
 // Exit status: 0 the file is clean (after repair, with --repair), 1 problems
 // found (or left: another process kept the file open), 2 could not run.
@@ -36,6 +37,7 @@ nlohmann::ordered_json report_to_json(const VerifyReport& r) {
           {"uncarved_pages", r.uncarved_pages},
           {"dead_processes", r.dead_processes},
           {"repaired", r.repaired},
+          {"reclaimed_chunks", r.reclaimed_chunks},
           {"concurrent", r.concurrent},
           {"problems", r.problems}};
 }
@@ -45,7 +47,9 @@ void print_report(const VerifyReport& r, std::string_view file, std::string_view
              r.clean() ? "no problems" : "PROBLEMS FOUND");
   for (const std::string& p : r.problems) fmt::print("  {}\n", p);
   if (r.concurrent) {
-    fmt::print("  (other processes are using the file: free lists and leaks were not judged)\n");
+    fmt::print(
+        "  (other processes are using the file: free lists were not judged, and of the leaks "
+        "only chunks held by processes that died)\n");
   }
 }
 
@@ -81,14 +85,15 @@ int run_verify(const VerifyArgs& args, const GlobalOptions& global) {
   if (args.json) {
     nlohmann::ordered_json j = report_to_json(before);
     j["repaired"] = repaired.repaired;
+    j["reclaimed_chunks"] = repaired.reclaimed_chunks;
     j["after_repair"] = report_to_json(after);
     print_json(stdout, j);
   } else {
     print_report(before, args.file, "");
     fmt::print(
-        "repair: unpublished {} damaged or duplicate entries; rebuilt free lists and "
-        "reclaimed leaks {}\n",
-        repaired.repaired,
+        "repair: unpublished {} damaged or duplicate entries; reclaimed {} chunks held by "
+        "processes that died; rebuilt free lists and reclaimed other leaks {}\n",
+        repaired.repaired, repaired.reclaimed_chunks,
         after.concurrent ? "later (another process has the file open; the next process "
                            "to open it alone does it)"
                          : "now");

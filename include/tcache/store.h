@@ -126,12 +126,16 @@ struct VerifyReport {
   std::uint64_t damaged_entries = 0;    // bad pointer, torn, overrun, wrong bucket, checksum, blob
   std::uint64_t duplicate_entries = 0;  // a key present twice
   std::uint64_t broken_free_lists = 0;  // size classes whose free list is damaged
-  std::uint64_t leaked_chunks = 0;      // chunks nothing reaches (a process died mid-write)
-  std::uint64_t uncarved_pages = 0;     // pages claimed but never carved
-  std::uint64_t dead_processes = 0;     // processes that died without detaching
-  std::uint64_t repaired = 0;           // slots repair() unpublished
-  // Other processes were using the file: free lists, pages and leaks change
-  // under the walk and were not judged.
+  // Chunks nothing reaches (a process died mid-write). While other
+  // processes write (concurrent), only the chunks dead writers held.
+  std::uint64_t leaked_chunks = 0;
+  std::uint64_t uncarved_pages = 0;    // pages claimed but never carved
+  std::uint64_t dead_processes = 0;    // processes that died without detaching
+  std::uint64_t repaired = 0;          // slots repair() unpublished
+  std::uint64_t reclaimed_chunks = 0;  // leaked chunks repair() returned to free lists
+  // Other processes were using the file: free lists and pages change under
+  // the walk and were not judged; of the leaks, only chunks that dead
+  // writers held were.
   bool concurrent = false;
   std::vector<std::string> problems;  // one line each, at most 100
   bool clean() const {
@@ -277,11 +281,14 @@ class Store {
   // Never throws except std::bad_alloc.
   VerifyReport verify() const;
   // verify(), and unpublishes the damaged and duplicate entries it finds
-  // (safe alongside other processes: one CAS per slot). Leaked chunks,
-  // broken free lists, uncarved pages and dead processes are then rebuilt
-  // by the next process that opens the file alone (it sets the file's
-  // needs-recovery flag); close the store and open it again to do that now
-  // (tcache-tool verify --repair does). Throws Error: read_only.
+  // and returns the chunks that processes killed mid-write held to their
+  // free lists (safe alongside other processes: one CAS per slot or chunk;
+  // report.reclaimed_chunks). Other leaked chunks (a writer killed in the
+  // instant between taking a chunk and marking it, or damage), broken free
+  // lists, uncarved pages and dead processes are then rebuilt by the next
+  // process that opens the file alone (it sets the file's needs-recovery
+  // flag); close the store and open it again to do that now (tcache-tool
+  // verify --repair does). Throws Error: read_only.
   VerifyReport repair();
 
   // Sums counters and walks the index (O(index size)). Never throws.

@@ -208,6 +208,33 @@ inline constexpr std::uint32_t meta_key_len(std::uint64_t meta) {
 }
 inline constexpr std::uint64_t kMaxExpiryMs = (1ull << 48) - 1;
 
+// A chunk a writer has taken (popped, evicted or carved) and not yet
+// published or freed keeps an odd version, and its meta word names the
+// writer until the entry's own meta is written:
+//   bits 0..15   0xffff (no key is that long)
+//   bits 16..37  the writer's pid (Linux pids are below 2^22)
+//   bits 38..62  the writer's start time (clock ticks since boot) mod 2^25
+//   bit  63      1 (a free chunk's next link never sets it)
+// Such a chunk whose writer is dead has leaked (the writer was killed before
+// it published or freed the chunk); repair() returns it to its free list
+// even while other processes use the file (INVARIANTS.md, 11).
+inline constexpr std::uint64_t kOwnerMarkKeyLen = 0xffff;
+inline constexpr std::uint64_t kOwnerMarkPidMask = (1ull << 22) - 1;
+inline constexpr std::uint64_t kOwnerMarkStartMask = (1ull << 25) - 1;
+inline constexpr std::uint64_t owner_mark(std::uint32_t pid, std::uint64_t start_time) {
+  return (1ull << 63) | ((start_time & kOwnerMarkStartMask) << 38) |
+         ((pid & kOwnerMarkPidMask) << 16) | kOwnerMarkKeyLen;
+}
+inline constexpr bool is_owner_mark(std::uint64_t meta) {
+  return (meta >> 63) != 0 && (meta & 0xffff) == kOwnerMarkKeyLen;
+}
+inline constexpr std::uint32_t owner_mark_pid(std::uint64_t meta) {
+  return static_cast<std::uint32_t>((meta >> 16) & kOwnerMarkPidMask);
+}
+inline constexpr std::uint64_t owner_mark_start(std::uint64_t meta) {
+  return (meta >> 38) & kOwnerMarkStartMask;
+}
+
 // ---------------------------------------------------------------------------
 // Index slot: one 64-bit word; 0 = empty.
 //   bits 0..36  chunk offset / 8 (files up to 1 TiB)

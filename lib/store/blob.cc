@@ -226,9 +226,8 @@ bool StoreImpl::may_delete_unknown_blobs() const {
   const std::uint64_t w = atom<std::uint64_t>(&sb_->compaction).load();
   if (w == 0) return true;
   if (compaction_phase(w) != kCompactionCopying) return false;
-  const auto pid = static_cast<pid_t>(compactor_pid(w));
-  return !process_alive(pid, 0) ||
-         (process_start_time(pid) & kCompactorStartMask) != compactor_start(w);
+  return !process_alive(static_cast<pid_t>(compactor_pid(w)), compactor_start(w),
+                        kCompactorStartMask);
 }
 
 void StoreImpl::sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes) {

@@ -1038,9 +1038,7 @@ void Compactor::claim(std::uint64_t* word, std::uint64_t id, const std::string& 
     std::uint64_t cur = w.load(std::memory_order_seq_cst);
     if (cur != 0) {
       const auto pid = static_cast<pid_t>(compactor_pid(cur));
-      const bool alive = process_alive(pid, 0) &&
-                         (process_start_time(pid) & kCompactorStartMask) == compactor_start(cur);
-      if (alive) {
+      if (process_alive(pid, compactor_start(cur), kCompactorStartMask)) {
         fail(Errc::busy, "process " + std::to_string(pid) + " is compacting '" + path +
                              "' already; wait for it to finish");
       }

@@ -29,6 +29,8 @@ constexpr int kMaxPublishRounds = 256;
 constexpr std::uint64_t kGrowRetryMs = 1000;
 constexpr std::uint64_t kOwnerLive = 1ull << 32;
 constexpr std::uint64_t kOwnerFolding = 1ull << 33;
+// An owner mark (layout.h) is never a key length.
+static_assert(Store::kMaxKeyBytes < kOwnerMarkKeyLen);
 
 // Compressing the first KiB says cheaply whether the whole value will
 // compress: random or already-compressed data is stored as it is without
@@ -130,12 +132,14 @@ void StoreImpl::open_attach() {
 
 void StoreImpl::attach_process() {
   const pid_t pid = ::getpid();
+  const std::uint64_t start = process_start_time(pid);
+  owner_mark_ = owner_mark(static_cast<std::uint32_t>(pid), start);
   const std::uint64_t me = kOwnerLive | static_cast<std::uint32_t>(pid);
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     std::uint64_t expected = 0;
     if (atom<std::uint64_t>(&procs_[i].owner).compare_exchange_strong(expected, me)) {
       ProcessEntry& e = procs_[i];
-      atom<std::uint64_t>(&e.start_time).store(process_start_time(pid));
+      atom<std::uint64_t>(&e.start_time).store(start);
       atom<std::uint64_t>(&e.attached_unix_ms).store(now_unix_ms());
       for (auto& c : e.counters) atom<std::uint64_t>(&c).store(0);
       atom<std::uint64_t>(&e.writes).store(0);
@@ -207,9 +211,8 @@ namespace {
 // The compactor named by a compaction word is still running: same pid, same
 // start time (modulo 2^38, as stored).
 bool compactor_alive(std::uint64_t w) {
-  const auto pid = static_cast<pid_t>(compactor_pid(w));
-  if (!process_alive(pid, 0)) return false;
-  return (process_start_time(pid) & kCompactorStartMask) == compactor_start(w);
+  return process_alive(static_cast<pid_t>(compactor_pid(w)), compactor_start(w),
+                       kCompactorStartMask);
 }
 
 }  // namespace
@@ -796,6 +799,13 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
 }
 
 std::uint64_t StoreImpl::allocate(std::uint32_t cls) {
+  const std::uint64_t off = take_chunk(cls);
+  // Same cache line as the header the caller writes next: one more store.
+  atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).store(owner_mark_, std::memory_order_relaxed);
+  return off;
+}
+
+std::uint64_t StoreImpl::take_chunk(std::uint32_t cls) {
   for (int round = 0; round < 8; ++round) {
     if (const std::uint64_t off = pop_free(cls); off != 0) return off;
     if (carve_page(cls)) continue;

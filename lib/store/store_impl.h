@@ -183,7 +183,16 @@ class StoreImpl {
   // Unlinks whatever word in `slot` still points at chunk `off`.
   bool unlink_chunk(std::uint64_t& slot, std::uint64_t off);
 
+  // A chunk of class `cls` for the caller alone (odd version), its meta word
+  // set to this process's owner mark (layout.h) until the caller writes the
+  // entry's. Pops, carves a page, or evicts. Throws Error: no_space.
   std::uint64_t allocate(std::uint32_t cls);
+  std::uint64_t take_chunk(std::uint32_t cls);  // allocate() without the mark
+  // Chunks whose owner mark names a dead process (leaked: see layout.h),
+  // counted, and with `reclaim` returned to their free lists (a CAS on the
+  // mark each, so safe alongside other processes and other repairers).
+  // O(carved chunks).
+  std::uint64_t dead_owners_chunks(bool reclaim);
   std::uint64_t pop_free(std::uint32_t cls);
   // Takes the next uncarved page (growing the file to cover it) for the
   // caller alone: claimed (`page` set), raced (another thread or process
@@ -288,6 +297,7 @@ class StoreImpl {
   // already been given.
   bool compaction_target_ = false;
   int proc_slot_ = -1;
+  std::uint64_t owner_mark_ = 0;  // owner_mark(our pid, start time): see allocate()
   std::atomic<std::uint64_t> grow_retry_after_ms_{0};
   std::filesystem::path blob_dir_;
   mutable std::mutex log_mutex_;

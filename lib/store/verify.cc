@@ -9,15 +9,19 @@
 //   - free lists: a node outside its class's pages, a node that is in use,
 //     a cycle;
 //   - leaked chunks: carved chunks that neither the index nor a free list
-//     reaches (what a process killed between pop and publish leaves);
+//     reaches (what a process killed between pop and publish leaves); while
+//     others write, the chunks whose owner mark names a dead process;
 //   - pages claimed but never carved, and dead processes in the table.
-// While other processes use the file, free lists and leaks change under
-// the walk: then they are not judged (report.concurrent says so).
+// While other processes use the file, free lists change under the walk:
+// then they are not judged (report.concurrent says so), and of the leaks
+// only those marked by dead writers are.
 //
 // repair() unpublishes damaged and duplicate slots at once (a CAS per slot,
-// safe alongside other processes) and sets needs_recovery, so that the
-// next process to open the file alone rebuilds free lists, reclaims leaked
-// chunks and uncarved pages and folds dead processes (recovery.cc).
+// safe alongside other processes), returns the chunks that dead writers
+// held to their free lists (a CAS on each chunk's owner mark, layout.h;
+// also safe alongside others), and sets needs_recovery, so that the next
+// process to open the file alone rebuilds free lists, reclaims any other
+// leaked chunks and uncarved pages and folds dead processes (recovery.cc).
 // tcache-tool verify --repair reopens the file straight away for that.
 //
 // Thread safety: both may run while other threads and processes use the
@@ -43,6 +47,47 @@ void note(VerifyReport& r, std::string line) {
 }
 
 }  // namespace
+
+std::uint64_t StoreImpl::dead_owners_chunks(bool reclaim) {
+  // A chunk marked by a writer is its writer's alone until the writer
+  // publishes it (writing the entry's meta first) or frees it (writing a
+  // free-list link first): while the mark names a dead process, nobody
+  // else reaches the chunk, and the CAS on the mark makes one repairer its
+  // new owner.
+  std::vector<std::pair<std::uint64_t, bool>> seen;  // mark identity, dead
+  const auto dead = [&](std::uint64_t mark) {
+    const std::uint64_t who = mark & ~kOwnerMarkKeyLen;
+    for (const auto& [id, is_dead] : seen) {
+      if (id == who) return is_dead;
+    }
+    const bool is_dead = !process_alive(static_cast<pid_t>(owner_mark_pid(mark)),
+                                        owner_mark_start(mark), kOwnerMarkStartMask);
+    seen.emplace_back(who, is_dead);
+    return is_dead;
+  };
+  const std::uint64_t pages = std::min(atom<std::uint64_t>(&sb_->next_page).load(), max_pages_);
+  std::uint64_t n = 0;
+  for (std::uint64_t p = 0; p < pages; ++p) {
+    const std::uint32_t cls = atom<std::uint8_t>(&page_table_[p]).load(std::memory_order_acquire);
+    if (cls >= class_count_) continue;
+    const std::uint32_t size = class_bytes_[cls];
+    const std::uint64_t first = pages_offset_ + p * page_bytes_;
+    for (std::uint64_t off = first; off + size <= first + page_bytes_; off += size) {
+      char* c = chunk(off);
+      if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) == 0) continue;
+      auto meta = atom<std::uint64_t>(c + kChunkMetaOffset);
+      std::uint64_t mark = meta.load(std::memory_order_acquire);
+      if (!is_owner_mark(mark) || !dead(mark)) continue;
+      if (!reclaim) {
+        ++n;
+      } else if (meta.compare_exchange_strong(mark, 0, std::memory_order_acq_rel)) {
+        push_chain(cls, off, off);
+        ++n;
+      }
+    }
+  }
+  return n;
+}
 
 const char* StoreImpl::slot_problem(std::uint64_t i, std::uint64_t w, std::string& key) {
   const std::uint64_t off = slot_offset(w);
@@ -197,6 +242,14 @@ VerifyReport StoreImpl::verify(bool repair) {
                   " chunks are neither in the index nor on a free list (leaked by a process "
                   "that died mid-write)");
     }
+  } else if ((r.leaked_chunks = dead_owners_chunks(false)) != 0) {
+    // While others write, only the chunks that dead writers held are
+    // certainly leaked.
+    note(r, std::to_string(r.leaked_chunks) +
+                " chunks are held by processes that died mid-write (leaked)");
+  }
+  if (repair && !region_.read_only() && r.leaked_chunks != 0) {
+    r.reclaimed_chunks = dead_owners_chunks(true);
   }
 
   if (repair && !region_.read_only() && !r.clean()) {

@@ -44,14 +44,14 @@ std::uint64_t process_start_time(pid_t pid) {
   return read_stat(pid, &state, &start) ? start : 0;
 }
 
-bool process_alive(pid_t pid, std::uint64_t start_time) {
+bool process_alive(pid_t pid, std::uint64_t start_time, std::uint64_t start_mask) {
   if (pid <= 0) return false;
   if (::kill(pid, 0) != 0 && errno != EPERM) return false;
   char state = 0;
   std::uint64_t now_start = 0;
   if (!read_stat(pid, &state, &now_start)) return true;  // no /proc: trust kill()
   if (state == 'Z' || state == 'X') return false;        // exited, not yet reaped
-  return start_time == 0 || now_start == start_time;
+  return start_time == 0 || (now_start & start_mask) == start_time;
 }
 
 std::uint64_t now_unix_ms() {
