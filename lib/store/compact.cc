@@ -407,50 +407,24 @@ bool Compactor::live(const Raw& r, std::uint64_t now) const {
 }
 
 Compactor::Lookup Compactor::lookup(std::string_view key, std::uint64_t h, Raw& r) {
-  const StoreImpl::Slots s = from_.slots_for(h);
-  const std::uint64_t tag = hash_tag(h);
-  for (int i = 0; i < StoreImpl::kPairSlots; ++i) {
-    std::uint64_t& slot = s.at(i);
-    const std::uint64_t w = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
-    if (w == 0 || slot_tag(w) != tag) continue;
-    const std::uint64_t off = slot_offset(w);
-    const int cls = from_.chunk_class(off);
-    if (cls < 0) continue;
-    const char* c = from_.chunk(off);
-    const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
-    if ((v1 & 1) != 0) return Lookup::unstable;
-    const std::uint64_t meta =
-        atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
-    const std::uint32_t vf =
-        atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
-    const std::uint32_t sum =
-        atom<std::uint32_t>(c + kChunkChecksumOffset).load(std::memory_order_relaxed);
-    const std::uint32_t klen = meta_key_len(meta);
-    const std::uint32_t vlen = vf & kValueLenMask;
-    const bool same = klen == key.size() &&
-                      kChunkHeaderBytes + std::uint64_t{klen} + vlen <= from_.class_bytes_[cls] &&
-                      racy_equal(c + kChunkHeaderBytes, key.data(), klen);
-    if (same) {
-      r.stored.resize(vlen);
-      racy_read(r.stored.data(), c + kChunkHeaderBytes + klen, vlen);
-    }
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Lookup::unstable;
-    if (!same) {
-      if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return Lookup::unstable;
-      continue;
-    }
-    r.word = w & ~kRefBit;
-    r.version = v1;
-    r.h = h;
-    r.meta = meta;
-    r.vf = vf;
-    r.sum = sum;
-    r.key.assign(key);
-    // get() answers from the first copy of the key; so do we.
-    return live(r, now_unix_ms()) ? Lookup::live : Lookup::absent;
+  StoreImpl::Entry e;
+  switch (from_.find_entry<true>(key, h, from_.slots_for(h), &r.stored, e)) {
+    case StoreImpl::Find::retry:
+      return Lookup::unstable;
+    case StoreImpl::Find::absent:
+      return Lookup::absent;
+    case StoreImpl::Find::found:
+      break;
   }
-  return Lookup::absent;
+  r.word = e.word & ~kRefBit;
+  r.version = e.version;
+  r.h = h;
+  r.meta = e.meta;
+  r.vf = e.vlen_flags;
+  r.sum = e.checksum;
+  r.key.assign(key);
+  // get() answers from the first copy of the key; so do we.
+  return live(r, now_unix_ms()) ? Lookup::live : Lookup::absent;
 }
 
 Compactor::Import Compactor::import(const Raw& r, std::uint64_t* slot) {

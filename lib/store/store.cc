@@ -319,9 +319,12 @@ std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_b
 // ---------------------------------------------------------------------------
 // Reading
 
+// Inlined into probe (every get), so that the Entry lives in registers.
 template <bool kCopy>
-StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const Slots& s,
-                                  std::string* out, Found* found) {
+[[gnu::always_inline]] inline StoreImpl::Find StoreImpl::find_entry(std::string_view key,
+                                                                    std::uint64_t h, const Slots& s,
+                                                                    std::string* stored,
+                                                                    Entry& e) const {
   const std::uint64_t tag = hash_tag(h);
   for (int i = 0; i < kPairSlots; ++i) {
     std::uint64_t& slot = s.at(i);
@@ -333,7 +336,7 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     const char* c = chunk(off);
     if constexpr (kCopy) prefetch_chunk(c, class_bytes_[cls]);
     const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
-    if ((v1 & 1) != 0) return Probe::retry;  // being retired; the slot is changing
+    if ((v1 & 1) != 0) return Find::retry;  // being retired; the slot is changing
     const std::uint64_t meta =
         atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
     const std::uint32_t vf =
@@ -345,63 +348,86 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     bool same = klen == key.size() && kChunkHeaderBytes + klen + vlen <= class_bytes_[cls] &&
                 racy_equal(c + kChunkHeaderBytes, key.data(), klen);
     if (same && kCopy) {
-      out->resize(vlen);
-      racy_read(out->data(), c + kChunkHeaderBytes + klen, vlen);
+      stored->resize(vlen);
+      racy_read(stored->data(), c + kChunkHeaderBytes + klen, vlen);
     }
     std::atomic_thread_fence(std::memory_order_acquire);
-    if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Probe::retry;
+    if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return Find::retry;
     if (!same) {
       // Another key, consistently. If the slot moved on meanwhile, this
       // chunk may have been retired and reused after we read the slot, and
       // our key may sit in the slot now: look again rather than miss.
-      if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return Probe::retry;
+      if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return Find::retry;
       continue;
     }
-
-    // A consistent snapshot of this key's entry.
-    const std::uint64_t expiry = meta_expiry(meta);
-    if (expiry != 0 && now_unix_ms() >= expiry) {
-      if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
-      return Probe::miss;
-    }
-    if (found != nullptr) *found = Found{&slot, w, expiry, vf};
-    if (!kCopy) return (vf & kFlagLease) != 0 ? Probe::lease : Probe::hit;
-    if (value_checksum(out->data(), vlen, h, meta, vf) != sum) {
-      count(kChecksumFailures);
-      if (!region_.read_only()) unlink(slot, w);
-      return Probe::miss;
-    }
-    if ((vf & kFlagLease) != 0) return vlen == sizeof(LeaseRecord) ? Probe::lease : Probe::miss;
-    if ((w & kRefBit) == 0 && !region_.read_only()) {
-      std::uint64_t expected = w;
-      atom<std::uint64_t>(&slot).compare_exchange_strong(expected, w | kRefBit,
-                                                         std::memory_order_relaxed);
-    }
-    if ((vf & kFlagBlob) != 0) {
-      BlobRef ref;
-      if (vlen != sizeof ref) return Probe::miss;
-      std::memcpy(&ref, out->data(), sizeof ref);
-      if (!read_blob(h, ref, *out)) return Probe::miss;
-    }
-    if ((vf & kFlagCompressed) != 0) {
-      std::uint32_t raw = 0;
-      if (out->size() < 4) return Probe::miss;
-      std::memcpy(&raw, out->data(), 4);
-      std::string& tmp = scratch();
-      tmp.resize(raw);
-      const int n = raw > kValueLenMask
-                        ? -1
-                        : LZ4_decompress_safe(out->data() + 4, tmp.data(),
-                                              static_cast<int>(vlen - 4), static_cast<int>(raw));
-      if (n != static_cast<int>(raw)) {
-        count(kChecksumFailures);
-        return Probe::miss;
-      }
-      out->swap(tmp);
-    }
-    return Probe::hit;
+    e = Entry{&slot, w, v1, meta, vf, sum};
+    return Find::found;
   }
-  return Probe::miss;
+  return Find::absent;
+}
+
+// The compactor reads entries as get() finds them.
+template StoreImpl::Find StoreImpl::find_entry<true>(std::string_view, std::uint64_t, const Slots&,
+                                                     std::string*, Entry&) const;
+
+template <bool kCopy>
+StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const Slots& s,
+                                  std::string* out, Found* found) {
+  Entry e;
+  switch (find_entry<kCopy>(key, h, s, out, e)) {
+    case Find::retry:
+      return Probe::retry;
+    case Find::absent:
+      return Probe::miss;
+    case Find::found:
+      break;
+  }
+  std::uint64_t& slot = *e.slot;
+  const std::uint64_t w = e.word;
+  const std::uint64_t meta = e.meta;
+  const std::uint32_t vf = e.vlen_flags;
+  const std::uint32_t vlen = vf & kValueLenMask;
+  const std::uint64_t expiry = meta_expiry(meta);
+  if (expiry != 0 && now_unix_ms() >= expiry) {
+    if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
+    return Probe::miss;
+  }
+  if (found != nullptr) *found = Found{&slot, w, expiry, vf};
+  if (!kCopy) return (vf & kFlagLease) != 0 ? Probe::lease : Probe::hit;
+  if (value_checksum(out->data(), vlen, h, meta, vf) != e.checksum) {
+    count(kChecksumFailures);
+    if (!region_.read_only()) unlink(slot, w);
+    return Probe::miss;
+  }
+  if ((vf & kFlagLease) != 0) return vlen == sizeof(LeaseRecord) ? Probe::lease : Probe::miss;
+  if ((w & kRefBit) == 0 && !region_.read_only()) {
+    std::uint64_t expected = w;
+    atom<std::uint64_t>(&slot).compare_exchange_strong(expected, w | kRefBit,
+                                                       std::memory_order_relaxed);
+  }
+  if ((vf & kFlagBlob) != 0) {
+    BlobRef ref;
+    if (vlen != sizeof ref) return Probe::miss;
+    std::memcpy(&ref, out->data(), sizeof ref);
+    if (!read_blob(h, ref, *out)) return Probe::miss;
+  }
+  if ((vf & kFlagCompressed) != 0) {
+    std::uint32_t raw = 0;
+    if (out->size() < 4) return Probe::miss;
+    std::memcpy(&raw, out->data(), 4);
+    std::string& tmp = scratch();
+    tmp.resize(raw);
+    const int n = raw > kValueLenMask
+                      ? -1
+                      : LZ4_decompress_safe(out->data() + 4, tmp.data(), static_cast<int>(vlen - 4),
+                                            static_cast<int>(raw));
+    if (n != static_cast<int>(raw)) {
+      count(kChecksumFailures);
+      return Probe::miss;
+    }
+    out->swap(tmp);
+  }
+  return Probe::hit;
 }
 
 bool StoreImpl::get(std::string_view key, std::string& value) {

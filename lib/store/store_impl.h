@@ -172,6 +172,25 @@ class StoreImpl {
   int chunk_class(std::uint64_t off) const noexcept;
   char* chunk(std::uint64_t off) const noexcept { return base_ + off; }
 
+  // A consistent copy (seqlock read: INVARIANTS.md, 2) of the first entry
+  // of `key` in pair `s`, as get() finds it: the slot, the word it held,
+  // and its chunk's header words; with kCopy, its stored bytes in *stored.
+  // found; absent (no chunk of the pair holds the key); or retry (a chunk
+  // or slot changed while looking).
+  struct Entry {
+    std::uint64_t* slot;
+    std::uint64_t word;
+    std::uint32_t version;
+    std::uint64_t meta;
+    std::uint32_t vlen_flags;
+    std::uint32_t checksum;
+  };
+  enum class Find { found, absent, retry };
+  template <bool kCopy>
+  Find find_entry(std::string_view key, std::uint64_t h, const Slots& s, std::string* stored,
+                  Entry& e) const;
+  // find_entry, then what get() makes of the entry: expiry (unlinking an
+  // expired one), checksum, lease, reference bit, blob, LZ4.
   template <bool kCopy>
   Probe probe(std::string_view key, std::uint64_t h, const Slots& s, std::string* out,
               Found* found);
