@@ -24,10 +24,10 @@
 // the old file holds when the final phase starts is in the new one, with its value and expiry,
 // unless the new file had to evict it (CompactResult::evicted; only when the new capacity is too
 // small; a disk too full for the new file fails the compaction with no_space instead, and the old
-// file stays in use as it was): nothing acknowledged before or during the compaction is lost. The old file is never
-// truncated; a process keeps its mapping of it (and so its disk space) until it closes its Store.
-// One compaction of a file runs at a time: another compact() of it fails with Errc::busy. The
-// argument is in lib/store/INVARIANTS.md, invariant 10.
+// file stays in use as it was): nothing acknowledged before or during the compaction is lost. The
+// old file is never truncated; a process keeps its mapping of it (and so its disk space) until it
+// closes its Store. One compaction of a file runs at a time: another compact() of it fails with
+// Errc::busy. The argument is in lib/store/INVARIANTS.md, invariant 10.
 //
 // A compactor killed (or failing) at any point leaves the old file in use
 // and intact: its users carry on with it (writers that were waiting see
@@ -49,10 +49,9 @@
 // Exceptions: compact() throws tcache::Error: busy (another compaction, the
 // process table is full, or writers broke the final phase off), io_error,
 // no_space (the disk, a quota or RLIMIT_FSIZE cannot hold the new file: the cache file is
-// unchanged and the new file deleted; free disk space and compact again), invalid_option (a capacity out
-// of range or too small for the file's geometry), and what Store::open
-// throws for the file (unsafe_permissions, not_a_cache_file,
-// version_mismatch, corrupt_file).
+// unchanged and the new file deleted; free disk space and compact again), invalid_option (a
+// capacity out of range or too small for the file's geometry), and what Store::open throws for the
+// file (unsafe_permissions, not_a_cache_file, version_mismatch, corrupt_file).
 
 #pragma once
 
