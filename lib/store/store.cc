@@ -18,6 +18,7 @@
 #include "util/fail.h"
 #include "util/proc.h"
 #include "util/racy.h"
+#include "util/test_hook.h"
 
 namespace tcache {
 namespace detail {
@@ -389,14 +390,18 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
   const std::uint32_t vlen = vf & kValueLenMask;
   const std::uint64_t expiry = meta_expiry(meta);
   if (expiry != 0 && now_unix_ms() >= expiry) {
-    if (!region_.read_only() && unlink(slot, w)) count(kExpirations);
+    if (region_.read_only()) return Probe::miss;
+    test_point(TestPoint::content_unlink, key);
+    if (unlink(slot, w)) count(kExpirations);
     return Probe::miss;
   }
   if (found != nullptr) *found = Found{&slot, w, expiry, vf};
   if (!kCopy) return (vf & kFlagLease) != 0 ? Probe::lease : Probe::hit;
   if (value_checksum(out->data(), vlen, h, meta, vf) != e.checksum) {
     count(kChecksumFailures);
-    if (!region_.read_only()) unlink(slot, w);
+    if (region_.read_only()) return Probe::miss;
+    test_point(TestPoint::content_unlink, key);
+    unlink(slot, w);
     return Probe::miss;
   }
   if ((vf & kFlagLease) != 0) return vlen == sizeof(LeaseRecord) ? Probe::lease : Probe::miss;
@@ -1226,9 +1231,11 @@ StoreImpl::LeaseStep StoreImpl::lease_step(std::string_view key, std::string& va
     std::memcpy(&rec, value.data(), sizeof rec);
     const bool dead = !process_alive(static_cast<pid_t>(rec.pid), rec.start_time);
     if (dead || now_unix_ms() >= rec.deadline_ms) {
+      test_point(TestPoint::lease_takeover, key);
       unlink_chunk(*f.slot, slot_offset(f.word));  // take it over
       return LeaseStep::again;
     }
+    test_point(TestPoint::lease_wait, key);
     return LeaseStep::wait;
   }
   if (p == Probe::retry) return LeaseStep::again;
@@ -1256,8 +1263,10 @@ void StoreImpl::release_lease(std::string_view key) noexcept {
     if (p != Probe::lease) return;
     LeaseRecord rec;
     std::memcpy(&rec, bytes.data(), sizeof rec);
-    if (rec.pid == static_cast<std::uint32_t>(::getpid()))
+    if (rec.pid == static_cast<std::uint32_t>(::getpid())) {
+      test_point(TestPoint::lease_release, key);
       unlink_chunk(*f.slot, slot_offset(f.word));
+    }
     return;
   }
 }
@@ -1323,9 +1332,11 @@ std::uint64_t StoreImpl::purge_expired() {
          "'" + region_.path().string() + "' is open read-only; open it without read_only to purge");
   }
   std::uint64_t n = 0;
-  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view, std::uint64_t meta,
+  for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view key, std::uint64_t meta,
                      std::uint32_t, std::uint64_t now) {
-    if (meta_expiry(meta) != 0 && now >= meta_expiry(meta) && unlink(slot, w)) ++n;
+    if (meta_expiry(meta) == 0 || now < meta_expiry(meta)) return;
+    test_point(TestPoint::content_unlink, key);
+    if (unlink(slot, w)) ++n;
   });
   count(kExpirations, n);
   return n;
