@@ -6,6 +6,7 @@
 // tests can assert that a value was computed exactly once however the
 // callers interleave.
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "support/stall.h"
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -225,6 +227,194 @@ TEST_F(LeaseTest, PrefixOperations) {
   EXPECT_EQ(s.count_prefix("b/"), 50u);
   EXPECT_TRUE(s.get("b/7").has_value());
   EXPECT_FALSE(s.get("a/7").has_value());
+}
+
+// ---------------------------------------------------------------------------
+// At most one live holder per key, always (issue 11, item 2). A takeover or
+// release decides from a lease's content (its holder is dead; it is ours)
+// and then unlinks; meanwhile the lease may have gone and a new holder's
+// lease taken the same chunk and slot (LIFO free lists). The tests hold one
+// thread between the decision and the unlink (tests/support/stall.h).
+
+using tcache::detail::TestPoint;
+using tcache::test::StallAt;
+
+// Leaves a lease on `key` whose holder was killed.
+void leave_dead_lease(const std::function<Store()>& open, const std::string& key) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t holder = tcache::test::spawn([&] {
+    Store s = open();
+    std::string v;
+    if (s.get_or_lease(key, v, 1h)) return 1;
+    const char c = 'x';
+    if (::write(ready[1], &c, 1) != 1) return tcache::test::kExitPipe;
+    ::pause();
+    return 0;
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  ASSERT_EQ(::kill(holder, SIGKILL), 0);
+  tcache::test::wait_for(holder);
+}
+
+TEST_F(LeaseTest, ALateTakeoverLeavesTheNewHoldersLease) {
+  ASSERT_NO_FATAL_FAILURE(leave_dead_lease([this] { return open(); }, "k"));
+  Store s = open();
+  StallAt stall(TestPoint::lease_takeover);
+  std::atomic<int> late{-1};  // the stalled waiter: 1 = it held the lease, 0 = it got the value
+  std::string late_value;
+  std::thread waiter([&] {
+    stall.arm();
+    late = s.get_or_lease("k", late_value, 1h) ? 0 : 1;
+  });
+  stall.wait_inside();  // it found the holder dead and is about to unlink
+  std::string v;
+  ASSERT_FALSE(s.get_or_lease("k", v, 1h));  // we take the lease over first
+  stall.release();
+  // The waiter must now wait for us, a live holder: it either waits (the
+  // hook says so) or, wrongly, returns as a second holder.
+  while (late.load() < 0 && !stall.waiting()) std::this_thread::yield();
+  EXPECT_EQ(late.load(), -1) << "two live holders of one lease";
+  s.put("k", "computed once");
+  waiter.join();
+  EXPECT_EQ(late.load(), 0);
+  EXPECT_EQ(late_value, "computed once");
+}
+
+TEST_F(LeaseTest, ALateReleaseLeavesTheNextHoldersLease) {
+  Store s = open();
+  std::string v;
+  ASSERT_FALSE(s.get_or_lease("k", v, 1h));  // this process holds the lease
+  int holds[2], stop[2], said[2];
+  ASSERT_EQ(::pipe(holds), 0);
+  ASSERT_EQ(::pipe(stop), 0);
+  ASSERT_EQ(::pipe(said), 0);
+  // B waits for the lease, tells us when it holds it, and puts the value
+  // when we say so.
+  const pid_t b = tcache::test::spawn([&] {
+    Store s2 = open();
+    std::string got;
+    if (s2.get_or_lease("k", got, 1h)) return tcache::test::report(1, "B got a value");
+    char c = 'b';
+    if (::write(holds[1], &c, 1) != 1 || ::read(stop[0], &c, 1) != 1) {
+      return tcache::test::kExitPipe;
+    }
+    s2.put("k", "from B");
+    return 0;
+  });
+  // Two threads of ours release at once: the stalled one read our lease
+  // and is about to unlink it when the other one has already done so and B
+  // has taken the lease (into the same chunk and slot).
+  StallAt stall(TestPoint::lease_release);
+  std::thread late([&] {
+    stall.arm();
+    s.release_lease("k");
+  });
+  stall.wait_inside();
+  s.release_lease("k");
+  char c;
+  ASSERT_EQ(::read(holds[0], &c, 1), 1);  // B holds the lease now
+  stall.release();
+  late.join();
+  // C asks for the key: it must wait for B (it says 'w' through the
+  // lease_wait hook), not become a second holder ('H').
+  const pid_t checker = tcache::test::spawn([&] {
+    static int out = -1;
+    out = said[1];
+    tcache::detail::set_test_hook([](TestPoint point, std::string_view) {
+      static bool once = false;
+      const char w = 'w';
+      if (point == TestPoint::lease_wait && !once) once = ::write(out, &w, 1) == 1;
+    });
+    Store s3 = open();
+    std::string got;
+    const char r = s3.get_or_lease("k", got, 1h) ? (got == "from B" ? 'h' : '?') : 'H';
+    return ::write(out, &r, 1) == 1 ? 0 : tcache::test::kExitPipe;
+  });
+  ASSERT_EQ(::read(said[0], &c, 1), 1);
+  EXPECT_EQ(c, 'w') << "a second live holder of the lease";
+  const char go = 'g';
+  ASSERT_EQ(::write(stop[1], &go, 1), 1);
+  if (c == 'w') {
+    ASSERT_EQ(::read(said[0], &c, 1), 1);
+    EXPECT_EQ(c, 'h');  // B's value, computed once
+  }
+  tcache::test::expect_exited_zero({b, checker}, "holder or checker");
+  for (int fd : {holds[0], holds[1], stop[0], stop[1], said[0], said[1]}) ::close(fd);
+}
+
+// Processes race to take over dead holders' leases and to lease anew; each
+// holder counts itself in shared memory while it holds. A waiter that found
+// a dead holder is held before its unlink until someone has become a holder
+// meanwhile (the hook), then goes on: it must not unlink that holder's lease.
+struct Holders {
+  std::atomic<int> now{0};                  // live holders of the key at this moment
+  std::atomic<int> most{0};                 // the most ever seen at once
+  std::atomic<std::uint64_t> taken{0};      // leases taken so far
+  std::atomic<std::uint64_t> takeovers{0};  // takeover unlinks held in the window
+};
+Holders* g_holders = nullptr;
+
+void hold_takeover(TestPoint point, std::string_view) {
+  if (point != TestPoint::lease_takeover) return;
+  ++g_holders->takeovers;
+  const std::uint64_t seen = g_holders->taken.load();
+  for (int i = 0; i < 2000 && g_holders->taken.load() == seen; ++i) sched_yield();
+}
+
+// Counts the caller in as a holder, holds for a while (until someone else
+// takes the lease, which must not happen, or a few hundred yields), and
+// counts it out.
+void hold(Holders& h) {
+  const int n = h.now.fetch_add(1) + 1;
+  int most = h.most.load();
+  while (n > most && !h.most.compare_exchange_weak(most, n)) {
+  }
+  const std::uint64_t seen = h.taken.fetch_add(1) + 1;
+  for (int i = 0; i < 300 && h.taken.load() == seen; ++i) sched_yield();
+  h.now.fetch_sub(1);
+}
+
+TEST_F(LeaseTest, NeverTwoLiveHoldersWhileDeadHoldersAreTakenOver) {
+  { Store s = open(); }
+  tcache::test::Shared<Holders> h;
+  g_holders = &*h;
+  constexpr int kProcs = 4;
+  const int rounds = 60 / tcache::test::kSlowdown + 4;
+  std::vector<pid_t> pids;
+  for (int p = 0; p < kProcs; ++p) {
+    pids.push_back(tcache::test::spawn([&, p] {
+      tcache::detail::set_test_hook(&hold_takeover);
+      for (int i = 0; i < rounds; ++i) {
+        if ((i + p) % 2 == 0) {
+          // A holder that dies holding: its lease is left for the others
+          // to take over (it counts itself out first: it is not live).
+          const pid_t mortal = tcache::test::spawn([&] {
+            Store s = open();
+            std::string v;
+            if (s.get_or_lease("k", v, 1h)) return tcache::test::report(1, "a value appeared");
+            hold(*h);
+            std::_Exit(0);
+          });
+          if (tcache::test::wait_for(mortal) != 0) return 1;
+        } else {
+          Store s = open();
+          std::string v;
+          if (s.get_or_lease("k", v, 1h)) return tcache::test::report(1, "a value appeared");
+          hold(*h);
+          s.release_lease("k");
+        }
+      }
+      return 0;
+    }));
+  }
+  tcache::test::expect_exited_zero(pids, "contender");
+  EXPECT_EQ(h->most.load(), 1) << "live holders of one lease at once (" << h->takeovers.load()
+                               << " takeovers)";
+  EXPECT_GT(h->takeovers.load(), 0u) << "no dead holder was taken over";
 }
 
 }  // namespace

@@ -16,12 +16,14 @@
 // No test sleeps to win a race or asserts a timing; loop counts shrink under
 // sanitizers.
 
+#include <sched.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -30,12 +32,14 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "support/test_support.h"
 #include "tcache/tcache.h"
+#include "util/test_hook.h"
 
 namespace {
 
@@ -793,6 +797,100 @@ TEST_F(MultiprocessTest, AcknowledgedPutIsVisibleToOtherProcessesAtOnce) {
   EXPECT_EQ(st.puts, puts);
   EXPECT_EQ(st.hits, kReaders * puts);
   EXPECT_EQ(st.misses, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// A late unlink decided from a chunk's content removes only that content
+// (issue 11, item 1). Writers cycle their own key through an expiring entry
+// and an acknowledged one without a TTL; readers get every key. A reader
+// that finds an entry expired is held (test hook: lib/ is on the include
+// path for util/test_hook.h) between reading the slot word and its CAS until
+// the key's writer has replaced the entry, which (LIFO free lists) usually
+// takes the same chunk into the same slot. Nothing may remove the
+// acknowledged entry: its writer finds it after the readers have moved on,
+// and readers find it whenever its writer's round did not change around the
+// get. Bounded by round counts; the hold waits for the writer's next round.
+
+struct ExpiryRace {
+  static constexpr int kWriters = 3;
+  static constexpr int kReaders = 3;
+  // Per writer: odd while its key holds an entry that expires, even once an
+  // acknowledged entry without a TTL is there.
+  std::atomic<std::uint64_t> round[kWriters];
+  std::atomic<std::uint64_t> passes[kReaders];  // reader passes over every key
+  std::atomic<int> writers_done{0};
+  std::atomic<std::uint64_t> held{0};  // readers held in the window
+  std::atomic<std::uint64_t> lost{0};  // acknowledged entries found missing
+};
+ExpiryRace* g_expiry_race = nullptr;
+
+void hold_until_replaced(tcache::detail::TestPoint point, std::string_view key) {
+  if (point != tcache::detail::TestPoint::content_unlink || !key.starts_with("race-")) return;
+  const auto w = static_cast<std::size_t>(key.back() - '0');
+  const std::uint64_t seen = g_expiry_race->round[w].load();
+  if (seen % 2 == 0) return;
+  ++g_expiry_race->held;
+  // Until the writer has published its next entry (it always does; the
+  // bound only keeps a broken writer from hanging the reader).
+  for (long i = 0; i < 10'000'000 && g_expiry_race->round[w].load() == seen; ++i) sched_yield();
+}
+
+TEST_F(MultiprocessTest, ALateExpiryUnlinkNeverRemovesANewerEntry) {
+  Shared<ExpiryRace> shm;
+  g_expiry_race = &*shm;
+  StoreOptions opt;
+  opt.capacity_bytes = 16ull << 20;
+  { Store s = Store::open(file_, opt); }
+  const int rounds = 240 / kSlowdown;
+  std::vector<pid_t> pids;
+  for (int w = 0; w < ExpiryRace::kWriters; ++w) {
+    pids.push_back(spawn([&, w] {
+      Store s = Store::open(file_, opt);
+      const std::string key = "race-" + std::to_string(w);
+      std::string got;
+      for (int i = 1; i <= rounds; ++i) {
+        s.put(key, "short-" + std::to_string(i), std::chrono::milliseconds(1));
+        shm->round[w].store(2 * static_cast<std::uint64_t>(i) - 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // a TTL to run out
+        s.erase(key);
+        const std::string value = "long-" + std::to_string(i);
+        s.put(key, value);  // acknowledged from here on
+        shm->round[w].store(2 * static_cast<std::uint64_t>(i));
+        // Let every reader finish two passes, so a held one has gone on.
+        std::uint64_t start[ExpiryRace::kReaders];
+        for (int r = 0; r < ExpiryRace::kReaders; ++r) start[r] = shm->passes[r].load();
+        for (int r = 0; r < ExpiryRace::kReaders; ++r) {
+          while (shm->passes[r].load() < start[r] + 2) sched_yield();
+        }
+        if (!s.get(key, got) || got != value) ++shm->lost;
+      }
+      ++shm->writers_done;
+      return 0;
+    }));
+  }
+  for (int r = 0; r < ExpiryRace::kReaders; ++r) {
+    pids.push_back(spawn([&, r] {
+      tcache::detail::set_test_hook(&hold_until_replaced);
+      Store s = Store::open(file_, opt);
+      std::string got;
+      while (shm->writers_done.load() < ExpiryRace::kWriters) {
+        for (int w = 0; w < ExpiryRace::kWriters; ++w) {
+          const std::string key = "race-" + std::to_string(w);
+          const std::uint64_t before = shm->round[w].load();
+          const bool found = s.get(key, got);
+          if (before != 0 && before % 2 == 0 && shm->round[w].load() == before && !found) {
+            ++shm->lost;
+          }
+        }
+        ++shm->passes[r];
+      }
+      return 0;
+    }));
+  }
+  expect_exited_zero(pids, "writer or reader");
+  EXPECT_EQ(shm->lost.load(), 0u) << "acknowledged entries removed by late unlinks ("
+                                  << shm->held.load() << " unlinks held in the window)";
+  EXPECT_GT(shm->held.load(), 0u) << "the race was never set up";
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/stall.h"
 #include "support/test_support.h"
 #include "tcache/tcache.h"
 
@@ -466,6 +467,30 @@ TEST(ErrorTest, CodesHaveStableNames) {
   EXPECT_STREQ(tcache::error_code_name(tcache::Errc::no_space), "no_space");
   EXPECT_EQ(static_cast<int>(tcache::Errc::corrupt_file), 1);
   EXPECT_EQ(static_cast<int>(tcache::Errc::not_a_cache_file), 10);
+}
+
+// An unlink decided from what a chunk holds (here: expired) must remove that
+// entry and nothing newer. With LIFO free lists, the put of the same key
+// right after the expired entry went takes the same chunk into the same
+// slot, so a slot word alone cannot tell the two apart (issue 11, item 1).
+// The reader is stalled between reading the word and its CAS (lib/ is on
+// the include path for the test hook, util/test_hook.h).
+TEST_F(StoreTest, ALateExpiryUnlinkKeepsTheNewEntryInTheSameChunk) {
+  tcache::Store s = open();
+  s.put("k", "old", 1ms);
+  std::this_thread::sleep_for(5ms);  // a TTL to run out, not a race to win
+  tcache::test::StallAt stall(tcache::detail::TestPoint::content_unlink);
+  std::thread reader([&] {
+    stall.arm();
+    EXPECT_FALSE(s.get("k").has_value());  // expired: a miss, then the unlink
+  });
+  stall.wait_inside();
+  EXPECT_EQ(s.purge_expired(), 1u);  // the expired entry goes ...
+  s.put("k", "new");                 // ... and its chunk and slot are reused
+  stall.release();
+  reader.join();
+  EXPECT_EQ(s.get("k"), "new");  // acknowledged: the late unlink left it alone
+  EXPECT_EQ(s.stats().expirations, 1u);
 }
 
 }  // namespace
