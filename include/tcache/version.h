@@ -14,6 +14,6 @@ namespace tcache {
 inline constexpr const char* kVersionString = "0.1.0";
 // The cache-file format this build reads and writes (lib/format/FORMAT.md).
 // Files of another format version are refused with Errc::version_mismatch.
-inline constexpr unsigned kFormatVersion = 1;
+inline constexpr unsigned kFormatVersion = 3;
 
 }  // namespace tcache

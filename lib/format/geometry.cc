@@ -93,6 +93,7 @@ std::uint32_t layout_descriptor_hash() {
                              kSlotsPerBucket,
                              static_cast<std::uint64_t>(kAddrBits),
                              static_cast<std::uint64_t>(kTagShift),
+                             static_cast<std::uint64_t>(kGenShift),
                              kChunkAlign,
                              sizeof(void*),
                              kCounterCount};
@@ -185,7 +186,9 @@ void validate_superblock(const Superblock& sb, std::uint64_t file_size, const st
     fail(Errc::version_mismatch,
          where + " has format version " + std::to_string(sb.format_version) +
              ", this tcache reads version " + std::to_string(kFileFormatVersion) +
-             "; open it with a matching tcache, or delete it (it is only a cache)");
+             "; recreate it (delete the file: it is only a cache), or keep its entries by "
+             "dumping it with the tcache-tool of the build that wrote it (tcache-tool dump) "
+             "and loading the dump with this build's (tcache-tool load)");
   }
   if (sb.header_checksum != superblock_checksum(sb)) {
     fail(Errc::corrupt_file, where +

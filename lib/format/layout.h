@@ -1,4 +1,4 @@
-// format/layout.h: the on-disk layout of a tcache file (format version 2).
+// format/layout.h: the on-disk layout of a tcache file (format version 3).
 //
 // Everything here is an ABI contract: structs live in a file that several
 // processes (and several builds) map at once. Fields are fixed width, there
@@ -20,7 +20,7 @@
 namespace tcache::detail {
 
 inline constexpr char kMagic[8] = {'T', 'C', 'A', 'C', 'H', 'E', '\0', '\x1a'};
-inline constexpr std::uint32_t kFileFormatVersion = 2;  // DO NOT CHANGE without a bump rule
+inline constexpr std::uint32_t kFileFormatVersion = 3;  // DO NOT CHANGE without a bump rule
 inline constexpr std::uint32_t kEndianCheck = 0x01020304u;
 
 inline constexpr std::size_t kCacheLine = 64;
@@ -239,21 +239,45 @@ inline constexpr std::uint64_t owner_mark_start(std::uint64_t meta) {
 // Index slot: one 64-bit word; 0 = empty.
 //   bits 0..36  chunk offset / 8 (files up to 1 TiB)
 //   bit  37     CLOCK reference bit
-//   bits 38..63 tag: low 26 bits of the key's hash
+//   bits 38..49 generation: bits 1..12 of the chunk's version when it was
+//               published (which incarnation of the chunk the slot means)
+//   bits 50..63 tag: low 14 bits of the key's hash
+// The generation makes every CAS on a slot word specific to one incarnation
+// of its chunk: a chunk is retired (version odd) and rewritten (version
+// even again) before it can be published anew, so the next word for the
+// same chunk in the same slot differs unless 2^12 incarnations of that
+// chunk have passed (INVARIANTS.md, 3). A slot whose generation does not
+// match its chunk's version is stale or damaged and never read.
 inline constexpr int kAddrBits = 37;
 inline constexpr std::uint64_t kAddrMask = (1ull << kAddrBits) - 1;
 inline constexpr std::uint64_t kRefBit = 1ull << kAddrBits;
-inline constexpr int kTagShift = 38;
-inline constexpr std::uint64_t kTagMask = (1ull << 26) - 1;
+inline constexpr int kGenShift = 38;
+inline constexpr int kGenBits = 12;
+inline constexpr std::uint64_t kGenMask = (1ull << kGenBits) - 1;
+inline constexpr int kTagShift = kGenShift + kGenBits;  // 50
+inline constexpr std::uint64_t kTagMask = (1ull << (64 - kTagShift)) - 1;
 inline constexpr std::uint64_t kMaxFileBytes = (kAddrMask + 1) * kChunkAlign;  // 1 TiB
 
-inline constexpr std::uint64_t slot_make(std::uint64_t tag, std::uint64_t chunk_off) {
-  return (tag << kTagShift) | (chunk_off / kChunkAlign);
+// The generation of a chunk version: bits 1..12 (bit 0 is the seqlock's
+// odd/even; every incarnation advances the version by at least 2).
+inline constexpr std::uint64_t version_gen(std::uint32_t version) {
+  return (version >> 1) & kGenMask;
+}
+// The word that publishes chunk `chunk_off` with version `version` (even)
+// for a key of tag `tag`.
+inline constexpr std::uint64_t slot_make(std::uint64_t tag, std::uint64_t chunk_off,
+                                         std::uint32_t version) {
+  return (tag << kTagShift) | (version_gen(version) << kGenShift) | (chunk_off / kChunkAlign);
 }
 inline constexpr std::uint64_t slot_offset(std::uint64_t w) {
   return (w & kAddrMask) * kChunkAlign;
 }
 inline constexpr std::uint64_t slot_tag(std::uint64_t w) { return w >> kTagShift; }
+inline constexpr std::uint64_t slot_gen(std::uint64_t w) { return (w >> kGenShift) & kGenMask; }
+// The slot word was made for this version of its chunk (up to 2^12 reuses).
+inline constexpr bool slot_matches(std::uint64_t w, std::uint32_t version) {
+  return slot_gen(w) == version_gen(version);
+}
 inline constexpr std::uint64_t hash_tag(std::uint64_t h) { return h & kTagMask; }
 
 // Free-list head: bits 0..36 chunk offset / 8 (0 = empty), bits 37..63 ABA tag.

@@ -360,6 +360,11 @@ Compactor::Read Compactor::read_slot(std::uint64_t i, Raw& r) const {
   const char* c = from_.chunk(off);
   const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
   if ((v1 & 1) != 0) return Read::unstable;
+  if (!slot_matches(w, v1)) {  // another incarnation than the word's: moved on, or damaged
+    return atom<std::uint64_t>(&from_.index_[i]).load(std::memory_order_acquire) != w
+               ? Read::unstable
+               : Read::damaged;
+  }
   r.meta = atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
   r.vf = atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
   r.sum = atom<std::uint32_t>(c + kChunkChecksumOffset).load(std::memory_order_relaxed);
@@ -504,7 +509,8 @@ Compactor::Import Compactor::import(const Raw& r, std::uint64_t* slot) {
   auto version = atom<std::uint32_t>(c);
   version.store((version.load(std::memory_order_relaxed) | 1) + 1, std::memory_order_release);
   if (slot != nullptr) {
-    atom<std::uint64_t>(slot).store(slot_make(hash_tag(r.h), off), std::memory_order_release);
+    atom<std::uint64_t>(slot).store(slot_make(hash_tag(r.h), off, version.load()),
+                                    std::memory_order_release);
     return Import::added;
   }
   bool replaced = false;

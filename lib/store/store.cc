@@ -338,6 +338,12 @@ template <bool kCopy>
     if constexpr (kCopy) prefetch_chunk(c, class_bytes_[cls]);
     const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
     if ((v1 & 1) != 0) return Find::retry;  // being retired; the slot is changing
+    if (!slot_matches(w, v1)) [[unlikely]] {
+      // The chunk is another incarnation than the one the word published:
+      // the slot has moved on (look again), or it is damaged (never read).
+      if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return Find::retry;
+      continue;
+    }
     const std::uint64_t meta =
         atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
     const std::uint32_t vf =
@@ -414,18 +420,26 @@ StoreImpl::Probe StoreImpl::probe(std::string_view key, std::uint64_t h, const S
     BlobRef ref;
     if (vlen != sizeof ref) return Probe::miss;
     std::memcpy(&ref, out->data(), sizeof ref);
-    if (!read_blob(h, ref, *out)) return Probe::miss;
+    // Blob files together hold at most capacity_bytes: a larger size is
+    // damage, refused before anything is allocated for it.
+    if (ref.size > sb_->capacity_bytes || !read_blob(h, ref, *out)) return Probe::miss;
   }
   if ((vf & kFlagCompressed) != 0) {
     std::uint32_t raw = 0;
     if (out->size() < 4) return Probe::miss;
     std::memcpy(&raw, out->data(), 4);
+    const std::size_t block = out->size() - 4;
+    // The raw length is read from the file: check it before allocating for
+    // it. put() compresses only values up to kValueLenMask, and an LZ4 block
+    // expands at most 255-fold (a length byte of 255 per 255 output bytes).
+    if (raw > kValueLenMask || raw > block * 255 + 16 || block > LZ4_MAX_INPUT_SIZE) {
+      count(kChecksumFailures);
+      return Probe::miss;
+    }
     std::string& tmp = scratch();
     tmp.resize(raw);
-    const int n = raw > kValueLenMask
-                      ? -1
-                      : LZ4_decompress_safe(out->data() + 4, tmp.data(), static_cast<int>(vlen - 4),
-                                            static_cast<int>(raw));
+    const int n = LZ4_decompress_safe(out->data() + 4, tmp.data(), static_cast<int>(block),
+                                      static_cast<int>(raw));
     if (n != static_cast<int>(raw)) {
       count(kChecksumFailures);
       return Probe::miss;
@@ -512,13 +526,25 @@ int StoreImpl::chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
   const std::uint64_t meta =
       atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
   const std::uint32_t klen = meta_key_len(meta);
-  const bool same = klen == key.size() && kChunkHeaderBytes + klen <= class_bytes_[cls] &&
+  // Another incarnation of the chunk than `w` published holds no key of `w`.
+  const bool same = slot_matches(w, v1) && klen == key.size() &&
+                    kChunkHeaderBytes + klen <= class_bytes_[cls] &&
                     racy_equal(c + kChunkHeaderBytes, key.data(), klen);
   std::atomic_thread_fence(std::memory_order_acquire);
   if (atom<std::uint32_t>(c).load(std::memory_order_relaxed) != v1) return -1;
   // "Not this key" is only an answer while the slot still points here.
   if (!same && atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) return -1;
   return same ? 1 : 0;
+}
+
+bool StoreImpl::unlink_entry(std::uint64_t& slot, std::uint64_t w) {
+  // Only the reference bit may have changed since `w` was read: the rest of
+  // the word (chunk and generation) names the incarnation decided on.
+  for (;;) {
+    const std::uint64_t now = atom<std::uint64_t>(&slot).load(std::memory_order_acquire);
+    if ((now & ~kRefBit) != (w & ~kRefBit)) return false;
+    if (unlink(slot, now)) return true;
+  }
 }
 
 bool StoreImpl::unlink(std::uint64_t& slot, std::uint64_t w) {
@@ -733,7 +759,8 @@ std::uint64_t StoreImpl::clock_evict(std::uint32_t cls) {
 std::uint64_t* StoreImpl::slot_of_chunk(std::uint64_t off, std::uint32_t size, std::string& key,
                                         std::uint64_t* meta) {
   const char* c = chunk(off);
-  if ((atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0) return nullptr;
+  const std::uint32_t version = atom<std::uint32_t>(c).load(std::memory_order_acquire);
+  if ((version & 1) != 0) return nullptr;
   *meta = atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
   const std::uint32_t klen = meta_key_len(*meta);
   if (kChunkHeaderBytes + klen > size) return nullptr;
@@ -743,7 +770,7 @@ std::uint64_t* StoreImpl::slot_of_chunk(std::uint64_t off, std::uint32_t size, s
   const Slots s = slots_for(hash(key));
   for (int i = 0; i < kPairSlots; ++i) {
     const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
-    if (w != 0 && slot_offset(w) == off) return &s.at(i);
+    if (w != 0 && slot_offset(w) == off && slot_matches(w, version)) return &s.at(i);
   }
   return nullptr;
 }
@@ -770,6 +797,19 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
     const std::uint64_t page = (start + k) % pages;
     if (atom<std::uint8_t>(&page_table_[page]).load(std::memory_order_acquire) != victim) continue;
     const std::uint64_t first = pages_offset_ + page * page_bytes_;
+    // 0. Decide before evicting: a chunk that a writer has taken (odd, with
+    //    its owner mark: in flight, or leaked by a killed writer until
+    //    repair() reclaims it) keeps the page where it is, so its entries
+    //    stay and the next page is tried. Without this, a page holding a
+    //    leaked chunk lost all its entries on every put that got here.
+    bool taken = false;
+    for (std::uint64_t i = 0; i < per_page && !taken; ++i) {
+      const char* c = chunk(first + i * size);
+      taken =
+          (atom<std::uint32_t>(c).load(std::memory_order_acquire) & 1) != 0 &&
+          is_owner_mark(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
+    }
+    if (taken) continue;
     // 1. Unpublish every entry of the page; retiring puts each chunk back
     //    on the victim's free list.
     for (std::uint64_t i = 0; i < per_page; ++i) {
@@ -1009,7 +1049,10 @@ bool StoreImpl::publish(std::string_view key, std::uint64_t h, std::uint64_t off
                         bool* replaced) {
   // New entries start unreferenced: one that is never read again is the
   // first to go (scan resistance); a read gives it a second chance.
-  const std::uint64_t nw = slot_make(hash_tag(h), off);
+  // The chunk is ours and its (even) version final: the word names this
+  // incarnation.
+  const std::uint64_t nw =
+      slot_make(hash_tag(h), off, atom<std::uint32_t>(chunk(off)).load(std::memory_order_relaxed));
   const Slots s = slots_for(h);
   for (int round = 0;; ++round) {
     // Empty slots of each bucket; a new key goes to the emptier bucket
@@ -1099,7 +1142,7 @@ bool StoreImpl::withdraw_if_rival(std::string_view key, const Slots& s, int mine
       const int has = chunk_has_key(s.at(i), w, key);
       if (has < 0) continue;
       if (has == 0) break;
-      unlink_chunk(s.at(mine), slot_offset(my_word));
+      unlink_entry(s.at(mine), my_word);
       return true;
     }
   }
@@ -1118,10 +1161,10 @@ void StoreImpl::dedupe(std::string_view key, const Slots& s, int mine, std::uint
       if (has == 0) break;
       if (i < mine) {
         // A concurrent insert of the same key landed lower: it wins.
-        unlink_chunk(s.at(mine), slot_offset(my_word));
+        unlink_entry(s.at(mine), my_word);
         return;
       }
-      unlink_chunk(s.at(i), slot_offset(w));
+      unlink_entry(s.at(i), w);
       break;
     }
   }
@@ -1231,8 +1274,11 @@ StoreImpl::LeaseStep StoreImpl::lease_step(std::string_view key, std::string& va
     std::memcpy(&rec, value.data(), sizeof rec);
     const bool dead = !process_alive(static_cast<pid_t>(rec.pid), rec.start_time);
     if (dead || now_unix_ms() >= rec.deadline_ms) {
+      // Take it over: unlink exactly the lease we judged (its word names
+      // the chunk's incarnation), never a newer one that took its chunk and
+      // slot while we read /proc (INVARIANTS.md, 9).
       test_point(TestPoint::lease_takeover, key);
-      unlink_chunk(*f.slot, slot_offset(f.word));  // take it over
+      unlink_entry(*f.slot, f.word);
       return LeaseStep::again;
     }
     test_point(TestPoint::lease_wait, key);
@@ -1265,7 +1311,7 @@ void StoreImpl::release_lease(std::string_view key) noexcept {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     if (rec.pid == static_cast<std::uint32_t>(::getpid())) {
       test_point(TestPoint::lease_release, key);
-      unlink_chunk(*f.slot, slot_offset(f.word));
+      unlink_entry(*f.slot, f.word);  // ours, not a lease taken since
     }
     return;
   }
@@ -1287,6 +1333,10 @@ void StoreImpl::for_each_entry(Fn&& fn) {
       const char* c = chunk(off);
       const std::uint32_t v1 = atom<std::uint32_t>(c).load(std::memory_order_acquire);
       if ((v1 & 1) != 0) continue;
+      if (!slot_matches(w, v1)) {  // moved on (look again) or damaged (skip)
+        if (atom<std::uint64_t>(&slot).load(std::memory_order_acquire) != w) continue;
+        break;
+      }
       const std::uint64_t meta =
           atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed);
       const std::uint32_t vf =

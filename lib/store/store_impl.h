@@ -198,8 +198,14 @@ class StoreImpl {
   // the slot still holds `w`, -1 = something changed while looking.
   int chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
                     std::string_view key) const noexcept;
+  // Unpublishes `slot` if it still holds exactly `w`; the winner retires
+  // the chunk (INVARIANTS.md, 3).
   bool unlink(std::uint64_t& slot, std::uint64_t w);
-  // Unlinks whatever word in `slot` still points at chunk `off`.
+  // unlink() of the incarnation `w` names, whatever its reference bit is
+  // now: for every unlink decided from a chunk's content (a key, a lease).
+  bool unlink_entry(std::uint64_t& slot, std::uint64_t w);
+  // Unlinks whatever word in `slot` still points at chunk `off`, of any
+  // incarnation (eviction of a page's entries).
   bool unlink_chunk(std::uint64_t& slot, std::uint64_t off);
 
   // A chunk of class `cls` for the caller alone (odd version), its meta word

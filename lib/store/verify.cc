@@ -3,7 +3,8 @@
 // verify() walks every structure of the file and reports, never changing
 // anything:
 //   - index slots: a pointer outside the carved pages or off a chunk
-//     boundary, a chunk being written (odd version) or whose lengths overrun
+//     boundary, a chunk being written (odd version), of another incarnation
+//     than the slot's generation bits name, or whose lengths overrun
 //     it, a key that hashes to another bucket pair or tag, a checksum
 //     mismatch, a blob file missing or damaged, the same key twice;
 //   - free lists: a node outside its class's pages, a node that is in use,
@@ -101,6 +102,7 @@ const char* StoreImpl::slot_problem(std::uint64_t i, std::uint64_t w, std::strin
   const std::uint32_t klen = meta_key_len(meta);
   const std::uint32_t vlen = vf & kValueLenMask;
   if ((version & 1) != 0) return "points at a free chunk or one being written";
+  if (!slot_matches(w, version)) return "names another incarnation of its chunk (generation)";
   if (kChunkHeaderBytes + std::uint64_t{klen} + vlen > class_bytes_[cls]) {
     return "chunk's key and value overrun it";
   }
