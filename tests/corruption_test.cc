@@ -9,8 +9,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <new>
 #include <random>
 #include <string>
 
@@ -19,9 +22,25 @@
 #include "support/file_surgery.h"
 #include "support/test_support.h"
 #include "tcache/tcache.h"
+#include "util/checksum.h"
 
 namespace fs = std::filesystem;
 namespace d = tcache::detail;
+
+// The largest single allocation by operator new in this test program, so
+// that a test can tell that reading a crafted length allocated nothing
+// sized by it.
+std::atomic<std::size_t> g_largest_new{0};
+
+void* operator new(std::size_t n) {
+  std::size_t seen = g_largest_new.load(std::memory_order_relaxed);
+  while (n > seen && !g_largest_new.compare_exchange_weak(seen, n, std::memory_order_relaxed)) {
+  }
+  if (void* p = std::malloc(n != 0 ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -227,6 +246,106 @@ TEST_F(CorruptionTest, RandomDamageAnywhereAfterTheHeader) {
     }
   }
   (void)sb;
+}
+
+// Format 3 gave slot words a generation (issue 11, item 1). A file of
+// format 2 is refused, with the way to keep its entries.
+TEST_F(CorruptionTest, AVersion2FileIsRefusedWithHowToKeepItsEntries) {
+  auto sb = superblock();
+  sb.format_version = 2;
+  write_superblock(sb, true);
+  EXPECT_EQ(open_error(), tcache::Errc::version_mismatch);
+  const std::string m = tcache::test::message_of([&] { tcache::Store::open(file_); });
+  EXPECT_NE(m.find("format version 2, this tcache reads version 3"), std::string::npos) << m;
+  EXPECT_NE(m.find("recreate"), std::string::npos) << m;
+  EXPECT_NE(m.find("tcache-tool dump"), std::string::npos) << m;
+  EXPECT_NE(m.find("tcache-tool load"), std::string::npos) << m;
+}
+
+// The chunk of `k` in a closed file, found through the index as get() does.
+std::uint64_t chunk_of(const tcache::test::FileSurgery& f, const d::Superblock& sb,
+                       const std::string& k) {
+  const std::uint64_t h = d::checksum64(k.data(), k.size(), sb.hash_seed);
+  std::uint64_t b[2] = {d::bucket_of(h, sb.bucket_count),
+                        d::bucket_of(d::second_hash(h), sb.bucket_count)};
+  if (b[1] == b[0]) b[1] = b[0] + 1 == sb.bucket_count ? 0 : b[0] + 1;
+  for (std::uint64_t bucket : b) {
+    for (std::uint32_t i = 0; i < d::kSlotsPerBucket; ++i) {
+      const auto w = f.read_at<std::uint64_t>(sb.index_offset + bucket * d::kBucketBytes + i * 8);
+      if (w != 0 && d::slot_tag(w) == d::hash_tag(h)) return d::slot_offset(w);
+    }
+  }
+  ADD_FAILURE() << "no slot for " << k;
+  return 0;
+}
+
+// A crafted chunk whose LZ4 raw length says 4 GiB, with a valid checksum:
+// get() is a miss and allocates nothing of that size (issue 11, item 13).
+TEST_F(CorruptionTest, AHugeStoredLengthIsAMissWithoutAllocatingIt) {
+  const auto sb = superblock();
+  tcache::test::FileSurgery f(file_);
+  const std::string k = key(7);
+  const std::uint64_t off = chunk_of(f, sb, k);
+  ASSERT_NE(off, 0u);
+  const auto meta = f.read_at<std::uint64_t>(off + d::kChunkMetaOffset);
+  const auto vf = f.read_at<std::uint32_t>(off + d::kChunkVlenOffset);
+  const std::uint32_t vlen = vf & d::kValueLenMask;
+  ASSERT_GE(vlen, 8u);
+  std::string stored(vlen, 'x');
+  const std::uint32_t raw = 0xfffffff0u;
+  std::memcpy(stored.data(), &raw, 4);
+  const std::uint32_t nvf = vf | d::kFlagCompressed;
+  const std::uint64_t h = d::checksum64(k.data(), k.size(), sb.hash_seed);
+  const auto sum = static_cast<std::uint32_t>(
+      d::checksum64(stored.data(), stored.size(), h ^ meta ^ (std::uint64_t{nvf} << 32)));
+  f.write_at(off + d::kChunkHeaderBytes + k.size(), stored.data(), stored.size());
+  f.write_at(off + d::kChunkVlenOffset, &nvf, sizeof nvf);
+  f.write_at(off + d::kChunkChecksumOffset, &sum, sizeof sum);
+
+  auto s = tcache::Store::open(file_);
+  std::string v;
+  g_largest_new = 0;
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(s.get(k, v));
+  EXPECT_LT(g_largest_new.load(), std::size_t{1} << 20) << "an allocation sized by the file";
+  EXPECT_EQ(s.get(key(8)), value(8));  // the rest of the file reads as before
+}
+
+// A page that holds a chunk a writer took and never published (its owner
+// mark: a killed writer's leak, until repair()) cannot change class. A put
+// that wants a page for a class without one must not evict that page's
+// entries first, over and over (issue 11, item 13).
+TEST_F(CorruptionTest, APageWithALeakedChunkKeepsItsEntriesWhenAPageIsWanted) {
+  fs::remove(file_);
+  tcache::StoreOptions o;
+  o.capacity_bytes = 1ull << 20;
+  o.page_bytes = 64 << 10;
+  {
+    auto s = tcache::Store::open(file_, o);
+    // Fill every page with one class (about 300 bytes a chunk).
+    for (int i = 0; s.stats().pages_used < s.stats().pages_total || i < 4000; ++i) {
+      s.put("a" + std::to_string(i), std::string(250, 'a'));
+    }
+  }
+  // A leaked chunk in every page: odd version, the owner mark of a dead
+  // process (a child that has exited).
+  const pid_t gone = tcache::test::spawn([] { return 0; });
+  tcache::test::wait_for(gone);
+  const auto sb = superblock();
+  for (std::uint64_t p = 0; p < sb.next_page; ++p) {
+    const std::uint64_t c = sb.pages_offset + p * sb.page_bytes;
+    tcache::test::FileSurgery f(file_);
+    const std::uint32_t version = f.read_at<std::uint32_t>(c) | 1;
+    const std::uint64_t mark = d::owner_mark(static_cast<std::uint32_t>(gone), 0);
+    f.write_at(c, &version, sizeof version);
+    f.write_at(c + d::kChunkMetaOffset, &mark, sizeof mark);
+  }
+  auto s = tcache::Store::open(file_, o);
+  const std::uint64_t before = s.stats().evictions + s.stats().expirations;
+  constexpr int kPuts = 20;
+  for (int i = 0; i < kPuts; ++i) s.put("b" + std::to_string(i), "1");  // a class with no page
+  for (int i = 0; i < kPuts; ++i) EXPECT_EQ(s.get("b" + std::to_string(i)), "1");
+  // Each put may evict one entry to borrow its chunk, not a page of them.
+  EXPECT_LE(s.stats().evictions + s.stats().expirations - before, std::uint64_t{kPuts});
 }
 
 }  // namespace
