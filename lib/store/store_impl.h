@@ -9,11 +9,16 @@
 //  1. Publish after write: a chunk's contents are complete and its version
 //     even (release) before the slot CAS that makes it reachable.
 //  2. Optimistic reads: a reader validates every copy with the chunk's
-//     version (acquire fence, re-read); a changed version, another key or a
-//     failed bounds check is a retry, then a miss.
+//     version (acquire fence, re-read); a changed version, a version of
+//     another generation than the slot word's, another key or a failed
+//     bounds check is a retry, then a miss.
 //  3. Retire after unpublish, by the unpublisher: only the thread whose CAS
 //     removed a chunk from its slot bumps the chunk's version to odd and
-//     pushes it on its class's free list (or reuses it).
+//     pushes it on its class's free list (or reuses it). A slot word carries
+//     its chunk's generation (version bits 1..12), and every unlink decided
+//     from a chunk's content (expiry, checksum, key, lease) CASes the exact
+//     word it judged (unlink, unlink_entry): it never removes a newer
+//     incarnation of the chunk in the same slot (up to 2^12 reuses).
 //  4. One word per transition: slot CAS, free-list head CAS (ABA-tagged),
 //     next-page CAS. A process killed anywhere leaves published, complete
 //     entries and at most a few leaked chunks (found by recover()).
