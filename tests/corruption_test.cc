@@ -203,7 +203,7 @@ TEST_F(CorruptionTest, BrokenFreeListIsDroppedAndRebuilt) {
   const auto sb = superblock();
   // Point every class's free-list head into the superblock.
   for (std::uint32_t c = 0; c < sb.class_count; ++c) {
-    const std::uint64_t head = d::head_make(1, 64);
+    const std::uint64_t head = d::head_link(64);
     write_at(sb.class_table_offset + c * sizeof(d::ClassState), &head, sizeof head);
   }
   check_usable();

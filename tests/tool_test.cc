@@ -911,7 +911,7 @@ TEST_F(VerifyTest, FlippedValueBitsAreFoundAndRepaired) {
 TEST_F(VerifyTest, ABrokenFreeListIsFoundAndRepaired) {
   const auto sb = superblock();
   for (std::uint32_t c = 0; c < sb.class_count; ++c) {
-    const std::uint64_t head = tcache::detail::head_make(1, 64);  // into the superblock
+    const std::uint64_t head = tcache::detail::head_link(64);  // into the superblock
     write_at(sb.class_table_offset + c * sizeof(tcache::detail::ClassState), &head, sizeof head);
   }
   expect_found_and_repaired("free list");

@@ -82,6 +82,8 @@ std::uint32_t layout_descriptor_hash() {
                              offsetof(Superblock, compaction),
                              offsetof(Superblock, untracked_processes),
                              sizeof(ClassState),
+                             offsetof(ClassState, free_aba),
+                             offsetof(ClassState, pages),
                              sizeof(ProcessEntry),
                              offsetof(ProcessEntry, counters),
                              offsetof(ProcessEntry, writes),

@@ -100,11 +100,18 @@ enum Counter : std::uint32_t {
 
 // Per size class state, one cache line each, kMaxClasses of them at
 // class_table_offset.
+//
+// The free-list head is a pair of words changed together by one 16-byte CAS
+// (util/atomic128.h): the first chunk's offset / 8 (0 = empty) and an ABA
+// tag bumped on every change. With 64 bits the tag never wraps, so a pop
+// that read a head and a `next` link and then stalled (SIGSTOP) can never
+// install a stale link, however long it stalled.
 struct ClassState {
-  std::uint64_t free_head;   // FreeHead encoding: ABA tag | chunk offset / 8
-  std::uint64_t clock_hand;  // chunk cursor of the CLOCK evictor
-  std::uint64_t pages;       // pages carved for this class
-  std::uint8_t pad_[kCacheLine - 24];
+  alignas(16) std::uint64_t free_head;  // first free chunk's offset / 8, 0 = empty
+  std::uint64_t free_aba;               // ABA tag of free_head, +1 on every change
+  std::uint64_t clock_hand;             // chunk cursor of the CLOCK evictor
+  std::uint64_t pages;                  // pages carved for this class
+  std::uint8_t pad_[kCacheLine - 32];
 };
 
 // One attached process, two cache lines; kMaxProcesses of them at
@@ -280,14 +287,13 @@ inline constexpr bool slot_matches(std::uint64_t w, std::uint32_t version) {
 }
 inline constexpr std::uint64_t hash_tag(std::uint64_t h) { return h & kTagMask; }
 
-// Free-list head: bits 0..36 chunk offset / 8 (0 = empty), bits 37..63 ABA tag.
-inline constexpr std::uint64_t head_make(std::uint64_t aba, std::uint64_t chunk_off) {
-  return (aba << kAddrBits) | (chunk_off / kChunkAlign);
+// ClassState::free_head (and a free chunk's next link): chunk offset / 8.
+inline constexpr std::uint64_t head_link(std::uint64_t chunk_off) {
+  return chunk_off / kChunkAlign;
 }
-inline constexpr std::uint64_t head_offset(std::uint64_t h) {
-  return (h & kAddrMask) * kChunkAlign;
+inline constexpr std::uint64_t head_offset(std::uint64_t link) {
+  return (link & kAddrMask) * kChunkAlign;
 }
-inline constexpr std::uint64_t head_aba(std::uint64_t h) { return h >> kAddrBits; }
 
 // Bucket pair for a hash: the entry lives in one of two buckets.
 inline std::uint64_t bucket_of(std::uint64_t x, std::uint64_t bucket_count) {
@@ -313,6 +319,9 @@ static_assert(offsetof(Superblock, totals) == kCacheLine * 15);
 static_assert(offsetof(ProcessEntry, writes) == 24);
 static_assert(offsetof(Superblock, header_checksum) == 624);
 static_assert(sizeof(ClassState) == kCacheLine);
+static_assert(offsetof(ClassState, free_head) == 0 && offsetof(ClassState, free_aba) == 8);
+static_assert(offsetof(ClassState, clock_hand) == 16 && offsetof(ClassState, pages) == 24);
+static_assert(kSuperblockBytes % alignof(ClassState) == 0);
 static_assert(sizeof(ProcessEntry) == 2 * kCacheLine);
 static_assert(std::is_standard_layout_v<Superblock> && std::is_trivially_copyable_v<Superblock>);
 static_assert(std::is_standard_layout_v<ProcessEntry> && std::is_standard_layout_v<ClassState>);

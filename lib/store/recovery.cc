@@ -113,9 +113,10 @@ void StoreImpl::recover() {
     }
   }
   for (std::uint32_t cls = 0; cls < kMaxClasses; ++cls) {
-    const std::uint64_t aba = head_aba(atom<std::uint64_t>(&classes_[cls].free_head).load());
+    // Exclusive: nobody else changes the head; plain atomic stores suffice.
+    atom<std::uint64_t>(&classes_[cls].free_aba).fetch_add(1);
     atom<std::uint64_t>(&classes_[cls].free_head)
-        .store(head_make(aba + 1, cls < class_count_ ? heads[cls] : 0));
+        .store(head_link(cls < class_count_ ? heads[cls] : 0));
     atom<std::uint64_t>(&classes_[cls].clock_hand).store(0);
     atom<std::uint64_t>(&classes_[cls].pages).store(cls < class_count_ ? pages_per_class[cls] : 0);
   }

@@ -14,6 +14,7 @@
 
 #include "format/geometry.h"
 #include "store/store_impl.h"
+#include "util/atomic128.h"
 #include "util/checksum.h"
 #include "util/fail.h"
 #include "util/proc.h"
@@ -559,19 +560,24 @@ bool StoreImpl::unlink(std::uint64_t& slot, std::uint64_t w) {
 // ---------------------------------------------------------------------------
 // Chunk allocation
 
+// Free-list heads are (link, tag) pairs changed by one 16-byte CAS
+// (util/atomic128.h); a read of the pair may tear, and then the CAS fails
+// and hands back the real pair. The tag is bumped on every change and never
+// wraps (64 bits), so a CAS that succeeds proves the head did not change
+// since the pair was read (INVARIANTS.md, 4).
 std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
-  auto head = atom<std::uint64_t>(&classes_[cls].free_head);
-  std::uint64_t h = head.load(std::memory_order_acquire);
+  std::uint64_t* const head = &classes_[cls].free_head;
+  WordPair h = load128(head);
   for (;;) {
-    const std::uint64_t off = head_offset(h);
+    const std::uint64_t off = head_offset(h.lo);
     if (off == 0) return 0;
     bool damaged = chunk_class(off) != static_cast<int>(cls);
     if (!damaged && (atom<std::uint32_t>(chunk(off)).load(std::memory_order_acquire) & 1) == 0) {
       // Free chunks have odd versions. An even one at the head is either
       // being reused by whoever popped it after we read the head (then the
       // head moved on) or a link into live chunks: a damaged list.
-      const std::uint64_t again = head.load(std::memory_order_acquire);
-      if (again != h) {
+      const WordPair again = load128(head);
+      if (again.lo != h.lo || again.hi != h.hi) {
         h = again;
         continue;
       }
@@ -579,7 +585,7 @@ std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
     }
     if (damaged) {
       // Drop the list; its chunks leak until recovery rebuilds it.
-      if (head.compare_exchange_strong(h, head_make(head_aba(h) + 1, 0))) {
+      if (cas128(head, h, WordPair{0, h.hi + 1})) {
         atom<std::uint64_t>(&sb_->needs_recovery).store(1);
         log("free list of size class " + std::to_string(cls) + " was damaged; dropped it");
         return 0;
@@ -587,26 +593,20 @@ std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
       continue;
     }
     // The chunk may be popped and reused by someone else between these two
-    // loads; then `next` is garbage, but the ABA tag makes the CAS fail.
+    // loads; then `next` is garbage, but the tag makes the CAS fail.
     const std::uint64_t next =
         atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load(std::memory_order_relaxed);
-    if (head.compare_exchange_weak(h, head_make(head_aba(h) + 1, (next & kAddrMask) * kChunkAlign),
-                                   std::memory_order_acquire, std::memory_order_acquire)) {
-      return off;
-    }
+    if (cas128(head, h, WordPair{next & kAddrMask, h.hi + 1})) return off;
   }
 }
 
 void StoreImpl::push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last) {
-  auto head = atom<std::uint64_t>(&classes_[cls].free_head);
-  std::uint64_t h = head.load(std::memory_order_relaxed);
+  std::uint64_t* const head = &classes_[cls].free_head;
+  WordPair h = load128(head);
   for (;;) {
     atom<std::uint64_t>(chunk(last) + kChunkMetaOffset)
-        .store(head_offset(h) / kChunkAlign, std::memory_order_relaxed);
-    if (head.compare_exchange_weak(h, head_make(head_aba(h) + 1, first), std::memory_order_release,
-                                   std::memory_order_relaxed)) {
-      return;
-    }
+        .store(h.lo & kAddrMask, std::memory_order_relaxed);
+    if (cas128(head, h, WordPair{head_link(first), h.hi + 1})) return;
   }
 }
 
@@ -823,10 +823,9 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
     // 2. Take the victim's whole free list. Chunks on it are free: nobody
     //    owns them, nothing points at them, and with the list detached
     //    nobody can pop them (a pop that read the old head fails its CAS).
-    auto head = atom<std::uint64_t>(&classes_[victim].free_head);
-    std::uint64_t h = head.load(std::memory_order_acquire);
-    while (
-        !head.compare_exchange_weak(h, head_make(head_aba(h) + 1, 0), std::memory_order_acq_rel)) {
+    std::uint64_t* const head = &classes_[victim].free_head;
+    WordPair h = load128(head);
+    while (!cas128(head, h, WordPair{0, h.hi + 1})) {
     }
     // Split it into the page's chunks and the rest, each kept in order.
     struct Chain {
@@ -843,7 +842,7 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
       chain.last = off;
     };
     const std::uint64_t limit = pages * per_page + 1;  // a damaged list may loop
-    std::uint64_t off = head_offset(h);
+    std::uint64_t off = head_offset(h.lo);
     for (std::uint64_t n = 0; off != 0 && n < limit; ++n) {
       if (chunk_class(off) != static_cast<int>(victim)) {
         atom<std::uint64_t>(&sb_->needs_recovery).store(1);  // damaged: drop the rest

@@ -19,7 +19,8 @@
 //     from a chunk's content (expiry, checksum, key, lease) CASes the exact
 //     word it judged (unlink, unlink_entry): it never removes a newer
 //     incarnation of the chunk in the same slot (up to 2^12 reuses).
-//  4. One word per transition: slot CAS, free-list head CAS (ABA-tagged),
+//  4. One CAS per transition: slot CAS, free-list head CAS (16 bytes: the
+//     first chunk and a 64-bit ABA tag, util/atomic128.h),
 //     next-page CAS. A process killed anywhere leaves published, complete
 //     entries and at most a few leaked chunks (found by recover()).
 //  5. Lossy index: a full bucket pair evicts its coldest slot; a class with
