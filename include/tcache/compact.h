@@ -99,6 +99,12 @@ struct CompactOptions {
   // that could make the new file run out of pages (and evict), and with 0
   // more than one copies only where that is at most 1/64 of the file.
   unsigned threads = 0;
+  // How long the final phase waits for writes in flight to finish (each is
+  // one put, erase, ...; other writers wait meanwhile) before it gives up
+  // with Errc::busy, leaving the file as it was. A writer found stopped
+  // (SIGSTOP, a debugger) in the middle of a write ends the wait at once.
+  // Must be positive.
+  std::chrono::milliseconds drain_timeout{10'000};
   // Called now and then from the calling thread; for progress bars.
   std::function<void(const CompactProgress&)> progress{};
   // One-line diagnostics (StoreOptions::logger), from any of the copying
