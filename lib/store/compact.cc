@@ -1084,15 +1084,6 @@ void Compactor::drain(ProcessEntry* procs, std::uint64_t* word, std::uint64_t sw
 }
 
 void Compactor::check_names(const StoreImpl& from, const std::string& path) {
-  struct stat st {};
-  if (::fstat(from.region_.fd(), &st) != 0) fail_errno(errno, "cannot stat", path, "");
-  if (st.st_nlink != 1) {
-    fail(Errc::busy,
-         "'" + path + "' has " + std::to_string(st.st_nlink) +
-             " hard links; a compaction replaces one name only, and whoever uses "
-             "another would keep the old file. Remove the other links (find -samefile), "
-             "then compact again");
-  }
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     if (static_cast<int>(i) == from.proc_slot_) continue;
     const ProcessEntry& e = from.procs_[i];
@@ -1105,11 +1096,21 @@ void Compactor::check_names(const StoreImpl& from, const std::string& path) {
       continue;
     }
     if (!process_alive(pid, atom<std::uint64_t>(&e.start_time).load())) continue;
-    fail(Errc::busy, "process " + std::to_string(pid) + " opened '" + path +
-                         "' by another name (a hard link, a bind mount such as docker -v, or a "
-                         "path through another directory) and would not follow the compacted "
-                         "file; nothing was changed. Compact when it has closed the file, or "
-                         "have every process open it by the same path");
+    fail(Errc::busy,
+         "process " + std::to_string(pid) + " opened '" + path +
+             "' by another name (a hard link, or a bind mount of the file or its directory "
+             "such as docker -v) and would not follow the compacted "
+             "file; nothing was changed. Compact when it has closed the file, or "
+             "have every process open it by the same path");
+  }
+  struct stat st {};
+  if (::fstat(from.region_.fd(), &st) != 0) fail_errno(errno, "cannot stat", path, "");
+  if (st.st_nlink != 1) {
+    fail(Errc::busy,
+         "'" + path + "' has " + std::to_string(st.st_nlink) +
+             " hard links; a compaction replaces one name only, and whoever uses "
+             "another would keep the old file. Remove the other links (find -samefile), "
+             "then compact again");
   }
 }
 

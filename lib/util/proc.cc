@@ -60,11 +60,11 @@ bool process_alive(pid_t pid, std::uint64_t start_time, std::uint64_t start_mask
   return process_state(pid, start_time, start_mask) != ProcState::gone;
 }
 
-std::atomic<std::uint64_t> g_fork_generation{0};
+std::atomic<std::uint64_t> g_forks_seen{0};
 
 void watch_forks() {
   static const int registered = ::pthread_atfork(
-      nullptr, nullptr, [] { g_fork_generation.fetch_add(1, std::memory_order_relaxed); });
+      nullptr, nullptr, [] { g_forks_seen.fetch_add(1, std::memory_order_relaxed); });
   (void)registered;
 }
 

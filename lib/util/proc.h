@@ -35,9 +35,9 @@ ProcState process_state(pid_t pid, std::uint64_t start_time,
 // fork_generation() at creation is in a forked child when it differs.
 // watch_forks() is idempotent and thread-safe.
 void watch_forks();
-extern std::atomic<std::uint64_t> g_fork_generation;
+extern std::atomic<std::uint64_t> g_forks_seen;
 inline std::uint64_t fork_generation() noexcept {
-  return g_fork_generation.load(std::memory_order_relaxed);
+  return g_forks_seen.load(std::memory_order_relaxed);
 }
 
 // Wall-clock milliseconds since the Unix epoch (CLOCK_REALTIME).
