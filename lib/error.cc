@@ -33,6 +33,10 @@ const char* error_code_name(Errc code) noexcept {
       return "unavailable";
     case Errc::busy:
       return "busy";
+    case Errc::forked:
+      return "forked";
+    case Errc::file_replaced:
+      return "file_replaced";
   }
   return "unknown";
 }

@@ -20,7 +20,9 @@
 // (lib/format/layout.h), one holds a write section open by hand
 // (lib/store/store_impl.h).
 
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -32,6 +34,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
@@ -745,6 +748,340 @@ TEST_F(CompactTest, ErrorsLeaveTheFileAlone) {
   s.put("k2", "v2");  // not waiting for a compaction that gave up
   EXPECT_EQ(s.get("k"), "v");
   EXPECT_EQ(tcache::compact(file_).entries, 2u);
+}
+
+// ---------------------------------------------------------------------------
+// The edges (issue 11: paths, other names, untracked, stopped writers).
+
+// Children that open a Store each and hold it: each writes a byte to
+// `ready` once open, then waits for a byte on `go` (one byte releases one
+// holder), then puts "<tag>-<pid>" and exits 0.
+class Holders {
+ public:
+  Holders() {
+    EXPECT_EQ(::pipe(ready_), 0);
+    EXPECT_EQ(::pipe(go_), 0);
+  }
+  ~Holders() {
+    release(static_cast<int>(pids_.size()));
+    expect_exited_zero(pids_, "holder");
+    for (int fd : {ready_[0], ready_[1], go_[0], go_[1]}) ::close(fd);
+  }
+  // Starts one holder of `path` (run `before` in it first) and waits until
+  // it has the file open.
+  pid_t add(const fs::path& path, const std::function<bool()>& before = {}) {
+    const pid_t pid = spawn([this, path, before] {
+      if (before && !before()) return report(kExitPipe, "the holder's setup failed");
+      StoreOptions opt;
+      opt.create_if_missing = false;
+      Store s = Store::open(path, opt);
+      char c = 'r';
+      if (::write(ready_[1], &c, 1) != 1 || ::read(go_[0], &c, 1) != 1) return kExitPipe;
+      s.put("held-" + std::to_string(::getpid()), "v");  // not waiting: nothing is compacting
+      return 0;
+    });
+    pids_.push_back(pid);
+    char c;
+    EXPECT_EQ(::read(ready_[0], &c, 1), 1) << "a holder did not open the file";
+    return pid;
+  }
+  // Lets `n` holders (any) finish; returns the pids reaped.
+  void release(int n) {
+    for (int i = 0; i < n; ++i) {
+      const char c = 'g';
+      EXPECT_EQ(::write(go_[1], &c, 1), 1);
+    }
+  }
+  // Releases one holder and reaps it.
+  void release_one() {
+    release(1);
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << describe_status(status);
+    pids_.erase(std::remove(pids_.begin(), pids_.end(), pid), pids_.end());
+  }
+
+ private:
+  int ready_[2] = {-1, -1};
+  int go_[2] = {-1, -1};
+  std::vector<pid_t> pids_;
+};
+
+std::uint64_t compaction_word_of(const fs::path& file) {
+  return FileSurgery(file).read_at<std::uint64_t>(offsetof(tcache::detail::Superblock, compaction));
+}
+
+// Item 3: a Store opened by a relative path keeps its file (and blob
+// files, and the file it follows after a compaction) where the path named
+// it at open, whatever chdir() does later.
+TEST_F(CompactTest, ARelativePathIsResolvedOnceAtOpen) {
+  const fs::path a = dir_ / "a";
+  const fs::path b = dir_ / "b";
+  fs::create_directory(a);
+  fs::create_directory(b);
+  const std::string big = make_value("big", 1, Fill::random, 300 << 10);  // > a page: a blob file
+  expect_child_exits_zero("chdir user", [&] {  // chdir is process-wide: in a child
+    if (::chdir(a.c_str()) != 0) return kExitPipe;
+    StoreOptions opt;
+    opt.capacity_bytes = 32ull << 20;
+    opt.page_bytes = 64 << 10;
+    Store s = Store::open("cache.tcache", opt);
+    if (::chdir(b.c_str()) != 0) return kExitPipe;
+    s.put("big", big);
+    tcache::compact("../a/cache.tcache");
+    s.put("after", "the compaction");  // follows the file it opened, not ./cache.tcache
+    std::string got;
+    if (!s.get("big", got) || got != big) return report(kExitWrongState, "lost the blob value");
+    return 0;
+  });
+  EXPECT_TRUE(fs::is_empty(b)) << "files were made under the new current directory";
+  EXPECT_TRUE(fs::exists(a / "cache.tcache.blobs"));
+  Store s = Store::open(a / "cache.tcache");
+  EXPECT_EQ(s.get("big"), big);
+  EXPECT_EQ(s.get("after"), "the compaction");
+}
+
+// Item 4: a user that opened the file by another name (a hard link) would
+// not follow the compacted file: the compaction refuses, naming it, and
+// the user's writes never wait for it.
+TEST_F(CompactTest, AUserOnAnotherNameMakesCompactionRefuse) {
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  const fs::path link = dir_ / "link.tcache";
+  fs::create_hard_link(file_, link);
+  {
+    Holders holders;
+    const pid_t other = holders.add(link);
+    Store mine = Store::open(file_);
+    const std::string message = message_of([&] { tcache::compact(file_); });
+    EXPECT_NE(message.find("process " + std::to_string(other)), std::string::npos) << message;
+    EXPECT_NE(message.find("another name"), std::string::npos) << message;
+    EXPECT_EQ(error_of([&] { tcache::compact(file_); }), Errc::busy);
+    EXPECT_EQ(compaction_word_of(file_), 0u);
+    EXPECT_TRUE(temporary_files(file_).empty());
+    mine.put("k2", "v2");
+  }  // the holder writes through the link and exits
+  // Nobody uses the link now, but the next opener by that name would keep
+  // the old file: refused too.
+  const std::string message = message_of([&] { tcache::compact(file_); });
+  EXPECT_NE(message.find("2 hard links"), std::string::npos) << message;
+  fs::remove(link);
+  const CompactResult r = tcache::compact(file_);
+  EXPECT_GE(r.entries, 3u);
+}
+
+// Item 4, a single file bind-mounted elsewhere (docker -v file:file), in a
+// private mount namespace where we may make one.
+TEST_F(CompactTest, AUserOfABindMountedFileMakesCompactionRefuse) {
+  if (::geteuid() != 0) GTEST_SKIP() << "bind mounts need root";
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  const fs::path mnt = dir_ / "container";
+  fs::create_directory(mnt);
+  const fs::path target = mnt / "cache.tcache";
+  { std::ofstream(target.string()).put('\0'); }
+  Holders holders;
+  // An unprivileged container may not let even root unshare: the child
+  // then fails its setup, and the test is skipped.
+  Shared<std::atomic<int>> mounted;
+  const pid_t other = holders.add(target, [&] {
+    if (::unshare(CLONE_NEWNS) != 0 ||
+        ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount(file_.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) != 0) {
+      mounted->store(-1);
+      return false;
+    }
+    mounted->store(1);
+    return true;
+  });
+  if (mounted->load() != 1) GTEST_SKIP() << "cannot unshare the mount namespace here";
+  const std::string message = message_of([&] { tcache::compact(file_); });
+  EXPECT_NE(message.find("process " + std::to_string(other)), std::string::npos) << message;
+  EXPECT_EQ(error_of([&] { tcache::compact(file_); }), Errc::busy);
+  EXPECT_EQ(compaction_word_of(file_), 0u);
+}
+
+// Item 4: a user that named the file otherwise only after the compactor
+// checked (here: a hard link made during the final phase) finds, after the
+// rename, that its name still names the replaced file: its writes fail
+// with file_replaced instead of waiting or being lost.
+TEST_F(CompactTest, AWriterOnANameMadeDuringTheCompactionGetsFileReplaced) {
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  const fs::path link = dir_ / "late-link.tcache";
+  int ready[2];
+  int go[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t compactor = spawn([&] {
+    CompactOptions o;
+    o.progress = [&](const CompactProgress& p) {
+      if (p.phase != CompactPhase::syncing) return;
+      fs::create_hard_link(file_, link);
+      char c = 'x';
+      if (::write(ready[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1) ::_exit(kExitPipe);
+    };
+    tcache::compact(file_, o);
+    return 0;
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  Store late = Store::open(link);
+  ASSERT_EQ(::write(go[1], &c, 1), 1);
+  expect_exited_zero({compactor}, "compactor");  // it renamed and exited
+  for (int fd : {ready[0], ready[1], go[0], go[1]}) ::close(fd);
+  EXPECT_EQ(error_of([&] { late.put("lost?", "v"); }), Errc::file_replaced);
+  EXPECT_EQ(late.get("k"), "v");  // reads go on from the old file
+  EXPECT_EQ(error_of([&] { tcache::compact(link); }), Errc::file_replaced);
+  Store s = Store::open(file_);
+  EXPECT_EQ(s.get("k"), "v");
+  s.put("k2", "v2");
+}
+
+// Item 8: with the process table full, a process works untracked; killed,
+// it must not block compaction for good (a live one still does).
+TEST_F(CompactTest, AKilledUntrackedProcessDoesNotBlockCompaction) {
+  StoreOptions opt;
+  opt.capacity_bytes = 4ull << 20;
+  {
+    Store s = Store::open(file_, opt);
+    s.put("k", "v");
+  }
+  Holders holders;
+  for (std::uint32_t i = 0; i < tcache::detail::kMaxProcesses; ++i) holders.add(file_);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t untracked = spawn([&] {
+    Store s = Store::open(file_);  // the table is full
+    const char c = 'u';
+    if (::write(ready[1], &c, 1) != 1) return kExitPipe;
+    for (;;) ::pause();
+  });
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  holders.release_one();  // room for the compactor's own entry
+  const std::string message = message_of([&] { tcache::compact(file_); });
+  EXPECT_NE(message.find("process table was full"), std::string::npos)
+      << "a live untracked process must still block: " << message;
+  ::kill(untracked, SIGKILL);
+  const int status = wait_for(untracked);
+  EXPECT_TRUE(WIFSIGNALED(status)) << describe_status(status);
+  const CompactResult r = tcache::compact(file_);  // the dead one blocks nothing
+  EXPECT_GE(r.entries, 2u);
+  EXPECT_EQ(Store::open(file_).get("k"), "v");
+}
+
+// Item 12: a writer stopped (SIGSTOP) in the middle of a write ends the
+// final phase's wait at once: the compaction fails with busy naming it,
+// leaving the file as it was, and other processes write on.
+TEST_F(CompactTest, AStoppedWriterMakesTheCompactionGiveUp) {
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  const pid_t writer = spawn([&] {
+    auto impl = tcache::detail::open_store_impl(file_, StoreOptions{});
+    if (!impl->enter_write()) return report(kExitWrongState, "the file was superseded");
+    ::raise(SIGSTOP);  // in the middle of a write
+    impl->put("late", "written after SIGCONT", std::chrono::milliseconds(0));
+    impl->leave_write();
+    return 0;
+  });
+  int status = 0;
+  ASSERT_EQ(::waitpid(writer, &status, WUNTRACED), writer);
+  ASSERT_TRUE(WIFSTOPPED(status)) << describe_status(status);
+  const std::string message = message_of([&] { tcache::compact(file_); });
+  EXPECT_NE(message.find("process " + std::to_string(writer) + " is stopped"), std::string::npos)
+      << message;
+  EXPECT_EQ(compaction_word_of(file_), 0u);
+  EXPECT_TRUE(temporary_files(file_).empty());
+  expect_child_exits_zero("another writer", [&] {
+    Store s = Store::open(file_);
+    s.put("other", "v");
+    return 0;
+  });
+  ::kill(writer, SIGCONT);
+  expect_exited_zero({writer}, "stopped writer");
+  Store s = Store::open(file_);
+  EXPECT_EQ(s.get("late"), "written after SIGCONT");
+  EXPECT_EQ(s.get("other"), "v");
+}
+
+// Item 12: a write kept in flight (not stopped) holds the final phase for
+// at most CompactOptions::drain_timeout.
+TEST_F(CompactTest, TheDrainIsBoundedByItsTimeout) {
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  int held[2];
+  int go[2];
+  ASSERT_EQ(::pipe(held), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  const pid_t writer = spawn([&] {
+    auto impl = tcache::detail::open_store_impl(file_, StoreOptions{});
+    if (!impl->enter_write()) return report(kExitWrongState, "the file was superseded");
+    char c = 'w';
+    if (::write(held[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1) return kExitPipe;
+    impl->leave_write();
+    return 0;
+  });
+  char c;
+  ASSERT_EQ(::read(held[0], &c, 1), 1);
+  CompactOptions o;
+  o.drain_timeout = std::chrono::milliseconds(100);
+  const std::string message = message_of([&] { tcache::compact(file_, o); });
+  EXPECT_NE(message.find("drain timeout"), std::string::npos) << message;
+  EXPECT_EQ(compaction_word_of(file_), 0u);
+  ASSERT_EQ(::write(go[1], &c, 1), 1);
+  expect_exited_zero({writer}, "writer");
+  for (int fd : {held[0], held[1], go[0], go[1]}) ::close(fd);
+  o.drain_timeout = std::chrono::milliseconds(0);
+  EXPECT_EQ(error_of([&] { tcache::compact(file_, o); }), Errc::invalid_option);
+  EXPECT_EQ(tcache::compact(file_).entries, 1u);
+}
+
+// A compactor stopped (SIGSTOP) in its final phase: writers break it off
+// at once instead of waiting 30 s.
+TEST_F(CompactTest, WritersBreakOffAStoppedCompactorAtOnce) {
+  {
+    Store s = Store::open(file_);
+    s.put("k", "v");
+  }
+  const pid_t compactor = spawn([&] {
+    CompactOptions o;
+    o.progress = [](const CompactProgress& p) {
+      if (p.phase == CompactPhase::switching) ::raise(SIGSTOP);
+    };
+    try {
+      tcache::compact(file_, o);
+    } catch (const tcache::Error& e) {
+      return e.code() == Errc::busy ? 0 : report(kExitWrongState, e.what());
+    }
+    return report(kExitWrongState, "the broken-off compaction succeeded");
+  });
+  int status = 0;
+  ASSERT_EQ(::waitpid(compactor, &status, WUNTRACED), compactor);
+  ASSERT_TRUE(WIFSTOPPED(status)) << describe_status(status);
+  std::vector<std::string> lines;
+  StoreOptions opt;
+  opt.logger = [&](std::string_view line) { lines.emplace_back(line); };
+  Store s = Store::open(file_, opt);
+  s.put("k2", "v2");
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("which is stopped"), std::string::npos) << lines[0];
+  ::kill(compactor, SIGCONT);
+  expect_exited_zero({compactor}, "compactor");
+  EXPECT_EQ(s.get("k"), "v");
+  EXPECT_EQ(s.get("k2"), "v2");
 }
 
 }  // namespace

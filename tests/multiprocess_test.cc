@@ -893,4 +893,41 @@ TEST_F(MultiprocessTest, ALateExpiryUnlinkNeverRemovesANewerEntry) {
   EXPECT_GT(shm->held.load(), 0u) << "the race was never set up";
 }
 
+// Item 11: a child of fork() that inherited a Store may not use it (a
+// typed error says so) and, destroying it, must not detach the parent: the
+// parent's later writes stay visible to a compaction's drain.
+TEST_F(MultiprocessTest, AForkedChildsCopyOfAStoreIsInert) {
+  std::optional<Store> s(Store::open(file_));
+  s->put("before", "fork");
+  expect_child_exits_zero("child", [&] {
+    std::string v;
+    const auto code_of = [](auto&& fn) {
+      try {
+        fn();
+      } catch (const tcache::Error& e) {
+        return e.code();
+      }
+      return Errc{};
+    };
+    if (code_of([&] { s->put("child", "x"); }) != Errc::forked ||
+        code_of([&] { s->get("before", v); }) != Errc::forked ||
+        code_of([&] { s->stats(); }) != Errc::forked) {
+      return report(kExitWrongState, "the inherited Store did not refuse with Errc::forked");
+    }
+    s.reset();  // destroys the inherited Store
+    Store mine = Store::open(file_);
+    mine.put("child", "own store");
+    return 0;
+  });
+  bool listed = false;
+  for (const tcache::ProcessInfo& p : s->processes()) {
+    listed = listed || (p.pid == static_cast<std::uint32_t>(::getpid()) && p.alive);
+  }
+  EXPECT_TRUE(listed) << "the child detached the parent from the process table";
+  s->put("after", "fork");
+  EXPECT_EQ(tcache::compact(file_).entries, 3u);
+  EXPECT_EQ(s->get("after"), "fork");
+  EXPECT_EQ(s->get("child"), "own store");
+}
+
 }  // namespace

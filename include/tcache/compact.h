@@ -33,9 +33,28 @@
 // and intact: its users carry on with it (writers that were waiting see
 // that the compactor died and clear its state), and the unfinished new
 // file is deleted by the next process that opens the path for writing. A
-// compactor that is stopped (SIGSTOP) in its final phase keeps writers
-// waiting for at most 30 seconds; then they break the compaction off and it
-// fails with Errc::busy.
+// compactor that is stopped (SIGSTOP, a debugger) in its final phase is
+// broken off by the first writer that notices (a compactor that is merely
+// slow, after 30 seconds), and fails with Errc::busy. A writer stopped in
+// the middle of a write ends the final phase's wait at once, and one that
+// is slow to finish ends it after CompactOptions::drain_timeout: the
+// compaction fails with Errc::busy naming the process and leaves the file
+// as it was, and the waiting writers go on with it. No write waits without
+// bound.
+//
+// Names: the rename replaces one name, so every process must use the file
+// by the same path (the same directory, however reached, and the same file
+// name): compact() refuses with Errc::busy, naming the process, while a
+// process uses it through a hard link or a bind mount (docker -v of the
+// file or of another directory holding it), and while the file has more
+// than one hard link. A process that opens it by another name during the
+// final phase gets Errc::file_replaced from its next write (its reads go on
+// from the old file). A relative path is resolved once, when a Store is
+// opened (and when compact() starts), so a later chdir() changes nothing.
+//
+// Processes that found the file's process table full (256 processes) and
+// work without an entry make compact() fail with Errc::busy while they
+// live; once they are dead (killed too) they block nothing.
 //
 // Cost: it reads every index slot of the old file and the entry it
 // publishes (in index order, so the entries are read at random, fetched a
@@ -47,10 +66,15 @@
 // pass's scan are split by ranges of slots.
 //
 // Exceptions: compact() throws tcache::Error: busy (another compaction, the
-// process table is full, or writers broke the final phase off), io_error,
+// process table is full, a live process without a table entry, a user on
+// another name or a second hard link, a writer stopped mid-write or slower
+// than drain_timeout, or writers broke the final phase off), file_replaced
+// (`file` is another name of a file that was compacted under its own name),
+// io_error,
 // no_space (the disk, a quota or RLIMIT_FSIZE cannot hold the new file: the cache file is
 // unchanged and the new file deleted; free disk space and compact again), invalid_option (a
-// capacity out of range or too small for the file's geometry), and what Store::open throws for the
+// capacity out of range or too small for the file's geometry, a drain_timeout that is not
+// positive), and what Store::open throws for the
 // file (unsafe_permissions, not_a_cache_file, version_mismatch, corrupt_file).
 
 #pragma once
@@ -99,6 +123,12 @@ struct CompactOptions {
   // that could make the new file run out of pages (and evict), and with 0
   // more than one copies only where that is at most 1/64 of the file.
   unsigned threads = 0;
+  // How long the final phase waits for writes in flight to finish (each is
+  // one put, erase, ...; other writers wait meanwhile) before it gives up
+  // with Errc::busy, leaving the file as it was. A writer found stopped
+  // (SIGSTOP, a debugger) in the middle of a write ends the wait at once.
+  // Must be positive.
+  std::chrono::milliseconds drain_timeout{10'000};
   // Called now and then from the calling thread; for progress bars.
   std::function<void(const CompactProgress&)> progress{};
   // One-line diagnostics (StoreOptions::logger), from any of the copying

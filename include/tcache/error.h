@@ -31,6 +31,8 @@ enum class Errc : std::uint32_t {
   decode_error = 11,       // bytes given to tcache::decode are truncated or malformed
   unavailable = 12,        // a server (Redis) cannot be reached, timed out or refused to serve
   busy = 13,               // another process holds what the call needs (a compaction in progress)
+  forked = 14,             // a Store used in a child process after fork(); open one in the child
+  file_replaced = 15,      // compacted under another name than this Store's; open it by that name
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.

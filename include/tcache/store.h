@@ -18,7 +18,18 @@
 // final phase of the compaction, then go to the new file). The files a
 // Store has moved away from stay open and mapped, and so keep their disk
 // space, until the Store is destroyed; a long-lived process that outlives
-// many compactions may reopen its Store now and then to let them go.
+// many compactions may reopen its Store now and then to let them go. A
+// Store resolves a relative path once, at open: a later chdir() changes
+// neither its file, nor its blob files, nor the file it follows. Open the
+// file by one path in every process: a compaction refuses while a process
+// uses it through a hard link or a bind mount (it would not follow the
+// rename), and a write through a name made during a compaction's final
+// phase throws Errc::file_replaced.
+//
+// Caveat, fork(): a Store cannot be used across fork(). In the child, every
+// operation on a Store inherited from the parent throws Errc::forked, and
+// destroying it leaves the parent's attachment alone (the parent's Store
+// stays valid); the child opens its own Store.
 //
 // Exceptions: functions that may throw say so; they throw only tcache::Error.
 // A miss is not an error.
@@ -174,6 +185,7 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
   // Detaches this process from the file (its stats fold into the totals).
+  // In a child of fork() that inherited the Store, detaches nothing.
   ~Store();
 
   // Looks `key` up. Returns the value, or std::nullopt on a miss (absent,
@@ -202,7 +214,13 @@ class Store {
   // Every call that writes (put, erase, clear, erase_prefix, purge_expired,
   // repair, get_or_lease) may also throw what open() throws if the file was
   // compacted and the new file at path() cannot be opened (e.g. it was
-  // deleted and create_if_missing is false); nothing was written then.
+  // deleted and create_if_missing is false), or Errc::file_replaced if it
+  // was compacted under another name than path() (a hard link made during
+  // the compaction: open the file by the name it was compacted under);
+  // nothing was written then. Every call except the move operations,
+  // path() and max_value_bytes() throws Errc::forked in a child process that
+  // inherited this Store through fork() (release_lease() ignores it), also
+  // those documented as never throwing.
 
   // Removes every entry whose key starts with `prefix` (walks the index:
   // O(index size)). Returns how many live entries it removed. Entries put
@@ -296,8 +314,9 @@ class Store {
   // Writes dirty pages to disk (msync). Throws Error: io_error.
   void flush();
 
-  // The file this store was opened from (after a compaction, the path
-  // names the new file, which this store uses from its next operation).
+  // The file this store was opened from, made absolute at open (after a
+  // compaction, the path names the new file, which this store uses from
+  // its next operation).
   const std::filesystem::path& path() const noexcept;
 
   // Largest value put accepts (longer: Errc::value_too_large). Values that

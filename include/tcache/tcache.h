@@ -11,17 +11,23 @@
 //
 // Caveats (read these once):
 //
-// - fork(): a Store opened before fork() must not be used by the child; the
-//   child opens its own (Store::open in the child). The parent's handle stays
-//   valid. Using the parent's handle in the child would attribute the child's
-//   counters to the parent and skip the child's attach record.
+// - fork(): a Store opened before fork() cannot be used by the child: every
+//   operation on it there throws Errc::forked, and destroying it in the child
+//   leaves the parent attached (the parent's handle stays valid). The child
+//   opens its own (Store::open in the child).
+// - Paths: a relative path is resolved once, at open (chdir() later changes
+//   nothing). Every process should open a file by the same path: compaction
+//   refuses while one uses it through a hard link or a bind mount (docker -v
+//   of the single file), since the rename would not reach it.
 // - Network file systems (NFS, SMB, sshfs) do not keep memory-mapped writes
 //   of different machines coherent; use tcache files on local disks or tmpfs
 //   only. Sharing across machines is what the Redis tier is for.
 // - Compaction (compact.h) relies on process ids: every process using a file
 //   must see the others' pids (one pid namespace, as for leases and the
 //   process table). A Store keeps the files it moved away from mapped until
-//   it is destroyed.
+//   it is destroyed. A process stopped (SIGSTOP, a debugger) in the middle of
+//   a write makes a compaction fail with Errc::busy at once; a stopped
+//   compactor is broken off by the writers.
 // - Killed processes: SIGKILL at any instant never leaves a torn or wrong
 //   value. It may leak the one chunk the process was writing; the leak is
 //   reclaimed when the file is next opened by a process that finds itself

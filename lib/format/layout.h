@@ -125,15 +125,31 @@ struct ProcessEntry {
   // raised before an operation checks Superblock::compaction, lowered after
   // it. A compactor drains it to 0 before its final pass (INVARIANTS.md, 10).
   std::uint64_t writes;
-  std::uint8_t pad_[kCacheLine - 32];
+  // How the owner named the file (format version 3): the device and inode
+  // of the directory it resolved the name in, and name_hash(final name).
+  // A compactor renames its new file over one name only; it refuses while a
+  // live user named the file otherwise (a hard link, a bind mount), since
+  // that user would not follow (INVARIANTS.md, 10).
+  std::uint64_t name_dir_device;
+  std::uint64_t name_dir_inode;
+  std::uint64_t name_hash;
+  std::uint8_t pad_[kCacheLine - 56];
   std::uint64_t counters[8];  // Counter order
 };
+
+// A process that finds the process table full works untracked: it holds a
+// shared OFD lock (fcntl F_OFD_SETLK) on this byte of the cache file, far
+// beyond its end, while it is counted in Superblock::untracked_processes.
+// Whoever gets an exclusive lock on the byte knows every counted process
+// is dead (the kernel drops the lock with the last descriptor).
+inline constexpr std::int64_t kUntrackedLockByte = std::int64_t{1} << 62;
 
 // ---------------------------------------------------------------------------
 // Superblock::compaction: 0 = no compaction, else
 //   bits 0..21   the compactor's pid
 //   bits 22..59  its start time (clock ticks since boot) modulo 2^38
-//   bits 60..61  reserved, 0
+//   bit  60      renamed (with phase 3: kCompactionRenamed)
+//   bit  61      reserved, 0
 //   bits 62..63  phase: 1 copying (the file is in use as usual), 2 switching
 //                (writers wait: the compactor copies what changed), 3
 //                committed (the new file is being renamed over this one)
@@ -146,6 +162,10 @@ inline constexpr std::uint64_t kCompactionCopying = 1ull << 62;
 inline constexpr std::uint64_t kCompactionSwitching = 2ull << 62;
 inline constexpr std::uint64_t kCompactionCommitted = 3ull << 62;
 inline constexpr std::uint64_t kCompactionPhaseMask = 3ull << 62;
+// Bit 60, with phase 3 (format version 3): the compactor renamed its file
+// over the name it compacted. A user whose own name still names this file
+// then knows the file was replaced under another name.
+inline constexpr std::uint64_t kCompactionRenamed = 1ull << 60;
 
 inline constexpr std::uint64_t compaction_word(std::uint64_t pid, std::uint64_t start_time,
                                                std::uint64_t phase) {
@@ -317,6 +337,8 @@ static_assert(offsetof(Superblock, compaction) == kCacheLine * 14 + 48);
 static_assert(offsetof(Superblock, untracked_processes) == kCacheLine * 14 + 56);
 static_assert(offsetof(Superblock, totals) == kCacheLine * 15);
 static_assert(offsetof(ProcessEntry, writes) == 24);
+static_assert(offsetof(ProcessEntry, name_dir_device) == 32);
+static_assert(offsetof(ProcessEntry, name_hash) == 48);
 static_assert(offsetof(Superblock, header_checksum) == 624);
 static_assert(sizeof(ClassState) == kCacheLine);
 static_assert(offsetof(ClassState, free_head) == 0 && offsetof(ClassState, free_aba) == 8);

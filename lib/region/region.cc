@@ -123,8 +123,20 @@ std::pair<int, std::string> create_initialized(const std::string& final_path, st
 
 }  // namespace
 
-Region Region::open(const std::filesystem::path& path, const Options& options,
+std::filesystem::path absolute_path(const std::filesystem::path& path) {
+  if (path.is_absolute()) return path;
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  if (ec) {
+    fail(Errc::io_error, "cannot resolve '" + path.string() + "' against the current directory (" +
+                             ec.message() + "); pass an absolute path");
+  }
+  return abs;
+}
+
+Region Region::open(const std::filesystem::path& relative_or_absolute, const Options& options,
                     std::uint64_t initial_bytes, const Initializer& init) {
+  const std::filesystem::path path = absolute_path(relative_or_absolute);
   Region r;
   r.path_ = path;
   r.read_only_ = options.read_only;

@@ -110,6 +110,12 @@ class Region {
   std::unique_ptr<struct RegionMapping> mapping_;
 };
 
+// `path` made absolute against the current directory, now (lexically: no
+// symbolic link is resolved). A Store resolves its path once, at open, so
+// that a later chdir() does not move its blob files or the file it follows
+// after a compaction. Throws Error: io_error (the current directory is gone).
+std::filesystem::path absolute_path(const std::filesystem::path& path);
+
 // What `path` names now, compared with an open file (lstat: a symbolic link
 // is never the file).
 enum class PathNames { same_file, other_file, nothing };

@@ -309,8 +309,17 @@ class Compactor {
   static void claim(std::uint64_t* word, std::uint64_t id, const std::string& path,
                     std::uint64_t device, std::uint64_t inode);
   // Step 4: waits until no live process has a write in flight on the file.
+  // Throws busy when a process with a write in flight is stopped, or after
+  // `timeout`.
   static void drain(ProcessEntry* procs, std::uint64_t* word, std::uint64_t switching,
-                    const std::string& path);
+                    const std::string& path, std::chrono::milliseconds timeout);
+  // Throws busy unless every live user of `from` named the file as we did
+  // (ProcessEntry::name_dir_device ...) and the file has one link: only
+  // then does every user follow our rename (INVARIANTS.md, 10).
+  static void check_names(const StoreImpl& from, const std::string& path);
+  // Throws busy if processes without a process table entry (Superblock::
+  // untracked_processes) are alive; `when`: what they did, for the message.
+  static void check_untracked(StoreImpl& from, const std::string& path, const char* when);
   void progress(CompactPhase phase, std::uint64_t done, std::uint64_t total) const {
     if (options_.progress) options_.progress(CompactProgress{phase, done, total});
   }
@@ -1028,13 +1037,21 @@ void Compactor::claim(std::uint64_t* word, std::uint64_t id, const std::string& 
           path_names(path, device, inode) != PathNames::same_file) {
         throw Replaced{};
       }
+      if (compaction_phase(cur) == kCompactionCommitted && (cur & kCompactionRenamed) != 0) {
+        fail(Errc::file_replaced,
+             "'" + path +
+                 "' names a cache file that was compacted under another name (this name is a "
+                 "hard link or bind mount of the old file); compact the file by its other name, "
+                 "and remove or recreate this one");
+      }
     }
     if (w.compare_exchange_strong(cur, id | kCompactionCopying, std::memory_order_seq_cst)) return;
   }
 }
 
 void Compactor::drain(ProcessEntry* procs, std::uint64_t* word, std::uint64_t switching,
-                      const std::string& path) {
+                      const std::string& path, std::chrono::milliseconds timeout) {
+  const std::int64_t deadline = steady_ms() + timeout.count();
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     ProcessEntry& e = procs[i];
     auto pause = std::chrono::microseconds(20);
@@ -1044,17 +1061,70 @@ void Compactor::drain(ProcessEntry* procs, std::uint64_t* word, std::uint64_t sw
       if (atom<std::uint64_t>(&e.writes).load(std::memory_order_seq_cst) == 0) break;
       const std::uint64_t owner = atom<std::uint64_t>(&e.owner).load();
       if (owner == 0) break;
-      if (!process_alive(static_cast<pid_t>(owner & 0xffffffffu),
-                         atom<std::uint64_t>(&e.start_time).load())) {
-        break;  // died mid-write: nothing more comes from it
+      const auto pid = static_cast<pid_t>(owner & 0xffffffffu);
+      const ProcState state = process_state(pid, atom<std::uint64_t>(&e.start_time).load());
+      if (state == ProcState::gone) break;  // died mid-write: nothing more comes from it
+      if (state == ProcState::stopped) {
+        // Stopped (SIGSTOP, a debugger) in the middle of a write: it may
+        // stay so for ever, and every other writer waits meanwhile.
+        fail(Errc::busy, "process " + std::to_string(pid) +
+                             " is stopped in the middle of a write to '" + path +
+                             "' (SIGSTOP or a debugger); nothing was changed. Let it continue "
+                             "(kill -CONT " +
+                             std::to_string(pid) + ") or end it, then compact again");
       }
       if (atom<std::uint64_t>(word).load() != switching) {
         fail(Errc::busy, "writers of '" + path +
                              "' waited too long for the compaction and broke it off; try again");
       }
+      if (steady_ms() >= deadline) {
+        fail(Errc::busy, "process " + std::to_string(pid) + " kept a write to '" + path +
+                             "' in flight for longer than the drain timeout (" +
+                             std::to_string(timeout.count()) +
+                             " ms); nothing was changed. Compact again when it is less busy, or "
+                             "raise CompactOptions::drain_timeout");
+      }
       back_off(pause);
     }
   }
+}
+
+void Compactor::check_names(const StoreImpl& from, const std::string& path) {
+  for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
+    if (static_cast<int>(i) == from.proc_slot_) continue;
+    const ProcessEntry& e = from.procs_[i];
+    const std::uint64_t owner = atom<std::uint64_t>(&e.owner).load(std::memory_order_acquire);
+    if (owner == 0) continue;
+    const auto pid = static_cast<pid_t>(owner & 0xffffffffu);
+    if (atom<std::uint64_t>(&e.name_dir_device).load() == from.name_dir_device_ &&
+        atom<std::uint64_t>(&e.name_dir_inode).load() == from.name_dir_inode_ &&
+        atom<std::uint64_t>(&e.name_hash).load() == from.name_hash_) {
+      continue;
+    }
+    if (!process_alive(pid, atom<std::uint64_t>(&e.start_time).load())) continue;
+    fail(Errc::busy,
+         "process " + std::to_string(pid) + " opened '" + path +
+             "' by another name (a hard link, or a bind mount of the file or its directory "
+             "such as docker -v) and would not follow the compacted "
+             "file; nothing was changed. Compact when it has closed the file, or "
+             "have every process open it by the same path");
+  }
+  struct stat st {};
+  if (::fstat(from.region_.fd(), &st) != 0) fail_errno(errno, "cannot stat", path, "");
+  if (st.st_nlink != 1) {
+    fail(Errc::busy,
+         "'" + path + "' has " + std::to_string(st.st_nlink) +
+             " hard links; a compaction replaces one name only, and whoever uses "
+             "another would keep the old file. Remove the other links (find -samefile), "
+             "then compact again");
+  }
+}
+
+void Compactor::check_untracked(StoreImpl& from, const std::string& path, const char* when) {
+  if (from.untracked_all_dead()) return;
+  fail(Errc::busy, "'" + path + "' is used by processes that " + when +
+                       " (its process table was full), whose writes a compaction cannot "
+                       "drain; compact it when they have closed it");
 }
 
 CompactResult Compactor::compact_once(const std::filesystem::path& file,
@@ -1077,11 +1147,7 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
     fail(Errc::busy, "'" + path + "' has 256 processes attached (its process table is full); " +
                          "compact it when fewer use it");
   }
-  if (atom<std::uint64_t>(&from->sb_->untracked_processes).load() != 0) {
-    fail(Errc::busy, "'" + path +
-                         "' is used by processes that found its process table full; compact it "
-                         "when they have closed it");
-  }
+  check_untracked(*from, path, "found its process table full");
   struct stat st {};
   if (::fstat(from->region_.fd(), &st) != 0) fail_errno(errno, "cannot stat", path, "");
   const std::uint32_t mode = st.st_mode & 0777;
@@ -1097,6 +1163,7 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
   std::unique_ptr<StoreImpl> to;
   std::string tmp;
   try {
+    check_names(*from, path);
     // Step 2: the new file.
     const Superblock& old_sb = *from->sb_;
     const std::uint64_t capacity =
@@ -1150,11 +1217,11 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
     const std::int64_t switched_ms = steady_ms();
     if (options.progress) options.progress(CompactProgress{CompactPhase::switching, 0, 0});
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (atom<std::uint64_t>(&from->sb_->untracked_processes).load(std::memory_order_seq_cst) != 0) {
-      fail(Errc::busy, "a process that found the process table of '" + path +
-                           "' full opened it during the compaction; try again later");
-    }
-    drain(from->procs_, word, switching, path);
+    check_untracked(*from, path, "opened it during the compaction");
+    drain(from->procs_, word, switching, path, options.drain_timeout);
+    // Users that attached since the first check: from now on, one that
+    // attaches finds the file superseded before it writes.
+    check_names(*from, path);
 
     // Step 5: what changed.
     result.recopied = compactor.copy_changes();
@@ -1179,6 +1246,9 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
       fail_errno(errno, "cannot rename the compacted file over", path, "");
     }
     tmp.clear();
+    // For users that named the file otherwise after check_names: their
+    // name keeps this file, which they must not write (file_replaced).
+    atom<std::uint64_t>(word).fetch_or(kCompactionRenamed, std::memory_order_seq_cst);
     result.writers_paused = std::chrono::milliseconds(steady_ms() - switched_ms);
     if (options.sync) fsync_directory_of(file);
 
@@ -1191,6 +1261,9 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
   } catch (...) {
     // Nothing was renamed: hand the file back to its users first (writers
     // may be waiting), then delete what we made.
+    // (After the rename, tmp is empty, the word carries kCompactionRenamed
+    // and the new file is in use: both stay.)
+    if (tmp.empty() && to != nullptr) throw;
     auto w = atom<std::uint64_t>(word);
     std::uint64_t cur = w.load();
     while ((cur & ~kCompactionPhaseMask) == id && cur != 0 && !w.compare_exchange_weak(cur, 0)) {
@@ -1209,7 +1282,11 @@ CompactResult Compactor::compact_once(const std::filesystem::path& file,
 
 }  // namespace detail
 
-CompactResult compact(const std::filesystem::path& file, const CompactOptions& options) {
+CompactResult compact(const std::filesystem::path& file_as_given, const CompactOptions& options) {
+  if (options.drain_timeout.count() <= 0) {
+    detail::fail(Errc::invalid_option, "CompactOptions::drain_timeout must be positive");
+  }
+  const std::filesystem::path file = detail::absolute_path(file_as_given);
   for (int attempt = 0;; ++attempt) {
     try {
       return detail::Compactor::compact_once(file, options);

@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <lz4.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,8 +63,21 @@ StoreImpl::StoreImpl(Region region, const StoreOptions& options,
     : region_(std::move(region)), options_(options) {
   counters_ = local_counters_;
   writes_ = &local_writes_;
-  blob_dir_ = final_path != nullptr ? *final_path : region_.path();
+  watch_forks();
+  fork_gen_ = fork_generation();
+  const std::filesystem::path& name = final_path != nullptr ? *final_path : region_.path();
+  blob_dir_ = name;
   blob_dir_ += ".blobs";
+  // How we name the file (ProcessEntry::name_dir_device): the directory we
+  // resolve the name in, and the name in it. Users that agree on both see
+  // the same rename (INVARIANTS.md, 10).
+  struct stat dir {};
+  if (::stat(name.parent_path().c_str(), &dir) == 0) {
+    name_dir_device_ = static_cast<std::uint64_t>(dir.st_dev);
+    name_dir_inode_ = static_cast<std::uint64_t>(dir.st_ino);
+  }
+  const std::string base = name.filename().string();
+  name_hash_ = XXH3_64bits(base.data(), base.size());
   compaction_target_ = final_path != nullptr;
   Superblock sb;
   if (::pread(region_.fd(), &sb, sizeof sb, 0) != static_cast<ssize_t>(sizeof sb)) {
@@ -101,7 +115,11 @@ StoreImpl::StoreImpl(Region region, const StoreOptions& options,
   open_attach();
 }
 
-StoreImpl::~StoreImpl() { detach_process(); }
+StoreImpl::~StoreImpl() {
+  // A child that inherited us through fork() must not detach its parent
+  // (getpid(), not forked(): a fork by a raw system call runs no handler).
+  if (::getpid() == attach_pid_) detach_process();
+}
 
 void StoreImpl::open_attach() {
   const bool exclusive = region_.lock_exclusive_or_shared();
@@ -134,6 +152,7 @@ void StoreImpl::open_attach() {
 
 void StoreImpl::attach_process() {
   const pid_t pid = ::getpid();
+  attach_pid_ = pid;
   const std::uint64_t start = process_start_time(pid);
   owner_mark_ = owner_mark(static_cast<std::uint32_t>(pid), start);
   const std::uint64_t me = kOwnerLive | static_cast<std::uint32_t>(pid);
@@ -145,6 +164,9 @@ void StoreImpl::attach_process() {
       atom<std::uint64_t>(&e.attached_unix_ms).store(now_unix_ms());
       for (auto& c : e.counters) atom<std::uint64_t>(&c).store(0);
       atom<std::uint64_t>(&e.writes).store(0);
+      atom<std::uint64_t>(&e.name_dir_device).store(name_dir_device_);
+      atom<std::uint64_t>(&e.name_dir_inode).store(name_dir_inode_);
+      atom<std::uint64_t>(&e.name_hash).store(name_hash_);
       proc_slot_ = static_cast<int>(i);
       counters_ = e.counters;
       writes_ = &e.writes;
@@ -153,7 +175,10 @@ void StoreImpl::attach_process() {
   }
   // Table full: work untracked, and have the next exclusive opener sweep.
   // Our writes cannot be drained by a compactor, which therefore refuses to
-  // switch while we are counted here (seq_cst: INVARIANTS.md, 10).
+  // switch while we are counted here (seq_cst: INVARIANTS.md, 10). The
+  // shared lock, taken before we are counted and held until we are not,
+  // tells a compactor whether anyone counted is still alive.
+  untracked_locked_ = lock_untracked_byte(F_RDLCK, /*wait=*/true);
   untracked_ = true;
   atom<std::uint64_t>(&sb_->untracked_processes).fetch_add(1, std::memory_order_seq_cst);
   atom<std::uint64_t>(&sb_->needs_recovery).store(1);
@@ -175,6 +200,8 @@ void StoreImpl::detach_process() noexcept {
     while (v != 0 && !n.compare_exchange_weak(v, v - 1)) {
     }
     untracked_ = false;
+    if (untracked_locked_) lock_untracked_byte(F_UNLCK, false);
+    untracked_locked_ = false;
   }
   if (proc_slot_ < 0 || sb_ == nullptr) return;
   ProcessEntry& e = procs_[proc_slot_];
@@ -184,6 +211,34 @@ void StoreImpl::detach_process() noexcept {
   atom<std::uint64_t>(&e.owner).store(0, std::memory_order_release);
   proc_slot_ = -1;
   counters_ = local_counters_;
+}
+
+bool StoreImpl::lock_untracked_byte(short type, bool wait) noexcept {
+  struct flock fl {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kUntrackedLockByte;
+  fl.l_len = 1;
+  for (;;) {
+    if (::fcntl(region_.fd(), wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
+    if (errno != EINTR) return false;
+  }
+}
+
+bool StoreImpl::untracked_all_dead() {
+  auto n = atom<std::uint64_t>(&sb_->untracked_processes);
+  const std::uint64_t counted = n.load(std::memory_order_seq_cst);
+  if (counted == 0) return true;
+  // Every live counted process holds a shared lock on the byte from before
+  // it raised the count until after it lowered it, and an untracked opener
+  // waits for our exclusive lock before it raises it: holding the lock, the
+  // count is of the dead only (INVARIANTS.md, 10).
+  if (!lock_untracked_byte(F_WRLCK, /*wait=*/false)) return false;
+  n.store(0, std::memory_order_seq_cst);
+  lock_untracked_byte(F_UNLCK, false);
+  log(std::to_string(counted) +
+      " process(es) counted as working without a process table entry died; reset the count");
+  return true;
 }
 
 void StoreImpl::reclaim_dead_processes() {
@@ -210,10 +265,10 @@ void StoreImpl::reclaim_dead_processes() {
 
 namespace {
 
-// The compactor named by a compaction word is still running: same pid, same
-// start time (modulo 2^38, as stored).
-bool compactor_alive(std::uint64_t w) {
-  return process_alive(static_cast<pid_t>(compactor_pid(w)), compactor_start(w),
+// Whether the compactor named by a compaction word still runs (same pid,
+// same start time modulo 2^38, as stored), and whether it is stopped.
+ProcState compactor_state(std::uint64_t w) {
+  return process_state(static_cast<pid_t>(compactor_pid(w)), compactor_start(w),
                        kCompactorStartMask);
 }
 
@@ -249,9 +304,20 @@ StoreImpl::Superseded StoreImpl::check_superseded(bool writer, std::uint64_t wai
     if (!writer || region_.read_only()) return path_moved() ? Superseded::moved : Superseded::no;
     // Liveness first: a compactor found dead renames nothing afterwards, so
     // the path check below is then final.
-    const bool alive = compactor_alive(w);
+    const ProcState compactor = compactor_state(w);
     if (path_moved()) return Superseded::moved;
-    if (!alive) {
+    if ((w & kCompactionRenamed) != 0) {
+      // Renamed over another name than ours (a hard link or a bind mount
+      // made after the compactor checked its users): our name keeps the
+      // replaced file, and a write here would be lost.
+      fail(Errc::file_replaced,
+           "'" + region_.path().string() + "' was compacted by process " +
+               std::to_string(compactor_pid(w)) +
+               " under another name (this name is a hard link or a bind mount of the old file); "
+               "writes here would be lost. Open the cache file by the name it was compacted "
+               "under, and remove or recreate this name");
+    }
+    if (compactor == ProcState::gone) {
       // It died before renaming its file over ours: carry on with ours.
       if (word.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
         log("the compaction by process " + std::to_string(compactor_pid(w)) +
@@ -259,12 +325,15 @@ StoreImpl::Superseded StoreImpl::check_superseded(bool writer, std::uint64_t wai
       }
       continue;
     }
-    if (compaction_phase(w) == kCompactionSwitching && waited_ms >= kMaxSwitchWaitMs) {
-      // A compactor stopped (SIGSTOP) or stuck before committing: writers
-      // may not wait for ever. It sees the phase gone and gives up.
+    if (compaction_phase(w) == kCompactionSwitching &&
+        (compactor == ProcState::stopped || waited_ms >= kMaxSwitchWaitMs)) {
+      // A compactor stopped (SIGSTOP, a debugger) or stuck before
+      // committing: writers may not wait for ever. It sees the phase gone
+      // and gives up.
       if (word.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
-        log("writers waited " + std::to_string(waited_ms / 1000) +
-            " s for the compaction by process " + std::to_string(compactor_pid(w)) +
+        log("writers waited " + std::to_string(waited_ms) + " ms for the compaction by process " +
+            std::to_string(compactor_pid(w)) +
+            (compactor == ProcState::stopped ? ", which is stopped" : "") +
             "; broke it off (it will fail and leave the file as it is)");
       }
       continue;
@@ -282,10 +351,12 @@ void StoreImpl::reset_compaction_alone() {
   const std::uint64_t w = word.load();
   if (w == 0) return;
   // A committed compaction may have renamed its file over ours after we
-  // opened the path: then this file is superseded for good, and the first
-  // operation moves to the path's file.
+  // opened the path (or over another name of this file): then this file is
+  // superseded for good, and the first operation moves to the path's file
+  // (or fails with file_replaced).
   if (compaction_phase(w) == kCompactionCommitted &&
-      path_names(region_.path(), region_.device(), region_.inode()) != PathNames::same_file) {
+      ((w & kCompactionRenamed) != 0 ||
+       path_names(region_.path(), region_.device(), region_.inode()) != PathNames::same_file)) {
     return;
   }
   word.store(0);
@@ -1568,6 +1639,14 @@ std::int64_t steady_ns() {
       .count();
 }
 
+// A Store used in the child of a fork(): its process table entry is the
+// parent's, so the child's writes would not be drained by a compaction.
+[[gnu::cold, gnu::noinline, noreturn]] void fail_forked(const std::filesystem::path& path) {
+  detail::fail(Errc::forked, "this Store of '" + path.string() +
+                                 "' was opened by the parent process before fork(); a Store "
+                                 "cannot be used across fork(): open a new one in the child");
+}
+
 // Leaves the write started by StoreImpl::enter_write(), also on a throw.
 struct WriteScope {
   detail::StoreImpl* impl;
@@ -1591,9 +1670,10 @@ Store::~Store() = default;
 
 Store Store::open(const std::filesystem::path& file, const StoreOptions& options) {
   auto handle = std::make_unique<detail::StoreHandle>();
-  handle->path = file;
+  // Resolved once: a later chdir() must not change the file we follow.
+  handle->path = detail::absolute_path(file);
   handle->options = options;
-  handle->files.push_back(detail::open_store_impl(file, options));
+  handle->files.push_back(detail::open_store_impl(handle->path, options));
   return Store(std::move(handle));
 }
 
@@ -1601,6 +1681,8 @@ Store Store::open(const std::filesystem::path& file, const StoreOptions& options
 // only the load of the compaction word and a branch (follow() is cold).
 [[gnu::always_inline]] inline detail::StoreImpl* Store::reader() const {
   detail::StoreImpl* impl = impl_.load(std::memory_order_acquire);
+  if (impl->forked()) [[unlikely]]
+    fail_forked(handle_->path);
   if (impl->superseded()) [[unlikely]]
     impl = follow(impl, /*writer=*/false);
   return impl;
@@ -1650,6 +1732,8 @@ Store Store::open(const std::filesystem::path& file, const StoreOptions& options
 template <class Op>
 auto Store::write(Op&& op) {
   detail::StoreImpl* impl = impl_.load(std::memory_order_acquire);
+  if (impl->forked()) [[unlikely]]
+    fail_forked(handle_->path);
   // A read-only store writes nothing (the operation throws read_only, or
   // only reads): it follows the path as a reader.
   if (impl->read_only()) return op(*reader());

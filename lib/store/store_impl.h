@@ -53,6 +53,7 @@
 #include "region/region.h"
 #include "tcache/store.h"
 #include "util/checksum.h"
+#include "util/proc.h"
 #include "util/racy.h"
 
 namespace tcache::detail {
@@ -142,6 +143,14 @@ class StoreImpl {
   enum class Superseded { no, moved, wait };
   Superseded check_superseded(bool writer, std::uint64_t waited_ms);
   static constexpr std::uint64_t kMaxSwitchWaitMs = 30'000;
+  // True in a child process that inherited this StoreImpl through fork():
+  // it must not be used there, and is not detached (the parent's process
+  // table entry stays the parent's).
+  bool forked() const noexcept { return fork_gen_ != fork_generation(); }
+  // True if Superblock::untracked_processes is 0, or every process it counts
+  // is dead (nobody holds a shared lock on kUntrackedLockByte), in which case
+  // it is reset to 0 (INVARIANTS.md, 10).
+  bool untracked_all_dead();
 
  private:
   friend class Compactor;
@@ -168,6 +177,10 @@ class StoreImpl {
   void reset_compaction_alone();
   void attach_process();
   void detach_process() noexcept;
+  // The shared (F_RDLCK) or exclusive (F_WRLCK) lock on kUntrackedLockByte,
+  // or its release (F_UNLCK); `wait`: block until granted. False if not
+  // granted (or OFD locks are unsupported).
+  bool lock_untracked_byte(short type, bool wait) noexcept;
   void reclaim_dead_processes();
   void fold_counters(ProcessEntry& e);
 
@@ -321,7 +334,15 @@ class StoreImpl {
   std::uint64_t local_counters_[8] = {};
   std::uint64_t* writes_ = nullptr;  // our ProcessEntry's `writes`, or local_writes_
   std::uint64_t local_writes_ = 0;
-  bool untracked_ = false;  // counted in Superblock::untracked_processes
+  bool untracked_ = false;         // counted in Superblock::untracked_processes
+  bool untracked_locked_ = false;  // holds the shared lock on kUntrackedLockByte
+  // fork_generation() at construction: see forked().
+  std::uint64_t fork_gen_ = 0;
+  pid_t attach_pid_ = 0;
+  // How this process named the file (ProcessEntry::name_dir_device, ...).
+  std::uint64_t name_dir_device_ = 0;
+  std::uint64_t name_dir_inode_ = 0;
+  std::uint64_t name_hash_ = 0;
   // A compactor's new file (constructed with a final_path): it keeps blob
   // files its index does not know yet, and a page or blob file the disk
   // cannot hold fails with no_space rather than evicting entries it has

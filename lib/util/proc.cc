@@ -1,5 +1,6 @@
 #include "util/proc.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 
@@ -44,14 +45,27 @@ std::uint64_t process_start_time(pid_t pid) {
   return read_stat(pid, &state, &start) ? start : 0;
 }
 
-bool process_alive(pid_t pid, std::uint64_t start_time, std::uint64_t start_mask) {
-  if (pid <= 0) return false;
-  if (::kill(pid, 0) != 0 && errno != EPERM) return false;
+ProcState process_state(pid_t pid, std::uint64_t start_time, std::uint64_t start_mask) {
+  if (pid <= 0) return ProcState::gone;
+  if (::kill(pid, 0) != 0 && errno != EPERM) return ProcState::gone;
   char state = 0;
   std::uint64_t now_start = 0;
-  if (!read_stat(pid, &state, &now_start)) return true;  // no /proc: trust kill()
-  if (state == 'Z' || state == 'X') return false;        // exited, not yet reaped
-  return start_time == 0 || (now_start & start_mask) == start_time;
+  if (!read_stat(pid, &state, &now_start)) return ProcState::running;  // no /proc: trust kill()
+  if (state == 'Z' || state == 'X') return ProcState::gone;            // exited, not yet reaped
+  if (start_time != 0 && (now_start & start_mask) != start_time) return ProcState::gone;
+  return state == 'T' || state == 't' ? ProcState::stopped : ProcState::running;
+}
+
+bool process_alive(pid_t pid, std::uint64_t start_time, std::uint64_t start_mask) {
+  return process_state(pid, start_time, start_mask) != ProcState::gone;
+}
+
+std::atomic<std::uint64_t> g_forks_seen{0};
+
+void watch_forks() {
+  static const int registered = ::pthread_atfork(
+      nullptr, nullptr, [] { g_forks_seen.fetch_add(1, std::memory_order_relaxed); });
+  (void)registered;
 }
 
 std::uint64_t now_unix_ms() {
