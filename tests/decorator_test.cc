@@ -478,14 +478,23 @@ TEST_F(DecoratorTest, FcacheTreatsABadFrameAsADecodeError) {
   EXPECT_EQ(g(10), "now a string");
   EXPECT_EQ(g.cache_info().decode_errors, 1u);
   // Frames themselves are checked before LZ4 sees them.
+  const std::uint64_t fp = tcache::type_fingerprint<std::vector<double>>();
+  auto frame = [fp](char version, char method, std::string_view rest) {
+    std::string f{version, method};
+    f.append(reinterpret_cast<const char*>(&fp), 8);
+    f += rest;
+    return f;
+  };
+  auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
   std::string out;
   for (const std::string& bad :
-       {std::string("\x01\xff\xff\xff\x7fxyz", 8), std::string("\x09\x01\x00\x00\x00x", 6),
-        std::string("\x00\x05\x00\x00\x00"
-                    "ab",
-                    7),
+       {frame(1, 1, u64(0x7fffffff) + "xyz"),  // longer than LZ4 can expand "xyz"
+        frame(1, 9, u64(1) + "x"),             // unknown method
+        frame(2, 0, ""),                       // unknown frame version
+        frame(1, 1, "abc"),                    // no length
         std::string("\x01", 1)}) {
-    EXPECT_EQ(error_of([&] { tcache::detail::unpack_value(bad, out); }), Errc::decode_error);
+    EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(bad, fp, out); }),
+              Errc::decode_error);
   }
 }
 
