@@ -748,7 +748,9 @@ struct Shape {
       return shape_mix(shape_mix(kShapeBasis, "user"), compiler_type_name<T>());
     } else if constexpr (is_pfr_aggregate_v<T>) {
       return []<std::size_t... I>(std::index_sequence<I...>) {
-        std::uint64_t h = shape_mix(shape_mix(kShapeBasis, "product"), sizeof...(I));
+        // As CompositeShape::of("product"): the same shape as a tuple.
+        std::uint64_t h =
+            shape_mix(shape_mix(shape_mix(kShapeBasis, "product"), std::uint64_t{0}), sizeof...(I));
         ((h = shape_mix(h,
                         Shape<std::remove_cv_t<boost::pfr::tuple_element_t<I, T>>>::fingerprint())),
          ...);
