@@ -565,6 +565,19 @@ TEST_F(DecoratorTest, FcacheTreatsABadFrameAsADecodeError) {
     EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(bad, fp, out); }),
               Errc::decode_error);
   }
+  // Lengths are 64-bit: one past 4 GiB never wraps to a small length that
+  // would decompress (a value over 4 GiB was recomputed forever with u32).
+  const std::string raw(4096, 'a');
+  std::string packed;
+  tcache::detail::pack_value(1, fp, raw, packed);
+  ASSERT_EQ(packed[1], 1);  // compressed
+  EXPECT_EQ(tcache::detail::open_value_frame(packed, fp, out), raw);
+  const std::uint64_t wrapped = (std::uint64_t{1} << 32) + raw.size();
+  std::memcpy(packed.data() + tcache::detail::kValueFrameHeader, &wrapped, 8);
+  EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(packed, fp, out); }),
+            Errc::decode_error);
+  EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(packed, fp + 1, out); }),
+            Errc::decode_error);  // another type's fingerprint
 }
 
 // ---------------------------------------------------------------------------
