@@ -20,9 +20,12 @@
 // (codec.h), the rule every decorator follows: it owns its bytes, and
 // equal bytes mean equal keys. A key the codec cannot encode is kept as it
 // is, hashed with boost::hash (hash_value found by ADL), compared with ==.
+// A lone float or double argument is keyed by its canonical bits (the same
+// equality, no encoding).
 
 #pragma once
 
+#include <bit>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -184,6 +187,23 @@ struct McacheArgsKey<true, A...> {
   using equal = std::equal_to<>;
   static std::tuple<const std::remove_cvref_t<A>&...> probe(const std::remove_cvref_t<A>&... a) {
     return std::tuple<const std::remove_cvref_t<A>&...>(a...);
+  }
+};
+
+// One float or double argument: its canonical bits (codec.h: every NaN one
+// pattern, -0.0 apart from 0.0) as an integer key, the same equality as its
+// bytes without encoding them.
+template <class A0>
+requires std::is_same_v < std::remove_cvref_t<A0>,
+float > || std::is_same_v<std::remove_cvref_t<A0>, double> struct McacheKey<ArgsKey, A0> {
+  static constexpr bool kByArgs = true;
+  static constexpr bool kBytes = false;
+  using number = std::remove_cvref_t<A0>;
+  using type = typename Codec<number>::U;
+  using hash = boost::hash<type>;
+  using equal = std::equal_to<type>;
+  static type probe(number a) {
+    return a != a ? Codec<number>::kCanonicalNaN : std::bit_cast<type>(a);
   }
 };
 
