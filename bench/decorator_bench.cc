@@ -160,6 +160,32 @@ void BM_handwritten_memo_hit_int_threaded_process(benchmark::State& state) {
   run_hits(state, handwritten_hit_memo());
 }
 
+// mcache hits on double(double): keys that are not integers, enums or
+// std::string are kept as their canonical bytes (mcache_state.h), so this
+// times the encode + byte-hash + memcmp path beside BM_mcache_hit_int.
+double work_double(double x) { return x * 1.5; }
+
+auto& mcache_hit_double_memo() {
+  static auto memo = [] {
+    auto m = tcache::mcache(work_double, {.maxsize = kHitMaxsize});
+    for (const int k : hit_keys()) m(static_cast<double>(k));
+    return m;
+  }();
+  return memo;
+}
+
+void BM_mcache_hit_double(benchmark::State& state) {
+  const std::vector<int>& keys = hit_keys();
+  std::vector<double> dkeys(keys.begin(), keys.end());
+  auto& memo = mcache_hit_double_memo();
+  std::size_t i = start_of(state, dkeys.size());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(memo(dkeys[i]));
+    if (++i == dkeys.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 // ---------------------------------------------------------------------------
 // mcache: misses (every call a new key: lookup, call, insert, evict)
 
@@ -199,6 +225,7 @@ void BM_mcache_miss_int_threaded_process(benchmark::State& state) {
 // mcache: registrations, in the order described at the top
 
 BENCHMARK(BM_mcache_hit_int);
+BENCHMARK(BM_mcache_hit_double);
 BENCHMARK(BM_handwritten_memo_hit_int);
 BENCHMARK(BM_mcache_miss_int);
 BENCHMARK(BM_direct_call_int);

@@ -63,7 +63,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     default: {
       std::string raw;
       try {
-        tcache::detail::unpack_value(bytes, raw);  // an fcache frame
+        std::string scratch;
+        raw = tcache::detail::open_value_frame(  // an fcache frame
+            bytes, tcache::type_fingerprint<std::vector<double>>(), scratch);
       } catch (const tcache::Error& e) {
         if (e.code() != tcache::Errc::decode_error) std::abort();
         return 0;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -367,6 +369,65 @@ TEST(CodecTest, ErrorsNameTheProblem) {
     EXPECT_NE(std::string(e.what()).find("bool"), std::string::npos) << e.what();
     EXPECT_STREQ(tcache::error_code_name(e.code()), "decode_error");
   }
+}
+
+TEST(CodecTest, ANullCharPointerEncodesDistinctly) {
+  const char* null = nullptr;
+  EXPECT_EQ(tcache::encode(null), u64le(~std::uint64_t{0}));
+  EXPECT_NE(tcache::encode(null), tcache::encode(static_cast<const char*>("")));
+  std::string args;
+  tcache::encode_args(args, null, 1);
+  EXPECT_EQ(args, u64le(~std::uint64_t{0}) + tcache::encode(1));
+}
+
+TEST(CodecTest, HostileCountsReserveNoMoreThanTheInput) {
+  // A million elements of at least one byte each fit in the input, but each
+  // is 64 KiB in memory: reserving them all would ask for 64 GiB.
+  using Big = std::vector<std::optional<std::array<char, 65536>>>;
+  const std::string hostile = u64le(1'000'000) + std::string(1'000'000, '\xff');
+  EXPECT_EQ(decode_error_of<Big>(hostile), Errc::decode_error);
+  using Strings = std::vector<std::vector<std::string>>;  // 24-32 bytes in memory, 8 encoded
+  EXPECT_EQ(decode_error_of<Strings>(u64le(1 << 17) + std::string(1 << 20, '\x7f')),
+            Errc::decode_error);
+}
+
+struct Shaped {
+  int a;
+  double b;
+};
+struct SameShape {
+  int x;
+  double y;
+};
+struct NoCodec {
+  explicit NoCodec(int) {}
+};
+
+TEST(CodecTest, TypeFingerprintsTellEncodingShapesApart) {
+  using tcache::type_fingerprint;
+  EXPECT_NE(type_fingerprint<double>(), type_fingerprint<std::int64_t>());
+  EXPECT_NE(type_fingerprint<int>(), type_fingerprint<unsigned>());
+  EXPECT_NE(type_fingerprint<float>(), type_fingerprint<std::int32_t>());
+  EXPECT_NE(type_fingerprint<std::chrono::seconds>(),
+            type_fingerprint<std::chrono::milliseconds>());
+  EXPECT_NE(type_fingerprint<std::vector<int>>(), type_fingerprint<std::set<int>>());
+  EXPECT_NE((type_fingerprint<std::map<int, int>>()),
+            (type_fingerprint<std::unordered_map<int, int>>()));
+  EXPECT_NE(type_fingerprint<std::optional<int>>(), type_fingerprint<std::variant<int>>());
+  EXPECT_NE((type_fingerprint<std::tuple<int, int>>()),
+            (type_fingerprint<std::tuple<int, unsigned>>()));
+  EXPECT_NE(type_fingerprint<std::vector<std::string>>(), type_fingerprint<std::string>());
+  // Same shape, same fingerprint; strings however they are passed.
+  EXPECT_EQ(type_fingerprint<Shaped>(), type_fingerprint<SameShape>());
+  EXPECT_EQ((type_fingerprint<std::pair<int, double>>()), type_fingerprint<Shaped>());
+  EXPECT_EQ(type_fingerprint<std::string>(), type_fingerprint<std::string_view>());
+  EXPECT_EQ(type_fingerprint<const int>(), type_fingerprint<int>());
+  static_assert(tcache::has_codec_v<Shaped>);
+  static_assert(tcache::has_codec_v<std::map<std::string, std::vector<Shaped>>>);
+  static_assert(tcache::has_codec_v<const char*>);
+  static_assert(!tcache::has_codec_v<NoCodec>);
+  static_assert(!tcache::has_codec_v<std::vector<NoCodec>>);
+  static_assert(!tcache::has_codec_v<std::optional<std::pair<int, NoCodec>>>);
 }
 
 }  // namespace

@@ -9,14 +9,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -27,6 +33,22 @@
 #include "support/test_support.h"
 #include "tcache/decorators.h"
 #include "tcache/tcache.h"
+
+namespace {
+// A result type whose encoding throws (a user codec with a bug, a value it
+// cannot represent).
+struct Unencodable {
+  int v;
+};
+}  // namespace
+
+template <>
+struct tcache::Codec<Unencodable> {
+  static void encode(const Unencodable&, std::string&) {
+    throw std::runtime_error("Unencodable cannot be encoded");
+  }
+  static Unencodable decode(std::string_view& in) { return {Codec<int>::decode(in)}; }
+};
 
 namespace {
 
@@ -336,6 +358,53 @@ TEST_F(DecoratorTest, ScopedConfigSetsDefaultsForABlockAndNests) {
   EXPECT_EQ(error_of([] { tcache::ScopedConfig bad({.default_ttl = -1s}); }), Errc::invalid_option);
 }
 
+TEST_F(DecoratorTest, AnInnerScopeThatEnablesCachingWinsOverAnOuterDisable) {
+  auto made_before = tcache::bcache(price, {.name = "before", .path = file_});
+  tcache::ScopedConfig off({.disable = true});
+  made_before("A", 1);
+  made_before("A", 1);
+  EXPECT_EQ(g_calls.load(), 2);  // the outer scope disables it
+  {
+    tcache::ScopedConfig on({.disable = false});
+    EXPECT_FALSE(tcache::config().disable);
+    auto made_inside = tcache::mcache(price);
+    made_inside("B", 1);
+    made_inside("B", 1);
+    EXPECT_EQ(g_calls.load(), 3);  // the inner one enables caching again
+    made_before("A", 1);
+    made_before("A", 1);
+    EXPECT_EQ(g_calls.load(), 4);
+  }
+  made_before("A", 1);
+  EXPECT_EQ(g_calls.load(), 5);  // the outer one rules again
+}
+
+TEST_F(DecoratorTest, ANamelessAcacheIgnoresTcacheBackendAndErrorsNameAcache) {
+  ::setenv("TCACHE_BACKEND", "file", 1);
+  auto f = tcache::acache([](int x) { return x; });  // threw naming ucache before
+  EXPECT_EQ(f(2).get(), 2);
+  EXPECT_EQ(f.cache_info().backend, "memory");
+  auto named = tcache::acache([](int x) { return x; }, {.name = "an"});
+  EXPECT_EQ(named.cache_info().backend, "tiered(file>memory)");
+  ::unsetenv("TCACHE_BACKEND");
+  const std::string m =
+      message_of([&] { tcache::acache([](int x) { return x; }, {.path = file_}); });
+  EXPECT_NE(m.find("acache"), std::string::npos) << m;
+  EXPECT_EQ(m.find("ucache"), std::string::npos) << m;
+}
+
+TEST_F(DecoratorTest, DefaultTtlOutOfRangeIsRefused) {
+  ::setenv("TCACHE_DEFAULT_TTL", "2562047h", 1);  // about 292 years: the longest
+  EXPECT_EQ(tcache::config().default_ttl, 2562047h);
+  for (const char* text : {"2562048h", "5124095576031h", "3000000000000h", "9223372036854776ms",
+                           "99999999999999999999999999"}) {
+    ::setenv("TCACHE_DEFAULT_TTL", text, 1);
+    const std::string m = message_of([] { tcache::config(); });
+    EXPECT_NE(m.find("out of range"), std::string::npos) << text << ": " << m;
+    EXPECT_EQ(error_of([] { tcache::config(); }), Errc::invalid_option) << text;
+  }
+}
+
 TEST_F(DecoratorTest, EnvironmentParsing) {
   ::setenv("TCACHE_DEFAULT_TTL", "90", 1);
   EXPECT_EQ(tcache::config().default_ttl, 90s);
@@ -478,15 +547,37 @@ TEST_F(DecoratorTest, FcacheTreatsABadFrameAsADecodeError) {
   EXPECT_EQ(g(10), "now a string");
   EXPECT_EQ(g.cache_info().decode_errors, 1u);
   // Frames themselves are checked before LZ4 sees them.
+  const std::uint64_t fp = tcache::type_fingerprint<std::vector<double>>();
+  auto frame = [fp](char version, char method, std::string_view rest) {
+    std::string f{version, method};
+    f.append(reinterpret_cast<const char*>(&fp), 8);
+    f += rest;
+    return f;
+  };
+  auto u64 = [](std::uint64_t v) { return std::string(reinterpret_cast<const char*>(&v), 8); };
   std::string out;
   for (const std::string& bad :
-       {std::string("\x01\xff\xff\xff\x7fxyz", 8), std::string("\x09\x01\x00\x00\x00x", 6),
-        std::string("\x00\x05\x00\x00\x00"
-                    "ab",
-                    7),
+       {frame(1, 1, u64(0x7fffffff) + "xyz"),  // longer than LZ4 can expand "xyz"
+        frame(1, 9, u64(1) + "x"),             // unknown method
+        frame(2, 0, ""),                       // unknown frame version
+        frame(1, 1, "abc"),                    // no length
         std::string("\x01", 1)}) {
-    EXPECT_EQ(error_of([&] { tcache::detail::unpack_value(bad, out); }), Errc::decode_error);
+    EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(bad, fp, out); }),
+              Errc::decode_error);
   }
+  // Lengths are 64-bit: one past 4 GiB never wraps to a small length that
+  // would decompress (a value over 4 GiB was recomputed forever with u32).
+  const std::string raw(4096, 'a');
+  std::string packed;
+  tcache::detail::pack_value(1, fp, raw, packed);
+  ASSERT_EQ(packed[1], 1);  // compressed
+  EXPECT_EQ(tcache::detail::open_value_frame(packed, fp, out), raw);
+  const std::uint64_t wrapped = (std::uint64_t{1} << 32) + raw.size();
+  std::memcpy(packed.data() + tcache::detail::kValueFrameHeader, &wrapped, 8);
+  EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(packed, fp, out); }),
+            Errc::decode_error);
+  EXPECT_EQ(error_of([&] { tcache::detail::open_value_frame(packed, fp + 1, out); }),
+            Errc::decode_error);  // another type's fingerprint
 }
 
 // ---------------------------------------------------------------------------
@@ -654,6 +745,208 @@ TEST_F(DecoratorTest, AcacheUsesTheGivenExecutorAndPersistsWithAPath) {
   auto g = tcache::bcache(price, {.name = "ap", .path = file_});
   g("A", 1);
   EXPECT_EQ(g_calls.load(), 1);  // acache's value is in the file
+}
+
+// ---------------------------------------------------------------------------
+// Arguments, values and leases at the edges (issue 12)
+
+std::string quote_of(std::string_view sym) { return std::string(sym) + "-quote"; }
+
+// A user executor that keeps tasks until the test runs them.
+struct HeldTasks {
+  std::vector<std::function<void()>> tasks;
+  std::function<void(std::function<void()>)> executor() {
+    return [this](std::function<void()> t) { tasks.push_back(std::move(t)); };
+  }
+  void run_all() {
+    auto ts = std::move(tasks);
+    tasks.clear();
+    for (auto& t : ts) t();
+  }
+};
+
+TEST_F(DecoratorTest, AcacheTasksOwnTheirViewArguments) {
+  HeldTasks held;
+  auto by_view =
+      tcache::acache([](std::string_view s) { return quote_of(s); }, {.executor = held.executor()});
+  auto by_pointer =
+      tcache::acache([](const char* s) { return quote_of(s); }, {.executor = held.executor()});
+  auto buffer = std::make_unique<std::string>("AAPL");
+  auto a = by_view(std::string_view(*buffer));
+  auto b = by_pointer(buffer->c_str());
+  *buffer = "MSFT";  // the caller reuses its buffer before the tasks run
+  held.run_all();
+  EXPECT_EQ(a.get(), "AAPL-quote");
+  EXPECT_EQ(b.get(), "AAPL-quote");
+  buffer = std::make_unique<std::string>("GOOG");
+  auto c = by_view(std::string_view(*buffer));
+  buffer.reset();  // and frees it (ASan: a use after free on the old code)
+  held.run_all();
+  EXPECT_EQ(c.get(), "GOOG-quote");
+}
+
+int length_or_minus_one(const char* s) {
+  g_calls.fetch_add(1);
+  return s == nullptr ? -1 : static_cast<int>(std::strlen(s));
+}
+
+TEST_F(DecoratorTest, ANullCharPointerIsAKeyOfItsOwn) {
+  auto b = tcache::bcache(length_or_minus_one, {.name = "len", .path = file_});
+  auto u = tcache::ucache(length_or_minus_one, {.name = "ulen"});
+  auto a = tcache::acache(length_or_minus_one);
+  auto m = tcache::mcache(length_or_minus_one);
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(b(nullptr), -1);
+    EXPECT_EQ(b(""), 0);
+    EXPECT_EQ(u(nullptr), -1);
+    EXPECT_EQ(u(""), 0);
+    EXPECT_EQ(a(nullptr).get(), -1);
+    EXPECT_EQ(a("").get(), 0);
+    EXPECT_EQ(m(nullptr), -1);
+    EXPECT_EQ(m(""), 0);
+  }
+  EXPECT_EQ(g_calls.load(), 8);  // each wrapper computed each argument once
+  EXPECT_TRUE(b.invalidate(nullptr));
+  EXPECT_FALSE(b.invalidate(nullptr));
+}
+
+TEST_F(DecoratorTest, AChangedResultTypeIsACountedMissNotGarbage) {
+  auto as_double = tcache::bcache([](int) { return 2.5; }, {.name = "t", .path = file_});
+  EXPECT_EQ(as_double(1), 2.5);
+  auto as_int64 = tcache::bcache([](int) { return std::int64_t{7}; }, {.name = "t", .path = file_});
+  EXPECT_EQ(as_int64(1), 7);
+  EXPECT_EQ(as_int64.cache_info().decode_errors, 1u);
+  EXPECT_EQ(as_int64(1), 7);  // now stored as an int64
+  EXPECT_EQ(as_int64.cache_info().hits, 1u);
+
+  auto as_int = tcache::bcache([](int) { return -1; }, {.name = "s", .path = file_});
+  EXPECT_EQ(as_int(1), -1);
+  auto as_unsigned = tcache::bcache([](int) { return 7u; }, {.name = "s", .path = file_});
+  EXPECT_EQ(as_unsigned(1), 7u);
+  EXPECT_EQ(as_unsigned.cache_info().decode_errors, 1u);
+}
+
+TEST_F(DecoratorTest, HostileStoredBytesAreACountedMiss) {
+  // A string of 1 MiB under the name: read as a vector of optional 64 KiB
+  // arrays, its length claims a million elements (64 GiB in memory).
+  auto writer = tcache::bcache([](int) { return std::string(1 << 20, '\x01'); },
+                               {.name = "h", .path = file_, .capacity_bytes = 64ull << 20});
+  writer(1);
+  using Big = std::vector<std::optional<std::array<char, 65536>>>;
+  auto reader = tcache::bcache([](int) { return Big(2); },
+                               {.name = "h", .path = file_, .capacity_bytes = 64ull << 20});
+  EXPECT_EQ(reader(1).size(), 2u);
+  EXPECT_EQ(reader.cache_info().decode_errors, 1u);
+}
+
+TEST_F(DecoratorTest, AResultThatCannotBeEncodedReleasesTheLease) {
+  std::atomic<int> calls{0};
+  auto f = tcache::bcache(
+      [&](int x) {
+        calls.fetch_add(1);
+        return Unencodable{x};
+      },
+      {.name = "u", .path = file_, .lease_timeout = 1h, .logger = capture()});
+  EXPECT_EQ(f(3).v, 3);  // returned all the same, not cached
+  ASSERT_EQ(log().size(), 1u);
+  EXPECT_NE(log()[0].find("could not encode"), std::string::npos) << log()[0];
+  // No lease is left behind in the file (the next caller would wait an hour).
+  EXPECT_EQ(tcache::Store::open(file_).stats().entries, 0u);
+  EXPECT_EQ(f(3).v, 3);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST_F(DecoratorTest, AcacheTaskDroppedByTheExecutorFailsItsFutureAndIsRecomputed) {
+  std::atomic<bool> drop{true};
+  auto f =
+      tcache::acache([](int x) { return x * 2; }, {.executor = [&](std::function<void()> task) {
+                       if (!drop.load()) task();  // else dropped unrun
+                     }});
+  auto lost = f(4);
+  try {
+    lost.get();
+    ADD_FAILURE() << "a dropped task's future has a value";
+  } catch (const tcache::Error& e) {
+    EXPECT_EQ(e.code(), Errc::unavailable);
+    EXPECT_NE(std::string(e.what()).find("executor"), std::string::npos) << e.what();
+  }
+  drop = false;
+  EXPECT_EQ(f(4).get(), 8);  // not the broken future again
+}
+
+// A bounded user executor: one worker thread.
+class OneThreadExecutor {
+ public:
+  OneThreadExecutor() : worker_([this] { run(); }) {}
+  ~OneThreadExecutor() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    ready_.notify_one();
+    worker_.join();
+  }
+  void submit(std::function<void()> task) {
+    {
+      std::lock_guard lock(mutex_);
+      tasks_.push_back(std::move(task));
+    }
+    ready_.notify_one();
+  }
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        std::unique_lock lock(mutex_);
+        ready_.wait(lock, [this] { return stop_ || !tasks_.empty(); });
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.erase(tasks_.begin());
+      }
+      task();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<std::function<void()>> tasks_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+TEST_F(DecoratorTest, AcacheRecursionWithAOneThreadExecutor) {
+  OneThreadExecutor pool;
+  auto fib = tcache::acache(
+      afib_impl, {.executor = [&](std::function<void()> t) { pool.submit(std::move(t)); }});
+  g_afib = fib;
+  EXPECT_EQ(fib(30).get(), 832040L);  // deadlocked on the old code
+  g_afib = nullptr;
+}
+
+TEST_F(DecoratorTest, AcacheInAForkedChildComputesWhatItsParentHasInFlight) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "ThreadSanitizer cannot start threads in the child of a multi-threaded fork";
+#endif
+  std::promise<void> gate;
+  std::shared_future<void> open_gate = gate.get_future().share();
+  const pid_t parent = ::getpid();
+  std::atomic<bool> started{false};
+  auto f = tcache::acache([&](int x) {
+    if (::getpid() == parent) {
+      started = true;
+      started.notify_all();
+      open_gate.wait();  // in flight in the parent while the child runs
+    }
+    return x + 1;
+  });
+  auto in_parent = f(1);
+  started.wait(false);
+  tcache::test::expect_child_exits_zero("child", [&] {
+    return f(1).get() == 2 ? 0 : 1;  // never ready on the old code
+  });
+  gate.set_value();
+  EXPECT_EQ(in_parent.get(), 2);
 }
 
 }  // namespace

@@ -6,14 +6,19 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -652,6 +657,72 @@ TEST_F(Mcache, ManyThreadsShareTheCache) {
   EXPECT_EQ(info.hits + info.misses, 4u * static_cast<std::uint64_t>(per_thread));
   EXPECT_EQ(info.misses, static_cast<std::uint64_t>(calls.load()));
   EXPECT_LE(info.currsize, 256u);
+}
+
+// ---------------------------------------------------------------------------
+// Keys: the codec's canonical bytes decide equality (issues 11 and 12)
+
+struct Adder {  // an aggregate without hash_value: the codec handles it
+  int base;
+  int add(int x) const { return base + x; }
+};
+
+TEST_F(Mcache, AnyKeyTheCodecEncodesIsAKey) {
+  auto add = tcache::mcache(&Adder::add, {.maxsize = 10});
+  EXPECT_EQ(add(Adder{1}, 1), 2);
+  EXPECT_EQ(add(Adder{2}, 1), 3);
+  EXPECT_EQ(add(Adder{1}, 1), 2);
+  EXPECT_EQ(add.cache_info().hits, 1u);
+  EXPECT_TRUE(add.invalidate(Adder{2}, 1));
+  EXPECT_FALSE(add.invalidate(Adder{2}, 1));
+  std::atomic<int> calls{0};
+  auto sum = tcache::mcache(
+      [&](const std::map<std::string, std::vector<int>>& m, std::optional<std::chrono::seconds> t) {
+        calls.fetch_add(1);
+        return static_cast<int>(m.size()) + static_cast<int>(t ? t->count() : 0);
+      });
+  EXPECT_EQ(sum({{"a", {1}}}, 5s), 6);
+  EXPECT_EQ(sum({{"a", {1}}}, 5s), 6);
+  EXPECT_EQ(sum({{"a", {2}}}, 5s), 6);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+TEST_F(Mcache, NegativeZeroIsNotZeroAndEveryNaNIsOneKey) {
+  std::atomic<int> calls{0};
+  auto inv = tcache::mcache([&](double x) {
+    calls.fetch_add(1);
+    return 1.0 / x;
+  });
+  EXPECT_EQ(inv(0.0), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(inv(-0.0), -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(calls.load(), 2);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(inv(nan)));
+  EXPECT_TRUE(std::isnan(inv(-nan)));  // as bcache: one canonical NaN
+  EXPECT_EQ(calls.load(), 3);
+}
+
+TEST_F(Mcache, ViewAndPointerKeysOwnTheirBytes) {
+  std::atomic<int> calls{0};
+  auto by_pointer = tcache::mcache([&](const char* s) {
+    calls.fetch_add(1);
+    return std::string(s) + "!";
+  });
+  auto by_view = tcache::mcache([&](std::string_view s) {
+    calls.fetch_add(1);
+    return std::string(s) + "?";
+  });
+  char buffer[16] = "line-A";
+  EXPECT_EQ(by_pointer(buffer), "line-A!");
+  std::memcpy(buffer, "line-B", 7);  // same address, other string
+  EXPECT_EQ(by_pointer(buffer), "line-B!");
+  EXPECT_EQ(calls.load(), 2);
+  auto heap = std::make_unique<std::string>("quote-1");
+  EXPECT_EQ(by_view(*heap), "quote-1?");
+  heap.reset();  // the key must not point here (ASan: use after free before)
+  for (int i = 0; i < 100; ++i) by_view(std::to_string(i));  // grow, rehash
+  EXPECT_EQ(by_view(std::string("quote-1")), "quote-1?");
+  EXPECT_EQ(calls.load(), 2 + 1 + 100);
 }
 
 }  // namespace

@@ -210,4 +210,20 @@ TEST(MemoryBackend, PutWakesAllWaiters) {
   EXPECT_EQ(ok.load(), kWaiters);
 }
 
+TEST(MemoryBackend, AForkedChildTakesOverItsParentsLeases) {
+  auto b = tcache::make_memory_backend(16, tcache::Policy::lru);
+  std::string v;
+  // Another thread of the parent holds the lease (the child has no copy of
+  // that thread, so nobody in the child would ever put the value).
+  std::thread([&] { EXPECT_FALSE(b->get_or_lease("k", v, std::chrono::hours(1))); }).join();
+  tcache::test::expect_child_exits_zero("child", [&] {
+    if (b->get_or_lease("k", v, std::chrono::hours(1))) return 1;  // waited an hour before
+    b->put("k", "child", {});
+    return b->get("k", v) && v == "child" ? 0 : 2;
+  });
+  b->put("k", "parent", {});
+  ASSERT_TRUE(b->get("k", v));
+  EXPECT_EQ(v, "parent");
+}
+
 }  // namespace

@@ -16,9 +16,13 @@
 //
 // Errors: decode throws tcache::Error with Errc::decode_error on truncated or
 // malformed input, saying what was malformed. It never has undefined
-// behaviour on any input, and never allocates more than a small multiple of
-// the input's size: every length and element count is checked against the
-// bytes that remain before anything is allocated. Encode throws only what
+// behaviour on any input, and never reserves more memory than the input's
+// size: every length and element count is checked against the bytes that
+// remain, and vectors reserve at most as many elements as would fit in that
+// many bytes of memory (what decoding then builds is what the input
+// describes: a million empty optionals of a large type take memory in
+// proportion, and may throw std::bad_alloc; the decorators count that as a
+// miss). Encode throws only what
 // allocating the output may throw (std::bad_alloc), std::bad_variant_access
 // for a valueless variant, and tcache::Error(Errc::invalid_option) if a
 // user-specialized Codec encodes an element of a container to zero bytes.
@@ -35,7 +39,8 @@
 //                                      0x7ff8000000000000; -0.0 stays distinct
 //                                      from 0.0 (they are different values)
 //   std::string, string_view, char*    len, then the bytes (string_view and
-//                                      char pointers/arrays: encode only)
+//                                      char pointers/arrays: encode only); a
+//                                      null char pointer: len 2^64-1, no bytes
 //   std::vector<T>                     len (element count), then each element
 //   std::array<T, N>                   the N elements (no length)
 //   std::pair, std::tuple, aggregates  the members in order (no framing)
@@ -204,7 +209,7 @@ constexpr std::size_t aggregate_min_size() {
     }
     (std::make_index_sequence<boost::pfr::tuple_size_v<T>>{});
   } else {
-    return 0;
+    return 1;  // not an aggregate: no codec (the primary template refuses to encode)
   }
 }
 
@@ -271,18 +276,26 @@ inline C decode_sorted(std::string_view& in, const char* what) {
 }  // namespace detail
 
 // Aggregates, through Boost.PFR: the members in declaration order.
+// For any other T, using encode or decode fails to compile (has_codec_v<T>
+// says so without failing).
 template <class T, class Enable>
 struct Codec {
-  static_assert(detail::is_pfr_aggregate_v<T>,
-                "tcache::Codec: no codec for this type; specialize tcache::Codec<T> (see "
-                "tcache/codec.h)");
+  // Marks the primary template (detail::Shape tells user specializations
+  // apart by its absence).
+  static constexpr bool tcache_primary_codec = true;
   static constexpr std::size_t min_size = detail::aggregate_min_size<T>();
 
   static void encode(const T& v, std::string& out) {
+    static_assert(detail::is_pfr_aggregate_v<T>,
+                  "tcache::Codec: no codec for this type; specialize tcache::Codec<T> (see "
+                  "tcache/codec.h)");
     boost::pfr::for_each_field(
         v, [&out](const auto& f) { Codec<std::remove_cvref_t<decltype(f)>>::encode(f, out); });
   }
   static T decode(std::string_view& in) {
+    static_assert(detail::is_pfr_aggregate_v<T>,
+                  "tcache::Codec: no codec for this type; specialize tcache::Codec<T> (see "
+                  "tcache/codec.h)");
     return decode_fields(in, std::make_index_sequence<boost::pfr::tuple_size_v<T>>{});
   }
 
@@ -376,10 +389,19 @@ struct Codec<std::basic_string_view<char, Traits>> {
 };
 
 // REQUIRES: s points to a NUL-terminated string.
+// A null pointer encodes as the length kNullCharPointer and no bytes, which
+// no string can have: a null argument is a key of its own (as the plain call
+// sees it), never a crash. Otherwise REQUIRES: s points to a NUL-terminated
+// string.
 template <>
 struct Codec<const char*> {
   static constexpr std::size_t min_size = 8;
+  static constexpr std::uint64_t kNullCharPointer = ~std::uint64_t{0};
   static void encode(const char* s, std::string& out) {
+    if (s == nullptr) {
+      detail::put_uint<std::uint64_t>(kNullCharPointer, out);
+      return;
+    }
     Codec<std::string_view>::encode(std::string_view(s), out);
   }
 };
@@ -449,8 +471,12 @@ struct Codec<std::vector<T, Alloc>> {
       in.remove_prefix(n * sizeof(T));
       return v;
     }
+    // n elements fit in the input (n * min_size bytes), but a T may be far
+    // larger in memory than encoded (an empty optional of a big array takes
+    // one byte): reserve no more than the input's size in memory, and let a
+    // longer vector grow as its elements actually decode.
     std::vector<T, Alloc> v;
-    v.reserve(n);
+    v.reserve(std::min<std::size_t>(n, in.size() / sizeof(T)));
     for (std::size_t i = 0; i < n; ++i) v.push_back(Codec<T>::decode(in));
     return v;
   }
@@ -642,6 +668,197 @@ struct Codec<std::chrono::time_point<Clock, Dur>> {
   }
   static TP decode(std::string_view& in) { return TP(Codec<Dur>::decode(in)); }
 };
+
+namespace detail {
+
+// FNV-1a over the parts of a type's shape: the fingerprint of type_fingerprint().
+inline constexpr std::uint64_t kShapeBasis = 0xcbf29ce484222325ull;
+constexpr std::uint64_t shape_mix(std::uint64_t h, std::string_view part) noexcept {
+  for (const char c : part) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 0x100000001b3ull;
+  }
+  h ^= 0xff;  // an end mark: ("ab", "c") and ("a", "bc") differ
+  return h * 0x100000001b3ull;
+}
+constexpr std::uint64_t shape_mix(std::uint64_t h, std::uint64_t v) noexcept {
+  for (int i = 0; i < 8; ++i) {
+    h ^= (v >> (8 * i)) & 0xff;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// The compiler's spelling of T (GCC and Clang name the type in
+// __PRETTY_FUNCTION__); only for user specializations without type_name.
+template <class T>
+std::string_view compiler_type_name() noexcept {
+  return __PRETTY_FUNCTION__;
+}
+
+template <class T>
+concept user_type_name = requires {
+  { Codec<T>::type_name } -> std::convertible_to<std::string_view>;
+};
+
+// Shape<T>: whether Codec<T> can encode a T (`encodable`), and a fingerprint
+// of how its bytes are laid out (`fingerprint()`): the kind of each part,
+// integer widths and signedness, float widths, chrono periods, element and
+// member shapes in order. Two types share a fingerprint only if their
+// encodings have the same shape.
+template <class T, class = void>
+struct Shape {
+  static constexpr bool primary = [] {
+    if constexpr (std::is_abstract_v<T> || std::is_array_v<T> || std::is_void_v<T> ||
+                  std::is_function_v<T>) {
+      return true;  // no codec, and Codec<T> must not be instantiated
+    } else {
+      return requires { Codec<T>::tcache_primary_codec; };
+    }
+  }();
+  static constexpr bool encodable = [] {
+    if constexpr (!primary) {
+      return true;  // a specialization (ours for the leaves, or the user's)
+    } else if constexpr (is_pfr_aggregate_v<T>) {
+      return []<std::size_t... I>(std::index_sequence<I...>) {
+        return (true && ... &&
+                Shape<std::remove_cv_t<boost::pfr::tuple_element_t<I, T>>>::encodable);
+      }
+      (std::make_index_sequence<boost::pfr::tuple_size_v<T>>{});
+    } else {
+      return false;
+    }
+  }();
+  static std::uint64_t fingerprint() noexcept {
+    if constexpr (user_type_name<T>) {
+      return shape_mix(shape_mix(kShapeBasis, "user"), std::string_view(Codec<T>::type_name));
+    } else if constexpr (std::is_same_v<T, bool>) {
+      return shape_mix(kShapeBasis, "bool");
+    } else if constexpr (std::is_integral_v<T>) {
+      return shape_mix(shape_mix(shape_mix(kShapeBasis, "int"), sizeof(T)),
+                       std::uint64_t{std::is_signed_v<T>});
+    } else if constexpr (std::is_enum_v<T>) {
+      return shape_mix(shape_mix(kShapeBasis, "enum"),
+                       Shape<std::underlying_type_t<T>>::fingerprint());
+    } else if constexpr (std::is_floating_point_v<T>) {
+      return shape_mix(shape_mix(kShapeBasis, "float"), sizeof(T));
+    } else if constexpr (std::is_same_v<T, const char*> || std::is_same_v<T, char*>) {
+      return shape_mix(kShapeBasis, "string");
+    } else if constexpr (!primary) {
+      return shape_mix(shape_mix(kShapeBasis, "user"), compiler_type_name<T>());
+    } else if constexpr (is_pfr_aggregate_v<T>) {
+      return []<std::size_t... I>(std::index_sequence<I...>) {
+        // As CompositeShape::of("product"): the same shape as a tuple.
+        std::uint64_t h =
+            shape_mix(shape_mix(shape_mix(kShapeBasis, "product"), std::uint64_t{0}), sizeof...(I));
+        ((h = shape_mix(h,
+                        Shape<std::remove_cv_t<boost::pfr::tuple_element_t<I, T>>>::fingerprint())),
+         ...);
+        return h;
+      }
+      (std::make_index_sequence<boost::pfr::tuple_size_v<T>>{});
+    } else {
+      return 0;
+    }
+  }
+};
+
+// A shape made of a kind and the shapes of some parts.
+template <bool Encodable, class... Parts>
+struct CompositeShape {
+  static constexpr bool encodable = Encodable && (true && ... && Shape<Parts>::encodable);
+  static std::uint64_t of(std::string_view kind, std::uint64_t extra = 0) noexcept {
+    std::uint64_t h = shape_mix(shape_mix(shape_mix(kShapeBasis, kind), extra), sizeof...(Parts));
+    ((h = shape_mix(h, Shape<Parts>::fingerprint())), ...);
+    return h;
+  }
+};
+
+template <class Traits, class Alloc>
+struct Shape<std::basic_string<char, Traits, Alloc>> : CompositeShape<true> {
+  static std::uint64_t fingerprint() noexcept { return of("string"); }
+};
+template <class Traits>
+struct Shape<std::basic_string_view<char, Traits>> : CompositeShape<true> {
+  static std::uint64_t fingerprint() noexcept { return of("string"); }
+};
+template <std::size_t N>
+struct Shape<char[N]> : CompositeShape<true> {
+  static std::uint64_t fingerprint() noexcept { return of("string"); }
+};
+template <class T, class Alloc>
+struct Shape<std::vector<T, Alloc>> : CompositeShape<true, T> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("vector"); }
+};
+template <class T, std::size_t N>
+struct Shape<std::array<T, N>> : CompositeShape<true, T> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("array", N); }
+};
+template <class A, class B>
+struct Shape<std::pair<A, B>> : CompositeShape<true, A, B> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("product"); }
+};
+template <class... Ts>
+struct Shape<std::tuple<Ts...>> : CompositeShape<true, Ts...> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("product"); }
+};
+template <class T>
+struct Shape<std::optional<T>> : CompositeShape<true, T> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("optional"); }
+};
+template <class... Ts>
+struct Shape<std::variant<Ts...>> : CompositeShape<true, Ts...> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("variant"); }
+};
+template <class K, class V, class Cmp, class Alloc>
+struct Shape<std::map<K, V, Cmp, Alloc>> : CompositeShape<true, K, V> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("map"); }
+};
+template <class K, class Cmp, class Alloc>
+struct Shape<std::set<K, Cmp, Alloc>> : CompositeShape<true, K> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("set"); }
+};
+template <class K, class V, class Hash, class Eq, class Alloc>
+struct Shape<std::unordered_map<K, V, Hash, Eq, Alloc>> : CompositeShape<true, K, V> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("unordered_map"); }
+};
+template <class K, class Hash, class Eq, class Alloc>
+struct Shape<std::unordered_set<K, Hash, Eq, Alloc>> : CompositeShape<true, K> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("unordered_set"); }
+};
+template <class Rep, class Period>
+struct Shape<std::chrono::duration<Rep, Period>> : CompositeShape<true, Rep> {
+  static std::uint64_t fingerprint() noexcept {
+    return shape_mix(Shape::of("duration", static_cast<std::uint64_t>(Period::num)),
+                     static_cast<std::uint64_t>(Period::den));
+  }
+};
+template <class Clock, class Dur>
+struct Shape<std::chrono::time_point<Clock, Dur>> : CompositeShape<true, Dur> {
+  static std::uint64_t fingerprint() noexcept { return Shape::of("time_point"); }
+};
+
+}  // namespace detail
+
+// Whether tcache::Codec<T> can encode a T (cv-qualifiers ignored): the types
+// in the table above, aggregates of them, and user specializations.
+template <class T>
+inline constexpr bool has_codec_v = detail::Shape<std::remove_cv_t<T>>::encodable;
+
+// A fingerprint of the shape of T's encoding (see detail::Shape): the
+// decorators store it with each value and treat a value stored under another
+// fingerprint as a miss, so a changed result type is never decoded as the old
+// one. Stable across processes and builds on one platform, except for user
+// specializations without a `static constexpr std::string_view type_name`
+// member, which are fingerprinted by the compiler's spelling of T (give
+// type_name to keep their values across compilers). Aggregates with the same
+// member types in the same order share a fingerprint, as do std::pair and
+// std::tuple of the same types. REQUIRES: has_codec_v<T>.
+template <class T>
+std::uint64_t type_fingerprint() noexcept {
+  static_assert(has_codec_v<T>, "tcache::type_fingerprint: T has no codec");
+  return detail::Shape<std::remove_cv_t<T>>::fingerprint();
+}
 
 // Returns the encoding of v.
 template <class T>

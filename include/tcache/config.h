@@ -58,7 +58,10 @@ Config config();
 
 // Overrides configuration fields until destroyed. Decorators made while it
 // lives use its defaults; `disable = true` also makes decorators made
-// earlier call through while it lives. Throws Error(invalid_option) for a
+// earlier call through while it lives, unless a ScopedConfig made after it
+// sets `disable = false` (the innermost one that sets `disable` wins). A
+// decorator made while caching is disabled calls through for good (it opened
+// no file). Throws Error(invalid_option) for a
 // negative default_ttl or an empty dir.
 class ScopedConfig {
  public:
@@ -72,12 +75,12 @@ class ScopedConfig {
 };
 
 namespace detail {
-// Live ScopedConfigs with disable = true (config.cc).
-extern std::atomic<int> g_scoped_disables;
-// True while a live ScopedConfig sets disable = true. One relaxed load: it
-// is on every cached call's path.
+// What the innermost live ScopedConfig that sets `disable` says (config.cc).
+extern std::atomic<bool> g_disabled_by_scope;
+// True while the innermost live ScopedConfig that sets `disable` sets it
+// true. One relaxed load: it is on every cached call's path.
 inline bool disabled_by_scope() noexcept {
-  return g_scoped_disables.load(std::memory_order_relaxed) > 0;
+  return g_disabled_by_scope.load(std::memory_order_relaxed);
 }
 }  // namespace detail
 

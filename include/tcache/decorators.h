@@ -36,15 +36,28 @@
 // argument, replaces the arguments by what it returns (for example to leave out an object or a
 // logger):  tcache::bcache(&Pricer::price, {.name = "p"},
 //                          [](const Pricer&, int day) { return day; });
-// mcache keys are the (decayed) arguments or the key function's result,
-// hashed with boost::hash.
+// mcache keys are the (decayed) arguments or the key function's result:
+// as they are when made of integers, bool, enums and std::string, else as
+// their canonical encoding (so equality is the codec's for every decorator:
+// -0.0 is not 0.0, all NaNs are one, a const char* or string_view key owns
+// its bytes); types without a codec fall back to boost::hash and ==.
+// acache's tasks own their arguments (views and char pointers copied into
+// strings). A null const char* is a key of its own everywhere.
 //
 // Semantics shared by all five:
 // - Exceptions from the callable propagate to the caller and are not cached.
 // - The callable runs without any lock of the cache held, so it may call its
-//   own wrapper (recursion, e.g. fib) without deadlock.
-// - A stored value that does not decode (another build wrote it, or a type
-//   changed without a version bump) is a miss, counted in decode_errors.
+//   own wrapper (recursion, e.g. fib) without deadlock; for acache, a call
+//   made while one of its tasks runs on the thread runs inline, on any
+//   executor.
+// - Stored values are framed with a version byte, the compression method
+//   and type_fingerprint<R>() of the result type (byte_state.h). A value
+//   that does not decode (another result type, a damaged frame, hostile
+//   bytes, std::bad_alloc while decoding) is a miss, counted in
+//   decode_errors. A result that cannot be encoded is returned, not kept.
+// - acache: a task the executor destroys unrun fails its future with
+//   Error(unavailable); a child after fork() computes afresh what its parent
+//   had in flight.
 // - Options are checked when the wrapper is made: a bad one throws
 //   tcache::Error(Errc::invalid_option) naming it.
 // - config.h: TCACHE_DISABLE / ScopedConfig{.disable = true} make wrappers

@@ -19,6 +19,8 @@
 //     lease_timeout) is taken over by the next caller that finds it so:
 //     that caller becomes the holder; the old holder's release_lease is
 //     then ignored (it no longer holds the lease), its put still stores.
+//     So is a flight inherited from a parent process across fork(): its
+//     holder runs only in the parent (Flight::generation).
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +40,9 @@
 #include "util/fail.h"
 
 namespace tcache {
+namespace detail {
+std::uint64_t fork_generation() noexcept;  // decorators/pool.cc
+}  // namespace detail
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -99,15 +104,20 @@ class MemoryBackend final : public Backend {
         auto flight = std::make_shared<Flight>();
         flight->holder = std::this_thread::get_id();
         flight->expires = now + timeout;
+        flight->generation = detail::fork_generation();
         flights_.emplace(std::string(key), std::move(flight));
         flight_count_.store(flights_.size(), std::memory_order_relaxed);
         return false;
       }
       const std::shared_ptr<Flight> flight = it->second;
-      if (flight->holder == std::this_thread::get_id() || now >= flight->expires) {
-        // Ours already (asked again before putting), or expired: invariant 3.
+      const std::uint64_t generation = detail::fork_generation();
+      if (flight->holder == std::this_thread::get_id() || now >= flight->expires ||
+          flight->generation != generation) {
+        // Ours already (asked again before putting), expired, or a parent
+        // process's: invariant 3.
         flight->holder = std::this_thread::get_id();
         flight->expires = now + timeout;
+        flight->generation = generation;
         return false;
       }
       // Wakes at the end of the flight or at its expiry (which a takeover
@@ -127,6 +137,7 @@ class MemoryBackend final : public Backend {
     std::condition_variable ended;
     std::thread::id holder;
     Clock::time_point expires;
+    std::uint64_t generation = 0;  // detail::fork_generation() of the holder's process
   };
 
   // Ends the flight of `key` (if holder_only, only when this thread holds

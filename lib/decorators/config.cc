@@ -1,14 +1,17 @@
 // decorators/config.cc: tcache::config() and ScopedConfig.
 //
-// Thread safety: the override stack is guarded by one mutex; the "disabled by
-// a scope" count is an atomic so that every cached call can read it cheaply.
+// Thread safety: the override stack is guarded by one mutex; whether the
+// innermost scope disables caching is an atomic flag, so that every cached
+// call can read it cheaply.
 
 #include "tcache/config.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -20,7 +23,7 @@
 namespace tcache {
 
 namespace detail {
-std::atomic<int> g_scoped_disables{0};
+std::atomic<bool> g_disabled_by_scope{false};
 }  // namespace detail
 
 namespace {
@@ -33,6 +36,19 @@ struct Live {
 std::mutex g_mutex;
 std::vector<Live> g_overrides;  // innermost last
 std::uint64_t g_next_id = 1;
+
+// Publishes what the innermost live override that sets `disable` says
+// (false if none does). REQUIRES: g_mutex held.
+void publish_scope_disable() {
+  bool disabled = false;
+  for (auto it = g_overrides.rbegin(); it != g_overrides.rend(); ++it) {
+    if (it->fields.disable) {
+      disabled = *it->fields.disable;
+      break;
+    }
+  }
+  detail::g_disabled_by_scope.store(disabled, std::memory_order_relaxed);
+}
 
 std::string env(const char* name) {
   const char* v = std::getenv(name);
@@ -48,6 +64,11 @@ bool parse_bool(const std::string& text) {
                "TCACHE_DISABLE='" + text + "' is not a boolean; use 1 or 0 (true/false)");
 }
 
+// The longest default TTL: what fits in int64 nanoseconds (about 292 years),
+// so that adding it to a clock reading never overflows.
+constexpr std::uint64_t kMaxTtlMs =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / 1'000'000;
+
 std::chrono::milliseconds parse_ttl(const std::string& text) {
   auto bad = [&]() {
     detail::fail(Errc::invalid_option,
@@ -55,11 +76,17 @@ std::chrono::milliseconds parse_ttl(const std::string& text) {
                      "' is not a duration; use a non-negative number with an optional unit: "
                      "90, 90s, 1500ms, 5m, 2h");
   };
+  auto too_long = [&]() {
+    detail::fail(Errc::invalid_option,
+                 "TCACHE_DEFAULT_TTL='" + text + "' is out of range; the longest is " +
+                     std::to_string(kMaxTtlMs) + "ms (about 292 years), or use 0 for none");
+  };
   std::size_t i = 0;
   std::uint64_t n = 0;
   while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) != 0) {
-    if (n > (1ull << 40)) bad();
-    n = n * 10 + static_cast<std::uint64_t>(text[i] - '0');
+    const auto digit = static_cast<std::uint64_t>(text[i] - '0');
+    if (n > (kMaxTtlMs - digit) / 10) too_long();
+    n = n * 10 + digit;
     ++i;
   }
   if (i == 0) bad();
@@ -76,6 +103,7 @@ std::chrono::milliseconds parse_ttl(const std::string& text) {
   } else {
     bad();
   }
+  if (n > kMaxTtlMs / scale) too_long();
   return std::chrono::milliseconds(static_cast<std::int64_t>(n * scale));
 }
 
@@ -119,20 +147,18 @@ ScopedConfig::ScopedConfig(ConfigOverride override) {
   if (override.dir && override.dir->empty()) {
     detail::fail(Errc::invalid_option, "ScopedConfig: dir must not be empty");
   }
-  const bool disabling = override.disable.value_or(false);
   std::lock_guard lock(g_mutex);
   id_ = g_next_id++;
   g_overrides.push_back(Live{id_, std::move(override)});
-  if (disabling) detail::g_scoped_disables.fetch_add(1, std::memory_order_relaxed);
+  publish_scope_disable();
 }
 
 ScopedConfig::~ScopedConfig() {
   std::lock_guard lock(g_mutex);
   for (auto it = g_overrides.begin(); it != g_overrides.end(); ++it) {
     if (it->id == id_) {
-      if (it->fields.disable.value_or(false))
-        detail::g_scoped_disables.fetch_sub(1, std::memory_order_relaxed);
       g_overrides.erase(it);
+      publish_scope_disable();
       break;
     }
   }

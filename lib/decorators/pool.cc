@@ -5,10 +5,13 @@
 // static destruction at exit); after fork() the child, which has no copies
 // of the parent's threads, makes a pool of its own on first use.
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -81,5 +84,18 @@ void submit_to_pool(std::function<void()> task) {
 }
 
 bool on_pool_thread() noexcept { return t_on_pool; }
+
+namespace {
+std::atomic<std::uint64_t> g_fork_generation{0};
+void count_fork_in_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+// Registered when this file's statics are initialised: before any state
+// that fork_generation() guards can exist (it lives in the same library).
+const int g_atfork_registered = ::pthread_atfork(nullptr, nullptr, &count_fork_in_child);
+}  // namespace
+
+std::uint64_t fork_generation() noexcept {
+  (void)g_atfork_registered;
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
 
 }  // namespace tcache::detail

@@ -209,50 +209,74 @@ void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyByt
   std::memcpy(out + 16, &h.high64, 8);
 }
 
-void pack_value(int compression, std::string_view raw, std::string& out) {
+void begin_value_frame(std::uint64_t fingerprint, std::string& out) {
   out.clear();
-  const auto n = static_cast<std::uint32_t>(raw.size());
-  if (compression == 0 || raw.size() > static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE)) {
-    out.push_back(0);
-    out.append(reinterpret_cast<const char*>(&n), 4);
-    out.append(raw);
-    return;
-  }
-  const int bound = LZ4_compressBound(static_cast<int>(raw.size()));
-  out.resize(5 + static_cast<std::size_t>(bound));
-  const int m =
-      compression == 2
-          ? LZ4_compress_HC(raw.data(), out.data() + 5, static_cast<int>(raw.size()), bound,
-                            LZ4HC_CLEVEL_DEFAULT)
-          : LZ4_compress_default(raw.data(), out.data() + 5, static_cast<int>(raw.size()), bound);
-  if (m <= 0 || static_cast<std::size_t>(m) >= raw.size()) {  // incompressible: keep it raw
-    pack_value(0, raw, out);
-    return;
-  }
-  out[0] = static_cast<char>(compression);
-  std::memcpy(out.data() + 1, &n, 4);
-  out.resize(5 + static_cast<std::size_t>(m));
+  out.push_back(static_cast<char>(kValueFrameVersion));
+  out.push_back(0);
+  put_u64(out, fingerprint);
 }
 
-void unpack_value(std::string_view stored, std::string& out) {
-  if (stored.size() < 5) fail(Errc::decode_error, "stored value frame shorter than its header");
-  const auto method = static_cast<unsigned char>(stored[0]);
-  std::uint32_t n = 0;
-  std::memcpy(&n, stored.data() + 1, 4);
-  const std::string_view body = stored.substr(5);
-  if (method == 0) {
-    if (body.size() != n) fail(Errc::decode_error, "stored value frame has the wrong length");
-    out.assign(body);
+void pack_value(int compression, std::uint64_t fingerprint, std::string_view raw,
+                std::string& out) {
+  begin_value_frame(fingerprint, out);
+  if (compression == 0 || raw.size() > static_cast<std::size_t>(LZ4_MAX_INPUT_SIZE)) {
+    out.append(raw);  // method 0: no length field, so no size limit of its own
     return;
   }
-  if (method > 2 || n > static_cast<std::uint32_t>(LZ4_MAX_INPUT_SIZE) ||
-      n > 255 * body.size() + 16) {  // LZ4 expands at most ~255x
-    fail(Errc::decode_error, "stored value frame has a bad method or length");
+  out[1] = static_cast<char>(compression);
+  put_u64(out, raw.size());
+  constexpr std::size_t kHeader = kValueFrameHeader + 8;
+  const int bound = LZ4_compressBound(static_cast<int>(raw.size()));
+  out.resize(kHeader + static_cast<std::size_t>(bound));
+  const int m = compression == 2
+                    ? LZ4_compress_HC(raw.data(), out.data() + kHeader,
+                                      static_cast<int>(raw.size()), bound, LZ4HC_CLEVEL_DEFAULT)
+                    : LZ4_compress_default(raw.data(), out.data() + kHeader,
+                                           static_cast<int>(raw.size()), bound);
+  if (m <= 0 || static_cast<std::size_t>(m) + 8 >= raw.size()) {  // incompressible: keep it raw
+    pack_value(0, fingerprint, raw, out);
+    return;
   }
-  out.resize(n);
-  const int got = LZ4_decompress_safe(body.data(), out.data(), static_cast<int>(body.size()),
+  out.resize(kHeader + static_cast<std::size_t>(m));
+}
+
+std::string_view open_value_frame(std::string_view stored, std::uint64_t fingerprint,
+                                  std::string& scratch) {
+  if (stored.size() < kValueFrameHeader) {
+    fail(Errc::decode_error, "stored value frame shorter than its header");
+  }
+  if (static_cast<unsigned char>(stored[0]) != kValueFrameVersion) {
+    fail(Errc::decode_error, "stored value frame has version " +
+                                 std::to_string(static_cast<unsigned char>(stored[0])) + ", not " +
+                                 std::to_string(kValueFrameVersion));
+  }
+  const auto method = static_cast<unsigned char>(stored[1]);
+  std::uint64_t stored_fingerprint = 0;
+  std::memcpy(&stored_fingerprint, stored.data() + 2, 8);
+  if (stored_fingerprint != fingerprint) {
+    fail(Errc::decode_error,
+         "stored value is of another type (its type fingerprint differs from the result "
+         "type's): recomputed");
+  }
+  std::string_view body = stored.substr(kValueFrameHeader);
+  if (method == 0) return body;
+  if (method > 2 || body.size() < 8) {
+    fail(Errc::decode_error, "stored value frame has an unknown method or no length");
+  }
+  std::uint64_t n = 0;
+  std::memcpy(&n, body.data(), 8);
+  body.remove_prefix(8);
+  if (n > static_cast<std::uint64_t>(LZ4_MAX_INPUT_SIZE) ||
+      n > 255 * static_cast<std::uint64_t>(body.size()) + 16 ||
+      body.size() > static_cast<std::size_t>(
+                        LZ4_compressBound(LZ4_MAX_INPUT_SIZE))) {  // LZ4 expands at most ~255x
+    fail(Errc::decode_error, "stored value frame has a bad length");
+  }
+  scratch.resize(static_cast<std::size_t>(n));
+  const int got = LZ4_decompress_safe(body.data(), scratch.data(), static_cast<int>(body.size()),
                                       static_cast<int>(n));
   if (got != static_cast<int>(n)) fail(Errc::decode_error, "stored value fails to decompress");
+  return scratch;
 }
 
 ByteSetup bcache_setup(const BcacheOptions& o) {
@@ -339,16 +363,19 @@ BackendChoice parse_backend(const std::string& kind, const std::string& spec,
 
 }  // namespace
 
-ByteSetup ucache_setup(const UcacheOptions& o) {
-  if (o.maxsize == 0) fail(Errc::invalid_option, "ucache: option 'maxsize' must be > 0");
-  check_capacity("ucache", o.capacity_bytes);
+namespace {
+
+// ucache's setup, its messages naming `kind` (ucache, or acache for whose
+// backend it is used).
+ByteSetup ucache_setup_as(const std::string& kind, const UcacheOptions& o) {
+  if (o.maxsize == 0) fail(Errc::invalid_option, kind + ": option 'maxsize' must be > 0");
+  check_capacity(kind, o.capacity_bytes);
   const Config cfg_checked = config();
   const std::string spec = !o.backend.empty() ? o.backend : cfg_checked.backend;
-  const BackendChoice choice = parse_backend("ucache", spec, o.path);
-  check_common("ucache", o.name, !choice.memory, o.ttl, o.lease_timeout);
-  if (!choice.redis.empty()) check_redis_uri("ucache", o.name, "backend", choice.redis);
-  ByteSetup s =
-      base_setup("ucache", o.name, o.version, o.ttl, o.lease_timeout, cfg_checked, o.logger);
+  const BackendChoice choice = parse_backend(kind, spec, o.path);
+  check_common(kind, o.name, !choice.memory, o.ttl, o.lease_timeout);
+  if (!choice.redis.empty()) check_redis_uri(kind, o.name, "backend", choice.redis);
+  ByteSetup s = base_setup(kind, o.name, o.version, o.ttl, o.lease_timeout, cfg_checked, o.logger);
   const bool large = o.value_bytes >= kLargeValueBytes;
   s.compression = large ? 1 : 0;
   auto memory = make_memory_backend(o.maxsize, Policy::lru);
@@ -358,14 +385,14 @@ ByteSetup ucache_setup(const UcacheOptions& o) {
   }
   std::vector<std::shared_ptr<Backend>> tiers;
   if (!choice.redis.empty()) {
-    tiers.push_back(open_redis_for("ucache", s, o.version, "backend", choice.redis, o.logger));
+    tiers.push_back(open_redis_for(kind, s, o.version, "backend", choice.redis, o.logger));
   }
   try {
     const auto file = resolve_path(choice.path, cfg_checked, o.name, large ? ".fcache" : ".tcache");
     tiers.push_back(make_file_backend(file, file_options(o.capacity_bytes, large)));
   } catch (const Error& e) {
     s.warner->warn(static_cast<std::uint32_t>(e.code()),
-                   "tcache: ucache '" + o.name + "': cannot use the file store (" +
+                   "tcache: " + kind + " '" + o.name + "': cannot use the file store (" +
                        error_code_name(e.code()) + ": " + e.what() + "); falling back to " +
                        (tiers.empty() ? "memory" : "redis, then memory"));
     s.fallbacks = 1;
@@ -379,12 +406,19 @@ ByteSetup ucache_setup(const UcacheOptions& o) {
   return s;
 }
 
+}  // namespace
+
+ByteSetup ucache_setup(const UcacheOptions& o) { return ucache_setup_as("ucache", o); }
+
 AsyncSetup acache_setup(const AcacheOptions& o) {
   if (o.maxsize == 0) fail(Errc::invalid_option, "acache: option 'maxsize' must be > 0");
   UcacheOptions u;
   u.name = o.name;
   u.version = o.version;
-  u.backend = !o.backend.empty() ? o.backend : config().backend;
+  u.backend = o.backend;
+  // TCACHE_BACKEND is the default of an acache that names itself; a nameless
+  // one (which a persistent backend could not tell apart) keeps to memory.
+  if (u.backend.empty() && !o.name.empty()) u.backend = config().backend;
   if (u.backend.empty() && o.path.empty()) u.backend = "memory";
   u.path = o.path;
   u.maxsize = o.maxsize;
@@ -392,8 +426,7 @@ AsyncSetup acache_setup(const AcacheOptions& o) {
   u.lease_timeout = o.lease_timeout;
   u.logger = o.logger;
   AsyncSetup a;
-  a.bytes = ucache_setup(u);
-  a.bytes.kind = "acache";
+  a.bytes = ucache_setup_as("acache", u);
   a.executor = o.executor;
   return a;
 }

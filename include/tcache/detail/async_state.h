@@ -16,9 +16,16 @@
 //     and every call that finds it there shares its future. It leaves
 //     before the future is fulfilled: a later call then finds the value in
 //     the backend (or, after a failure, computes again).
-//  2. A call made on one of tcache's own pool threads (a recursive call from
-//     a computation) runs inline instead of waiting on the pool, so a
-//     recursion deeper than the pool cannot deadlock.
+//  2. A call made while an acache task runs on this thread (a recursive
+//     call from a computation, on tcache's pool or on any user executor)
+//     runs inline instead of waiting on the executor, so a recursion deeper
+//     than the pool or a bounded executor cannot deadlock.
+//  3. inflight_ belongs to one process: a child after fork() (whose
+//     inherited futures would be fulfilled only in the parent) finds a new
+//     fork_generation() and starts with an empty table.
+//  4. Every task submitted ends its flight exactly once: by running, or,
+//     if every copy of it is destroyed unrun, by its Completion, which
+//     also fails the future with Error(unavailable).
 
 #pragma once
 
@@ -53,6 +60,38 @@ AsyncSetup acache_setup(const AcacheOptions& options);
 void submit_to_pool(std::function<void()> task);
 // True on one of the shared pool's threads.
 bool on_pool_thread() noexcept;
+// How many times this process's ancestors and itself were forked into
+// being: 0 in the process that started, incremented in a child by fork()
+// (pthread_atfork). Lets state inherited from a parent be recognised.
+std::uint64_t fork_generation() noexcept;
+
+// True while this thread runs an acache task (on any executor): a call made
+// then runs inline (invariant 2).
+inline thread_local bool t_in_acache_task = false;
+
+// What a deferred call keeps of an argument of type A: a value that owns its
+// bytes. Views (std::string_view, const char*) become std::string (a null
+// char pointer an empty optional), so the caller's buffer may change or die
+// before the task runs; pass() gives the callable back the parameter type.
+template <class A, class D = std::remove_cvref_t<A>>
+struct DeferredArg {
+  using type = D;
+  static type own(const D& a) { return a; }
+  static decltype(auto) pass(type& x) { return std::forward<A>(x); }
+};
+template <class A, class Traits>
+struct DeferredArg<A, std::basic_string_view<char, Traits>> {
+  using type = std::basic_string<char, Traits>;
+  static type own(std::basic_string_view<char, Traits> a) { return type(a); }
+  static std::basic_string_view<char, Traits> pass(const type& x) { return x; }
+};
+template <class A, class C>
+requires std::is_same_v<C, const char*> || std::is_same_v<C, char*>
+struct DeferredArg<A, C> {
+  using type = std::optional<std::string>;
+  static type own(C a) { return a == nullptr ? type() : type(std::string(a)); }
+  static C pass(type& x) { return x ? x->data() : nullptr; }
+};
 
 template <class F, class Sig, class KeyFn>
 class AsyncState;
@@ -73,7 +112,7 @@ class AsyncState<F, R(A...), KeyFn>
         key_fn_(std::move(key_fn)) {}
 
   result_type call(A... a) {
-    if (!executor_ && on_pool_thread()) {  // invariant 2
+    if (t_in_acache_task || (!executor_ && on_pool_thread())) {  // invariant 2
       std::promise<value_type> p;
       try {
         p.set_value(inner_->call(std::forward<A>(a)...));
@@ -87,30 +126,43 @@ class AsyncState<F, R(A...), KeyFn>
     result_type future = promise->get_future().share();
     {
       std::lock_guard lock(mutex_);
+      if (const std::uint64_t g = fork_generation(); g != generation_) {  // invariant 3
+        inflight_.clear();
+        generation_ = g;
+      }
       if (auto it = inflight_.find(key); it != inflight_.end()) {
         ++coalesced_;
         return it->second;
       }
       inflight_.emplace(key, future);
     }
-    // The task owns copies of the arguments: the caller's may be gone. It
-    // leaves inflight_ before it fulfils the promise (invariant 1), so a
-    // caller woken by a failed future never finds that future again.
-    auto task = [inner = inner_, promise, key, self = this->weak_from_this(),
-                 args = std::make_tuple(std::remove_cvref_t<A>(a)...)]() mutable {
+    // The task owns copies of the arguments (views copied into strings):
+    // the caller's may be gone. It leaves inflight_ before it fulfils the
+    // promise (invariant 1), so a caller woken by a failed future never
+    // finds that future again. If the executor destroys it unrun, its
+    // Completion does both (invariant 4).
+    auto done = std::make_shared<Completion>(this->weak_from_this(), key, promise);
+    auto task = [inner = inner_, done,
+                 args = std::make_tuple(DeferredArg<A>::own(a)...)]() mutable {
+      done->started = true;
       std::optional<value_type> value;
       std::exception_ptr error;
-      try {
-        value.emplace(
-            std::apply([&](auto&... xs) { return inner->call(std::forward<A>(xs)...); }, args));
-      } catch (...) {
-        error = std::current_exception();
+      {
+        const bool outer = t_in_acache_task;
+        t_in_acache_task = true;
+        try {
+          value.emplace(std::apply(
+              [&](auto&... xs) { return inner->call(DeferredArg<A>::pass(xs)...); }, args));
+        } catch (...) {
+          error = std::current_exception();
+        }
+        t_in_acache_task = outer;
       }
-      if (auto s = self.lock()) s->finish(key);
+      done->finish();
       if (error) {
-        promise->set_exception(error);
+        done->promise->set_exception(error);
       } else {
-        promise->set_value(std::move(*value));
+        done->promise->set_value(std::move(*value));
       }
     };
     try {
@@ -146,11 +198,42 @@ class AsyncState<F, R(A...), KeyFn>
     inflight_.erase(key);
   }
 
+  // Shared by the copies of one task: ends its flight, and, if the last copy
+  // dies without having run (an executor dropped it), fails its future.
+  struct Completion {
+    std::weak_ptr<AsyncState> state;
+    std::string key;
+    std::shared_ptr<std::promise<value_type>> promise;
+    bool started = false;
+
+    Completion(std::weak_ptr<AsyncState> s, std::string k,
+               std::shared_ptr<std::promise<value_type>> p)
+        : state(std::move(s)), key(std::move(k)), promise(std::move(p)) {}
+    Completion(const Completion&) = delete;
+    Completion& operator=(const Completion&) = delete;
+
+    void finish() {
+      if (auto s = state.lock()) s->finish(key);
+    }
+    ~Completion() {
+      if (started) return;
+      try {
+        finish();
+        promise->set_exception(std::make_exception_ptr(
+            Error(Errc::unavailable,
+                  "tcache: acache: the executor destroyed the task without running it, so this "
+                  "call was not computed; a later call with these arguments computes again")));
+      } catch (...) {  // a destructor must not throw
+      }
+    }
+  };
+
   std::function<void(std::function<void()>)> executor_;
   std::shared_ptr<Inner> inner_;
   KeyFn key_fn_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, result_type> inflight_;
+  std::uint64_t generation_ = fork_generation();  // of the process inflight_ belongs to
   std::uint64_t coalesced_ = 0;
 };
 

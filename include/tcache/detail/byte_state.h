@@ -74,11 +74,34 @@ ByteSetup ucache_setup(const UcacheOptions& options);
 // the name and version), so that name, version and arguments all decide it.
 void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyBytes]);
 
-// Decorator-side compression (fcache). pack frames `raw` as
-// [u8 method][u32 raw length][data]; unpack reverses it and throws
-// Error(decode_error) on a malformed frame.
-void pack_value(int compression, std::string_view raw, std::string& out);
-void unpack_value(std::string_view stored, std::string& out);
+// The value frame: every value bcache, fcache, ucache and acache store is
+//
+//   u8  frame version, kValueFrameVersion (a reader refuses any other: room
+//       for later frames, e.g. encrypted ones)
+//   u8  method: 0 = the body is the codec's bytes of the value; 1 = LZ4,
+//       2 = LZ4HC of them (fcache, ucache with large values); others refused
+//   u64 type_fingerprint<R>() of the result type R (codec.h)
+//   method 1, 2: u64 length of the codec's bytes, then the compressed bytes
+//   method 0:    the codec's bytes
+//
+// (integers little-endian). A value whose frame or fingerprint does not
+// match is a decode error, so a changed result type is a miss, never
+// garbage.
+inline constexpr unsigned char kValueFrameVersion = 1;
+inline constexpr std::size_t kValueFrameHeader = 10;
+
+// Sets `out` to the header of a method-0 frame; append the codec's bytes.
+void begin_value_frame(std::uint64_t fingerprint, std::string& out);
+// Sets `out` to a frame of `raw` (the codec's bytes), compressed with
+// `compression` (0 none, 1 LZ4, 2 LZ4HC) unless that does not make it
+// smaller or raw is too large for LZ4 (then method 0).
+void pack_value(int compression, std::uint64_t fingerprint, std::string_view raw, std::string& out);
+// Returns the codec's bytes of the value framed in `stored` (a view into
+// stored, or into `scratch` when decompressed). Throws Error(decode_error)
+// for a malformed frame, another frame version or method, or a fingerprint
+// other than `fingerprint`.
+std::string_view open_value_frame(std::string_view stored, std::uint64_t fingerprint,
+                                  std::string& scratch);
 
 template <class F, class Sig, class KeyFn>
 class ByteState;
@@ -117,16 +140,21 @@ class ByteState<F, R(A...), KeyFn> {
           value_type v = decode_stored(stored);
           hits_.fetch_add(1, std::memory_order_relaxed);
           return v;
-        } catch (const Error& e) {
-          if (e.code() != Errc::decode_error) throw;
+        } catch (...) {
+          // Any failure to decode (a malformed frame or value, another
+          // type's fingerprint, std::bad_alloc for hostile sizes) is a miss.
           decode_errors_.fetch_add(1, std::memory_order_relaxed);
           erase_quietly(k);
           continue;  // look again: take the lease and recompute
         }
       }
       misses_.fetch_add(1, std::memory_order_relaxed);
-      value_type v = compute_leased(k, std::forward<A>(a)...);
-      store(k, v);
+      // We hold the key's lease: it ends with the put of the value, or is
+      // released on every other way out (the callable or the encoding
+      // throws, the backend cannot store the value).
+      LeaseGuard lease(setup_.backend.get(), k);
+      value_type v = std::invoke(f_, std::forward<A>(a)...);
+      store(k, v, lease);
       return v;
     }
     misses_.fetch_add(1, std::memory_order_relaxed);
@@ -164,41 +192,61 @@ class ByteState<F, R(A...), KeyFn> {
     make_key(setup_, buf, key);
   }
 
-  value_type decode_stored(const std::string& stored) const {
-    if (setup_.compression == 0) return decode<value_type>(stored);
-    static thread_local std::string raw;
-    unpack_value(stored, raw);
-    return decode<value_type>(raw);
-  }
-
-  value_type compute_leased(std::string_view k, A... a) {
-    try {
-      return std::invoke(f_, std::forward<A>(a)...);
-    } catch (...) {
-      setup_.backend->release_lease(k);
-      throw;
+  // Releases a lease unless disarmed (by a put that stored the value).
+  struct LeaseGuard {
+    Backend* backend;
+    std::string_view key;
+    bool held = true;
+    LeaseGuard(Backend* b, std::string_view k) : backend(b), key(k) {}
+    LeaseGuard(const LeaseGuard&) = delete;
+    LeaseGuard& operator=(const LeaseGuard&) = delete;
+    ~LeaseGuard() {
+      if (held) backend->release_lease(key);
     }
+  };
+
+  static std::uint64_t fingerprint() noexcept {
+    static const std::uint64_t fp = type_fingerprint<value_type>();
+    return fp;
   }
 
-  void store(std::string_view k, const value_type& v) {
-    std::string bytes = encode(v);
-    if (setup_.compression != 0) {
-      std::string packed;
-      pack_value(setup_.compression, bytes, packed);
-      bytes.swap(packed);
+  value_type decode_stored(const std::string& stored) const {
+    static thread_local std::string raw;
+    return decode<value_type>(open_value_frame(stored, fingerprint(), raw));
+  }
+
+  void store(std::string_view k, const value_type& v, LeaseGuard& lease) {
+    std::string bytes;
+    try {
+      if (setup_.compression == 0) {
+        begin_value_frame(fingerprint(), bytes);
+        Codec<value_type>::encode(v, bytes);
+      } else {
+        pack_value(setup_.compression, fingerprint(), encode(v), bytes);
+      }
+    } catch (const std::exception& e) {
+      // A value that cannot be encoded (a user codec that throws, a
+      // valueless variant) is returned all the same, and not kept.
+      setup_.warner->warn(kEncodeFailure,
+                          "tcache: " + setup_.kind + " '" + setup_.name +
+                              "': could not encode a value, not caching it: " + e.what());
+      return;
     }
     try {
       setup_.backend->put(k, bytes, setup_.ttl);
+      lease.held = false;  // the put replaced the lease
     } catch (const Error& e) {
       // The value is returned all the same; the cache just does not keep it.
       errors_.fetch_add(1, std::memory_order_relaxed);
-      setup_.backend->release_lease(k);
       setup_.warner->warn(static_cast<std::uint32_t>(e.code()),
                           "tcache: " + setup_.kind + " '" + setup_.name +
                               "': could not store a value (" + error_code_name(e.code()) +
                               "): " + e.what());
     }
   }
+
+  // A warning cause of its own (the others are Errc values).
+  static constexpr std::uint32_t kEncodeFailure = 0x10000;
 
   void erase_quietly(std::string_view k) noexcept {
     try {

@@ -10,14 +10,22 @@
 // in the cache's shards, written under the shard's lock, so threads hitting
 // different shards share no counter.
 //
-// Keys. The default key is the decayed arguments: with one argument, the
-// argument itself (no 1-tuple); with several, a std::tuple of them, looked
-// up through a tuple of references so a hit copies no argument. A key
-// function's result is the key otherwise. Keys are hashed with boost::hash
-// (hash_value found by ADL) and compared with ==.
+// Keys. The default key is the decayed arguments, or a key function's
+// result. When these are integers, bool, enums and std::string only, they
+// are the key as they are: with one argument, the argument itself (no
+// 1-tuple); with several, a std::tuple of them, looked up through a tuple of
+// references so a hit copies no argument; hashed with boost::hash. Any other
+// key the codec can encode (floating point, views, char pointers, null
+// ones included, containers, aggregates, ...) is kept as its canonical bytes
+// (codec.h), the rule every decorator follows: it owns its bytes, and
+// equal bytes mean equal keys. A key the codec cannot encode is kept as it
+// is, hashed with boost::hash (hash_value found by ADL), compared with ==.
+// A lone float or double argument is keyed by its canonical bits (the same
+// equality, no encoding).
 
 #pragma once
 
+#include <bit>
 #include <chrono>
 #include <concepts>
 #include <cstddef>
@@ -111,29 +119,69 @@ struct TupleKeyHash {
   }
 };
 
-// How McacheState keys a call of A... with KeyFn.
-template <class KeyFn, class... A>
-struct McacheKey {
-  // A key function's result.
+// Key types whose own == and boost::hash agree with "the same canonical
+// bytes" (codec.h): integers, bool, enums and std::string. Keys made only
+// of these are kept as they are (the fast path); every other key the codec
+// can encode is kept as its canonical bytes, so that all decorators agree
+// on equality (-0.0 and 0.0 are two keys, every NaN is one) and a key never
+// points into the caller's memory (a const char* or string_view argument).
+template <class T>
+inline constexpr bool plain_key_v =
+    std::is_integral_v<T> || std::is_enum_v<T> || std::is_same_v<T, std::string>;
+
+// Hashes canonical bytes; std::string keys are looked up by a string_view.
+struct BytesHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const noexcept {
+    return std::hash<std::string_view>{}(s);
+  }
+};
+
+// Keys kept as canonical bytes.
+struct BytesKey {
   static constexpr bool kByArgs = false;
-  using type =
-      std::remove_cvref_t<std::invoke_result_t<const KeyFn&, const std::remove_cvref_t<A>&...>>;
+  static constexpr bool kBytes = true;
+  using type = std::string;
+  using hash = BytesHash;
+  using equal = std::equal_to<>;
+};
+
+// How McacheState keys a call of A... with KeyFn: as the key function's
+// result (kByArgs false), the arguments (kByArgs), or canonical bytes
+// (kBytes) of either. Types the codec cannot encode (a user type with only a
+// hash_value and ==) are kept as they are, hashed with boost::hash.
+template <class R, bool Plain = plain_key_v<R> || !has_codec_v<R>>
+struct McacheFnKey : BytesKey {};
+template <class R>
+struct McacheFnKey<R, true> {
+  static constexpr bool kByArgs = false;
+  static constexpr bool kBytes = false;
+  using type = R;
   using hash = boost::hash<type>;
   using equal = std::equal_to<type>;
 };
+
+template <class KeyFn, class... A>
+struct McacheKey : McacheFnKey<std::remove_cvref_t<
+                       std::invoke_result_t<const KeyFn&, const std::remove_cvref_t<A>&...>>> {};
+
+template <bool Plain, class... A>
+struct McacheArgsKey : BytesKey {};
 template <class A0>
-struct McacheKey<ArgsKey, A0> {
+struct McacheArgsKey<true, A0> {
   // One argument: the argument itself.
   static constexpr bool kByArgs = true;
+  static constexpr bool kBytes = false;
   using type = std::remove_cvref_t<A0>;
   using hash = boost::hash<type>;
   using equal = std::equal_to<type>;
   static const type& probe(const type& a) { return a; }
 };
 template <class... A>
-struct McacheKey<ArgsKey, A...> {
+struct McacheArgsKey<true, A...> {
   // Several (or no) arguments: a tuple, probed by a tuple of references.
   static constexpr bool kByArgs = true;
+  static constexpr bool kBytes = false;
   using type = std::tuple<std::remove_cvref_t<A>...>;
   using hash = TupleKeyHash;
   using equal = std::equal_to<>;
@@ -141,6 +189,28 @@ struct McacheKey<ArgsKey, A...> {
     return std::tuple<const std::remove_cvref_t<A>&...>(a...);
   }
 };
+
+// One float or double argument: its canonical bits (codec.h: every NaN one
+// pattern, -0.0 apart from 0.0) as an integer key, the same equality as its
+// bytes without encoding them.
+template <class A0>
+requires std::is_same_v < std::remove_cvref_t<A0>,
+float > || std::is_same_v<std::remove_cvref_t<A0>, double> struct McacheKey<ArgsKey, A0> {
+  static constexpr bool kByArgs = true;
+  static constexpr bool kBytes = false;
+  using number = std::remove_cvref_t<A0>;
+  using type = typename Codec<number>::U;
+  using hash = boost::hash<type>;
+  using equal = std::equal_to<type>;
+  static type probe(number a) {
+    return a != a ? Codec<number>::kCanonicalNaN : std::bit_cast<type>(a);
+  }
+};
+
+template <class... A>
+struct McacheKey<ArgsKey, A...> : McacheArgsKey<(plain_key_v<std::remove_cvref_t<A>> && ...) ||
+                                                    !(has_codec_v<std::remove_cvref_t<A>> && ...),
+                                                A...> {};
 
 // What McacheOptions and the configuration resolve to.
 struct McacheSettings {
@@ -203,11 +273,13 @@ class McacheState<F, R(A...), KeyFn> {
                 "tcache::mcache: the result type must be copy-constructible (each call returns a "
                 "copy of the cached value)");
   static_assert(
-      mcache_key_check::usable<key_type>::value,
+      Key::kBytes || mcache_key_check::usable<key_type>::value,
       "tcache::mcache: the cache key (the decayed arguments, or what the key function returns) "
-      "must be hashable by boost::hash (a hash_value(const T&) found by ADL) and comparable with "
-      "==. A pointer to a member function takes its object as the first argument, so by default "
-      "the object is part of the key: pass a key function that leaves it out, e.g. "
+      "must be encodable by tcache::Codec (codec.h: numbers, strings, containers, aggregates, "
+      "types with a Codec specialization), or else hashable by boost::hash (a "
+      "hash_value(const T&) found by ADL) and comparable with ==. A pointer to a member "
+      "function takes its object as the first argument, so by default the object is part of "
+      "the key: give it a codec, or pass a key function that leaves it out, e.g. "
       "tcache::mcache(&C::f, {}, [](const C&, int x) { return x; })");
   static_assert(
       std::is_copy_constructible_v<key_type>,
@@ -226,7 +298,19 @@ class McacheState<F, R(A...), KeyFn> {
     if (disabled_ || disabled_by_scope()) [[unlikely]] {
       return std::invoke(f_, std::forward<A>(a)...);
     }
-    if constexpr (Key::kByArgs) {
+    if constexpr (Key::kBytes) {
+      std::string& bytes = key_buffer();
+      bytes.clear();
+      encode_key(key_fn_, bytes, a...);
+      const std::string_view probe(bytes);
+      const std::size_t h = cache_.hash_of(probe);
+      if (std::optional<value_type> v = cache_.get_hashed(probe, h)) return std::move(*v);
+      // Copy the key now: the callable may call back and reuse the buffer.
+      key_type key(probe);
+      value_type r = std::invoke(f_, std::forward<A>(a)...);
+      cache_.put_hashed(std::move(key), h, std::as_const(r));
+      return r;
+    } else if constexpr (Key::kByArgs) {
       const auto& probe = Key::probe(a...);
       const std::size_t h = cache_.hash_of(probe);
       if (std::optional<value_type> v = cache_.get_hashed(probe, h)) return std::move(*v);
@@ -260,7 +344,12 @@ class McacheState<F, R(A...), KeyFn> {
   void clear() { cache_.clear(); }
 
   bool invalidate(A... a) {
-    if constexpr (Key::kByArgs) {
+    if constexpr (Key::kBytes) {
+      std::string& bytes = key_buffer();
+      bytes.clear();
+      encode_key(key_fn_, bytes, a...);
+      return cache_.erase(std::string_view(bytes));
+    } else if constexpr (Key::kByArgs) {
       return cache_.erase(Key::probe(a...));
     } else {
       return cache_.erase(std::invoke(key_fn_, std::as_const(a)...));
@@ -274,6 +363,12 @@ class McacheState<F, R(A...), KeyFn> {
   }
 
  private:
+  // Scratch for the canonical bytes of a key, used before the callable runs.
+  static std::string& key_buffer() {
+    static thread_local std::string buffer;
+    return buffer;
+  }
+
   F f_;
   [[no_unique_address]] KeyFn key_fn_;
   const bool disabled_;
