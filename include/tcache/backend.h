@@ -136,6 +136,13 @@ struct RedisOptions {
   std::uint32_t compress_threshold = 4096;
   // TTL of a put() given none; 0 = keys do not expire.
   std::chrono::milliseconds default_ttl{0};
+  // bcache's two levels only (query parameter of `remote`): a value in the
+  // local file, copied from Redis or written through, lives at most this
+  // long (and never past its Redis TTL), so that invalidate() and
+  // cache_clear() on another machine reach this one within local_ttl.
+  // 0 = no bound: copies then live as long as Redis's TTL, forever for a
+  // function without ttl, whatever other machines erase.
+  std::chrono::milliseconds local_ttl{60000};
   // Every Redis key of this backend starts with this (then the hex of the
   // byte key). Give each application its own.
   std::string key_prefix = "tcache:";
