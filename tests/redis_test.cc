@@ -9,6 +9,8 @@
 // function really ran. No test asserts a timing; waiting is for a TTL to
 // pass or a backoff to end (eventually()), never to win a race.
 
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -44,9 +47,43 @@ using tcache::test::message_of;
 using tcache::test::RawRedis;
 using tcache::test::RedisServer;
 using tcache::test::Shared;
+using tcache::test::TcpProxy;
 
 bool contains(const std::string& s, std::string_view part) {
   return s.find(part) != std::string::npos;
+}
+
+// Runs call() on a thread of its own and waits for it to return. One that
+// has not returned after a minute hangs: the test fails, and unstick() (which
+// must make it return, e.g. by closing the proxy it waits on) lets the
+// thread be joined. Not a timing assertion: a call of any speed passes, as
+// long as it returns at all.
+template <class Call, class Unstick>
+void expect_returns(const std::string& what, Call&& call, Unstick&& unstick) {
+  std::promise<void> done;
+  std::future<void> returned = done.get_future();
+  std::thread t([&] {
+    call();
+    done.set_value();
+  });
+  if (returned.wait_for(60s) != std::future_status::ready) {
+    ADD_FAILURE() << what << " has not returned after a minute: it hangs";
+    unstick();
+  }
+  t.join();
+}
+
+// The tcache::Error that fn() throws, as code and message (a test failure
+// if it throws none).
+template <class Fn>
+std::pair<Errc, std::string> thrown_by(Fn&& fn) {
+  try {
+    fn();
+  } catch (const tcache::Error& e) {
+    return {e.code(), e.what()};
+  }
+  ADD_FAILURE() << "no tcache::Error thrown";
+  return {Errc{}, ""};
 }
 
 struct Quote {  // an aggregate: encoded through Boost.PFR
@@ -433,6 +470,70 @@ TEST_F(RedisTest, TwoLevelFillKeepsTheTtlRedisHasLeft) {
   EXPECT_EQ(calls, 2);
 }
 
+// Two machines (two local files, one Redis): an invalidate() or
+// cache_clear() on one reaches the other's local copies within local_ttl,
+// copies from Redis and written-through values alike.
+TEST_F(RedisTest, TwoLevelLocalCopiesEndWithinLocalTtlSoErasuresElsewhereReachThem) {
+  std::atomic<int> calls{0};
+  const auto fn = [&](int x) {
+    calls.fetch_add(1);
+    return x * 4;
+  };
+  const std::string uri = server_->uri(0, "local_ttl=300ms");
+  auto a = tcache::bcache(fn, {.name = "lt", .path = dir_ / "a.tcache", .remote = uri});
+  auto b = tcache::bcache(fn, {.name = "lt", .path = dir_ / "b.tcache", .remote = uri});
+  EXPECT_EQ(a(1), 4);
+  EXPECT_EQ(b(1), 4);  // copied from Redis into b's file
+  EXPECT_EQ(calls.load(), 1);
+
+  a.invalidate(1);  // Redis's copy and a's
+  EXPECT_TRUE(eventually([&] { return b(1) == 4 && calls.load() == 2; }))
+      << "b's copy outlived the shared value";
+  // b computed it again and wrote it through: its own copy is bounded too.
+  a.cache_clear();
+  EXPECT_TRUE(eventually([&] { return b(1) == 4 && calls.load() == 3; }))
+      << "b's written-through value outlived the shared value";
+}
+
+TEST_F(RedisTest, TwoLevelLocalCopiesHaveADefaultBound) {
+  const auto fn = [](int x) { return x; };
+  auto a = tcache::bcache(fn, {.name = "ld", .path = dir_ / "a.tcache", .remote = server_->uri()});
+  auto b = tcache::bcache(fn, {.name = "ld", .path = dir_ / "b.tcache", .remote = server_->uri()});
+  a(1);  // written through
+  b(1);  // copied
+  const std::uint64_t now_ms =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+  for (const char* file : {"a.tcache", "b.tcache"}) {
+    SCOPED_TRACE(file);
+    tcache::StoreOptions ro;
+    ro.read_only = true;
+    ro.create_if_missing = false;
+    int seen = 0;
+    tcache::Store::open(dir_ / file, ro)
+        .for_each("", [&](const tcache::EntryInfo& info, std::string_view) {
+          ++seen;
+          EXPECT_NE(info.expires_at_ms, 0u) << "a local copy without a bound";
+          EXPECT_LE(info.expires_at_ms, now_ms + 60'000)
+              << "longer than the default local_ttl (60 s)";
+          return true;
+        });
+    EXPECT_EQ(seen, 1);
+  }
+  // 0 turns the bound off.
+  const std::string unbounded = server_->uri(0, "local_ttl=0");
+  auto c = tcache::bcache(fn, {.name = "ld", .path = dir_ / "c.tcache", .remote = unbounded});
+  c(1);
+  tcache::StoreOptions ro;
+  ro.read_only = true;
+  tcache::Store::open(dir_ / "c.tcache", ro)
+      .for_each("", [&](const tcache::EntryInfo& info, std::string_view) {
+        EXPECT_EQ(info.expires_at_ms, 0u);
+        return true;
+      });
+}
+
 // ---------------------------------------------------------------------------
 // Single flight across processes
 
@@ -508,6 +609,146 @@ TEST_F(RedisTest, ALeaseWhoseHolderDiedOnThisHostIsTakenOverAtOnce) {
   auto f = tcache::ucache([](int x) { return x + 1; },
                           {.name = "stuck", .backend = uri, .path = file_, .lease_timeout = 1h});
   EXPECT_EQ(f(1), 2);  // not an hour's wait
+}
+
+// A holder in another pid namespace on this host (a container that shares
+// the host's network, hence its hostname, with a /proc of its own) is alive
+// whatever this namespace's /proc says about its pid: never taken over.
+TEST_F(RedisTest, ALeaseHolderInAnotherPidNamespaceOfThisHostIsNotTakenOver) {
+  int ready[2];
+  int go[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(go), 0);
+  const std::string uri = server_->uri();
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::close(ready[0]);
+    ::close(go[1]);
+    const auto say = [&](char c) { return ::write(ready[1], &c, 1) == 1; };
+    if (::unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) ::_exit(say('S') ? 0 : 1);
+    const pid_t inner = ::fork();  // pid 1 of the new namespace
+    if (inner == 0) {
+      if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+          ::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+        ::_exit(say('S') ? 0 : 1);
+      }
+      try {
+        auto b = tcache::make_redis_backend(uri);
+        std::string v;
+        if (b->get_or_lease("k", v, 1h)) {
+          say('E');
+          ::_exit(2);
+        }
+        say('L');
+        char c;
+        if (::read(go[0], &c, 1) != 1) ::_exit(3);
+        b->put("k", "from-the-namespace", 0ms);
+        ::_exit(0);
+      } catch (...) {
+        say('E');
+        ::_exit(4);
+      }
+    }
+    int status = 0;
+    while (::waitpid(inner, &status, 0) < 0 && errno == EINTR) {
+    }
+    ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 5);
+  }
+  ::close(ready[1]);
+  ::close(go[0]);
+  char c = 0;
+  const bool heard = ::read(ready[0], &c, 1) == 1;
+  ::close(ready[0]);
+  if (heard && c == 'S') {
+    ::close(go[1]);
+    tcache::test::wait_for(child);
+    GTEST_SKIP() << "cannot make a pid namespace with its own /proc here (unshare(CLONE_NEWPID | "
+                    "CLONE_NEWNS) and mounting proc need root or CAP_SYS_ADMIN)";
+  }
+  ASSERT_TRUE(heard && c == 'L') << "the holder in the namespace failed ('" << c << "')";
+  RawRedis raw = server_->raw();
+  const std::string lease = "tcache:" + hex("k") + ":lease";
+  const auto holder = raw.string({"GET", lease});
+  ASSERT_TRUE(holder.has_value());
+
+  // This caller waits for the holder up to its own lease_timeout, then
+  // computes without a lease; the holder's lease stays the holder's.
+  auto waiter = tcache::make_redis_backend(uri);
+  std::string v;
+  EXPECT_FALSE(waiter->get_or_lease("k", v, 300ms));
+  EXPECT_EQ(raw.string({"GET", lease}), holder) << "a live holder's lease was taken over";
+
+  ASSERT_EQ(::write(go[1], "g", 1), 1);
+  ::close(go[1]);
+  tcache::test::expect_exited_zero({child}, "the holder in another pid namespace");
+  ASSERT_TRUE(waiter->get("k", v));
+  EXPECT_EQ(v, "from-the-namespace");
+}
+
+// cache_clear() from another process of this machine while a value is being
+// computed keeps the computation's lease (in the file, and in Redis): the
+// callers that come after wait for that value instead of computing it again.
+TEST_F(RedisTest, CacheClearKeepsTheLeaseOfAComputationInFlight) {
+  struct Counts {
+    std::atomic<int> calls;
+  };
+  for (const bool two_level : {false, true}) {
+    SCOPED_TRACE(two_level ? "two-level bcache" : "bcache");
+    Shared<Counts> counts;
+    const std::filesystem::path path = dir_ / (two_level ? "clear2.tcache" : "clear1.tcache");
+    const tcache::BcacheOptions options{.name = "clear",
+                                        .path = path,
+                                        .remote = two_level ? server_->uri() : "",
+                                        .lease_timeout = 1h};
+    int started[2];
+    int go[2];
+    ASSERT_EQ(::pipe(started), 0);
+    ASSERT_EQ(::pipe(go), 0);
+    const pid_t holder = tcache::test::spawn([&] {
+      ::close(started[0]);
+      ::close(go[1]);
+      auto f = tcache::bcache(
+          [&](int x) {
+            counts->calls.fetch_add(1);
+            char c = 's';
+            if (::write(started[1], &c, 1) != 1 || ::read(go[0], &c, 1) != 1) return -1;
+            return x * 2;
+          },
+          options);
+      return f(1) == 2 ? 0 : tcache::test::report(1, "wrong value");
+    });
+    ::close(started[1]);
+    ::close(go[0]);
+    char c;
+    ASSERT_EQ(::read(started[0], &c, 1), 1);  // the holder computes, its lease set
+    ::close(started[0]);
+
+    auto g = tcache::bcache(
+        [&](int x) {
+          counts->calls.fetch_add(1);
+          return x * 2;
+        },
+        options);
+    g.cache_clear();
+    {
+      tcache::StoreOptions ro;
+      ro.read_only = true;
+      ro.create_if_missing = false;
+      EXPECT_EQ(tcache::Store::open(path, ro).stats().entries, 1u)
+          << "the lease of the computation in flight was erased";
+    }
+    int got = 0;
+    std::thread waiter([&] { got = g(1); });  // waits for the holder's value
+    ASSERT_EQ(::write(go[1], "g", 1), 1);
+    ::close(go[1]);
+    waiter.join();
+    tcache::test::expect_exited_zero({holder}, "the holder");
+    EXPECT_EQ(got, 2);
+    EXPECT_EQ(counts->calls.load(), 1);
+  }
 }
 
 TEST_F(RedisTest, ThreadsShareASmallPoolAndTheLease) {
@@ -679,6 +920,129 @@ TEST_F(RedisTest, TieredBackendComesBackToARecoveredTier) {
 }
 
 // ---------------------------------------------------------------------------
+// Slow and lossy servers (a proxy written in the test: tests/support)
+
+TEST_F(RedisTest, ACommandHasOneDeadlineHoweverSlowlyTheServerTrickles) {
+  TcpProxy proxy(server_->port());
+  // Generous deadlines (the proxy may be slow on a busy machine): the
+  // trickle goes on for ever, so any deadline is reached.
+  const std::string query = "command_timeout=1s&retry_min=1ms&retry_max=10ms";
+  std::atomic<int> calls{0};
+  const auto fn = [&](int x) {
+    calls.fetch_add(1);
+    return x * 5;
+  };
+  auto f = tcache::bcache(
+      fn, {.name = "trickle", .path = file_, .remote = proxy.uri(0, query), .logger = capture()});
+  EXPECT_EQ(f(1), 5);
+  tcache::RedisOptions o;
+  o.command_timeout = 1s;
+  auto b = tcache::make_redis_backend(proxy.uri(), o);
+
+  // From now on every reply is endless, one byte every 10 ms: each read
+  // gets a byte long before command_timeout, the command never completes.
+  proxy.set_mode(TcpProxy::Mode::trickle);
+  std::pair<Errc, std::string> error;
+  int value = 0;
+  expect_returns(
+      "calls to a trickling server",
+      [&] {
+        std::string v;
+        error = thrown_by([&] { b->get("k", v); });
+        value = f(2);  // a local miss: Redis is asked, fails, the call computes
+      },
+      [&] { proxy.stop(); });
+  EXPECT_EQ(error.first, Errc::unavailable);
+  EXPECT_TRUE(contains(error.second, "no answer within 1000 ms")) << error.second;
+  EXPECT_EQ(value, 10);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_GE(f.cache_info().backend_errors, 1u);
+  EXPECT_GE(log_lines_with("two-level cache: redis failed (unavailable"), 1) << log_text();
+}
+
+TEST_F(RedisTest, AConnectionAndItsHandshakeHaveOneDeadline) {
+  TcpProxy proxy(server_->port());
+  proxy.set_mode(TcpProxy::Mode::trickle);  // the handshake's replies trickle forever
+  tcache::RedisOptions o;
+  o.connect_timeout = 200ms;
+  std::pair<Errc, std::string> error;
+  expect_returns(
+      "make_redis_backend through a trickling server",
+      [&] { error = thrown_by([&] { tcache::make_redis_backend(proxy.uri(), o); }); },
+      [&] { proxy.stop(); });
+  EXPECT_EQ(error.first, Errc::unavailable);
+  EXPECT_TRUE(contains(error.second, "did not complete the handshake")) << error.second;
+}
+
+// The server runs the lease script, its reply is lost (the proxy swallows
+// it): the lease is set, with a token the caller saw no reply for.
+class LostLeaseReply : public RedisTest {
+ protected:
+  void lose_a_lease_reply() {
+    proxy_ = std::make_unique<TcpProxy>(server_->port());
+    tcache::RedisOptions o;
+    o.command_timeout = 1s;  // generous: the swallowed reply never comes
+    o.retry_min = 1ms;
+    o.retry_max = 10ms;
+    backend_ = tcache::make_redis_backend(proxy_->uri(), o);
+    proxy_->set_mode(TcpProxy::Mode::swallow, "KEYS[2]");  // only the acquisition script
+    std::string v;
+    EXPECT_EQ(error_of([&] { backend_->get_or_lease("k", v, 1h); }), Errc::unavailable);
+    raw_ = std::make_unique<RawRedis>(server_->port());
+    ASSERT_EQ(raw_->integer({"EXISTS", lease_}), 1) << "the server did not set the lease";
+    proxy_->set_mode(TcpProxy::Mode::forward);
+  }
+  void TearDown() override {
+    backend_.reset();
+    proxy_.reset();
+    RedisTest::TearDown();
+  }
+
+  const std::string lease_ = "tcache:" + hex("k") + ":lease";
+  std::unique_ptr<RawRedis> raw_;
+  std::unique_ptr<TcpProxy> proxy_;
+  std::shared_ptr<tcache::Backend> backend_;
+};
+
+TEST_F(LostLeaseReply, IsReleasedByTheCallersRelease) {
+  ASSERT_NO_FATAL_FAILURE(lose_a_lease_reply());
+  // What a decorator does after a failed acquisition: release_lease(). It
+  // reaches the server once the client's reconnection backoff is over.
+  EXPECT_TRUE(eventually([&] {
+    backend_->release_lease("k");
+    return raw_->integer({"EXISTS", lease_}) == 0;
+  })) << "the lease stays set until its PX (an hour): every caller waits";
+}
+
+TEST_F(LostLeaseReply, IsRecoveredByTheNextAcquisitionOfTheProcess) {
+  ASSERT_NO_FATAL_FAILURE(lose_a_lease_reply());
+  bool leased = false;
+  expect_returns(
+      "the next get_or_lease of the same process",
+      [&] {
+        std::string v;
+        EXPECT_TRUE(eventually([&] {
+          try {
+            leased = !backend_->get_or_lease("k", v, 1h);
+            return true;
+          } catch (const tcache::Error&) {  // the reconnection backoff
+            return false;
+          }
+        }));
+        if (leased) backend_->put("k", "computed", 0ms);  // by the lease's thread
+      },
+      [&] {
+        RawRedis(server_->port()).command({"DEL", lease_});
+      });
+  EXPECT_TRUE(leased);
+  EXPECT_EQ(raw_->integer({"EXISTS", lease_}), 0);
+  auto other = tcache::make_redis_backend(server_->uri());
+  std::string v;
+  ASSERT_TRUE(other->get_or_lease("k", v, 1h));
+  EXPECT_EQ(v, "computed");
+}
+
+// ---------------------------------------------------------------------------
 // Addresses, credentials, malformed URIs
 
 TEST_F(RedisTest, UnixSocketsAndDatabaseNumbers) {
@@ -758,6 +1122,55 @@ TEST_F(RedisTest, MalformedUrisAreClearErrorsAtConstruction) {
             }),
             Errc::invalid_option);
   ::unsetenv("TCACHE_DISABLE");
+}
+
+// Passwords with an unencoded '@', '/', '?' or '#': whatever the parser
+// could not place may be a piece of the password, and no message shows it.
+TEST_F(RedisTest, NoMessageShowsAPasswordTheParserCouldNotPlace) {
+  const std::string port = std::to_string(server_->port());
+  // Password pieces: QWE, RTY, UIO (and a password taken for a user).
+  const std::vector<std::string> uris = {
+      "redis://:QWE/RTY@127.0.0.1:" + port + "/0", "redis://us:QWE/RTY@127.0.0.1:" + port + "/0",
+      "redis://:QWE@RTY@127.0.0.1:notaport/0",     "redis://:QWE?RTY@127.0.0.1:" + port + "/0",
+      "redis://:QWE#RTY@127.0.0.1:" + port + "/0", "redis://:QWE/RTY@127.0.0.1:" + port + "/0?db=x",
+      "redis+unix://:QWE@RTY@/tmp/redis.sock",     "redis://UIO@127.0.0.1:" + port + "/0",
+      "rediss://:QWE/RTY@127.0.0.1:" + port,
+  };
+  const auto expect_no_password = [](const std::string& msg) {
+    EXPECT_FALSE(msg.empty());
+    for (const std::string_view piece : {"QWE", "RTY", "UIO"}) {
+      EXPECT_FALSE(contains(msg, piece)) << "a piece of the password in: " << msg;
+    }
+  };
+  for (const std::string& uri : uris) {
+    SCOPED_TRACE(uri);
+    expect_no_password(message_of([&] { tcache::make_redis_backend(uri); }));
+    EXPECT_EQ(error_of([&] { tcache::make_redis_backend(uri); }), Errc::invalid_option);
+    expect_no_password(message_of([&] {
+      tcache::bcache([](int x) { return x; }, {.name = "m", .path = file_, .remote = uri});
+    }));
+  }
+  // Not a Redis URI at all: the decorators' messages redact it as well.
+  expect_no_password(message_of([&] {
+    tcache::bcache([](int x) { return x; },
+                   {.name = "m", .path = file_, .remote = "http://:QWE/RTY@127.0.0.1:1/0"});
+  }));
+  expect_no_password(message_of([&] {
+    tcache::ucache([](int x) { return x; }, {.name = "m", .backend = "rdis://:QWE/RTY@127.0.0.1"});
+  }));
+
+  // A password with an unencoded '@' still works; messages show "***@".
+  std::filesystem::create_directories(dir_ / "secured");
+  RedisServer secured(dir_ / "secured", {.password = "QWE@RTY/UIO"});
+  const std::string at_uri =
+      "redis://:QWE@RTY%2FUIO@127.0.0.1:" + std::to_string(secured.port()) + "/0";
+  auto b = tcache::make_redis_backend(at_uri);
+  b->put("k", "v", 0ms);
+  secured.stop();
+  std::string v;
+  const std::string down = message_of([&] { b->get("k", v); });
+  EXPECT_TRUE(contains(down, "redis://***@127.0.0.1:")) << down;
+  expect_no_password(down);
 }
 
 class RedisAuthTest : public RedisTest {

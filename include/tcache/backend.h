@@ -117,11 +117,12 @@ std::shared_ptr<Backend> make_tiered_backend(std::vector<std::shared_ptr<Backend
 // Options of make_redis_backend. Every field may also be set by a query
 // parameter of the URI ("?command_timeout=100ms&pool_size=4"), which wins.
 struct RedisOptions {
-  // Bound of one connection attempt (TCP connect, or the unix socket's),
-  // then of each read and write of the handshake. > 0.
+  // Bound of one connection attempt (TCP connect, or the unix socket's)
+  // and its handshake together, from the first byte to the last. > 0.
   std::chrono::milliseconds connect_timeout{1000};
-  // Bound of each read or write of a command: a server that stalls longer
-  // makes the call throw Errc::unavailable. > 0.
+  // Bound of each command, its write and its whole reply (a deadline, not a
+  // bound per read: a server that answers byte by byte cannot stretch it).
+  // A server slower than that makes the call throw Errc::unavailable. > 0.
   std::chrono::milliseconds command_timeout{250};
   // Connections kept open at most, shared by the backends of this process
   // that name the same server with the same options. 1..256.
@@ -135,6 +136,13 @@ struct RedisOptions {
   std::uint32_t compress_threshold = 4096;
   // TTL of a put() given none; 0 = keys do not expire.
   std::chrono::milliseconds default_ttl{0};
+  // bcache's two levels only (query parameter of `remote`): a value in the
+  // local file, copied from Redis or written through, lives at most this
+  // long (and never past its Redis TTL), so that invalidate() and
+  // cache_clear() on another machine reach this one within local_ttl.
+  // 0 = no bound: copies then live as long as Redis's TTL, forever for a
+  // function without ttl, whatever other machines erase.
+  std::chrono::milliseconds local_ttl{60000};
   // Every Redis key of this backend starts with this (then the hex of the
   // byte key). Give each application its own.
   std::string key_prefix = "tcache:";

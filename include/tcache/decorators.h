@@ -115,6 +115,7 @@ struct BcacheOptions {
   // "" = one level. A Redis URI (redis://..., redis+unix://...; see
   // make_redis_backend): two levels, the file answering first and Redis
   // behind it, shared by machines; Redis faults leave the file working.
+  // Local copies live at most the URI's local_ttl (RedisOptions::local_ttl).
   std::string remote;
   std::chrono::milliseconds ttl{0};                 // 0 = TCACHE_DEFAULT_TTL, else none
   std::uint64_t capacity_bytes = 256ull << 20;      // of a file it creates

@@ -224,7 +224,8 @@ class Store {
 
   // Removes every entry whose key starts with `prefix` (walks the index:
   // O(index size)). Returns how many live entries it removed. Entries put
-  // concurrently may survive it. Throws Error: read_only.
+  // concurrently may survive it. Live leases stay (a computation in flight:
+  // its waiters keep waiting for its value). Throws Error: read_only.
   std::uint64_t erase_prefix(std::string_view prefix);
   // Counts live entries whose key starts with `prefix` (walks the index).
   // Never throws.

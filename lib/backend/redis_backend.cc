@@ -3,14 +3,17 @@
 //
 // Single flight across machines. A miss runs kAcquireScript, which in one
 // step either returns the value (someone put it meanwhile), sets the lease
-// key with SET NX PX lease_timeout to a token naming this holder (host, pid,
-// process start time, and a sequence number for this acquisition), or
+// key with SET NX PX lease_timeout to a token naming this holder (host id,
+// pid, process start time, and a sequence number for this acquisition), or
 // returns the current holder's token. Waiters run it again with backoff (1
 // ms doubling to 50 ms) until the value appears or the lease goes: the
 // holder's put() deletes it (pipelined with the SET), release_lease()
 // deletes it after a failure, and PX deletes it when the holder died or
-// overran lease_timeout. A holder on this host whose process is gone is
-// taken over at once. Deletion is always compare-and-delete on the token
+// overran lease_timeout. A holder on this host, in this pid namespace, whose
+// process is gone is taken over at once; the host id is the hostname, the
+// boot id and the pid namespace's inode, so a holder in a container that
+// shares the hostname is never judged by this namespace's /proc (it ends by
+// its PX if it dies). Deletion is always compare-and-delete on the token
 // (kReleaseScript), so a holder that overran its lease never removes the
 // lease of the caller that took over.
 //
@@ -19,9 +22,19 @@
 //     acquisition until put() or release_lease() by that thread takes it out
 //     (or, for tokens abandoned by a failing caller, until it is purged after
 //     its expiry). A token is sent to Redis for deletion only by the thread
-//     that acquired it.
+//     that acquired it, or from orphans_ (3).
 //  2. A token is never reused: a repeated acquisition (a retried command
 //     whose first reply was lost) finds its own token and counts as taken.
+//  3. A token that may hold a lease no caller holds is an orphan: the token
+//     is chosen before its acquisition is sent, and if the command fails
+//     (its reply may come after command_timeout, the lease set all the
+//     same), or a put or release carrying a token fails, or a thread
+//     acquires a key again over its own unreleased token, the token goes to
+//     orphans_ (until its lease's PX would have run out). Every later
+//     put, release_lease or acquisition of this backend, any key, sends a
+//     compare-and-delete of (up to 64) orphans first, in its own pipeline;
+//     if that command fails too they stay orphans. So a lost reply costs no
+//     caller a lease_timeout, this process's callers included.
 
 #include "backend/redis_backend.h"
 
@@ -31,6 +44,7 @@
 #include <algorithm>
 #include <atomic>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -181,36 +195,67 @@ bool unseal(std::string_view rkey, std::string_view stored, std::string& out) {
                              static_cast<int>(raw_len)) == static_cast<int>(raw_len);
 }
 
-const std::string& host_name() {
-  static const std::string name = [] {
-    char buf[256] = {};
-    if (::gethostname(buf, sizeof buf - 1) != 0) return std::string("unknown-host");
-    std::string n(buf);
-    std::replace(n.begin(), n.end(), ':', '_');
-    return n;
-  }();
-  return name;
+// What names this host and pid namespace in lease tokens:
+// "<hostname>/<boot id>/<pid namespace inode>" (':' left out). A hostname
+// alone does not do: containers that share the host's network share its
+// name, not its pids. "" if /proc cannot tell (no boot id, no namespace
+// link, or a /proc mounted for another pid namespace than ours): holders are
+// then never judged dead from here, only by their lease's PX. Per thread
+// and pid: a child after fork() may be in another namespace.
+std::string read_host_id() {
+  char name[256] = {};
+  std::string host = ::gethostname(name, sizeof name - 1) == 0 ? name : "unknown-host";
+  std::string boot;
+  if (std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f) != nullptr) boot = buf;
+    std::fclose(f);
+  }
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  char link[64] = {};
+  const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link - 1);
+  std::string ns;
+  for (ssize_t i = 0; i < n; ++i) {
+    if (link[i] >= '0' && link[i] <= '9') ns += link[i];
+  }
+  // /proc/self names this process by its pid in the namespace /proc was
+  // mounted for: another number means /proc shows another namespace's pids.
+  char self[32] = {};
+  const ssize_t m = ::readlink("/proc/self", self, sizeof self - 1);
+  const bool own_proc =
+      m > 0 && std::string_view(self, static_cast<std::size_t>(m)) == std::to_string(::getpid());
+  if (boot.empty() || ns.empty() || !own_proc) return {};
+  std::string id = host + "/" + boot + "/" + ns;
+  std::replace(id.begin(), id.end(), ':', '_');
+  return id;
 }
 
-// "<host>:<pid>:<start time>": who holds a lease. Per thread and pid, so a
-// child after fork() names itself.
-const std::string& owner_id() {
-  thread_local pid_t pid = 0;
-  thread_local std::string id;
+struct Identity {
+  pid_t pid = 0;
+  std::string host;   // read_host_id()
+  std::string owner;  // "<host>:<pid>:<start time>"
+};
+
+const Identity& identity() {
+  thread_local Identity id;
   const pid_t now = ::getpid();
-  if (now != pid) {
-    pid = now;
-    id = host_name() + ":" + std::to_string(now) + ":" + std::to_string(process_start_time(now));
+  if (now != id.pid) {
+    id.pid = now;
+    id.host = read_host_id();
+    // A host that cannot be told apart gets a name no other holder matches.
+    const std::string host = id.host.empty() ? "unidentified-host" : id.host;
+    id.owner = host + ":" + std::to_string(now) + ":" + std::to_string(process_start_time(now));
   }
   return id;
 }
 
 std::string new_token() {
   static std::atomic<std::uint64_t> seq{0};
-  return owner_id() + ":" + std::to_string(seq.fetch_add(1, std::memory_order_relaxed));
+  return identity().owner + ":" + std::to_string(seq.fetch_add(1, std::memory_order_relaxed));
 }
 
-// True if `token` names a holder on this host whose process is gone.
+// True if `token` names a holder on this host, in this pid namespace,
+// whose process is gone.
 bool holder_dead(std::string_view token) {
   const std::size_t p3 = token.rfind(':');
   if (p3 == std::string_view::npos || p3 == 0) return false;
@@ -218,7 +263,8 @@ bool holder_dead(std::string_view token) {
   if (p2 == std::string_view::npos || p2 == 0) return false;
   const std::size_t p1 = token.rfind(':', p2 - 1);
   if (p1 == std::string_view::npos) return false;
-  if (token.substr(0, p1) != host_name()) return false;
+  const std::string& host = identity().host;
+  if (host.empty() || token.substr(0, p1) != host) return false;
   pid_t pid = 0;
   std::uint64_t start = 0;
   const std::string_view pid_s = token.substr(p1 + 1, p2 - p1 - 1);
@@ -251,6 +297,7 @@ RedisBackend::RedisBackend(std::shared_ptr<RedisClient> client, const RedisOptio
       keyspace_(std::move(keyspace)),
       compress_threshold_(options.compress_threshold),
       default_ttl_(options.default_ttl),
+      local_ttl_(options.local_ttl),
       logger_(options.logger) {}
 
 void RedisBackend::redis_key(std::string_view key, std::string& out) const {
@@ -350,12 +397,19 @@ void RedisBackend::put(std::string_view key, std::string_view value,
     cmds.command({"SET", rkey, sealed});
   }
   // The lease ends with the value, in the same round trip.
-  const std::string token = take_lease(rkey);
-  if (!token.empty()) {
-    cmds.command({"EVAL", kReleaseScript, "1", rkey + std::string(kLeaseSuffix), token});
+  std::string lkey = rkey + std::string(kLeaseSuffix);
+  Lease lease = take_lease(rkey);
+  if (!lease.token.empty()) cmds.command({"EVAL", kReleaseScript, "1", lkey, lease.token});
+  std::size_t first = 0;
+  try {
+    first = exec(cmds, replies);
+  } catch (const Error&) {  // invariant 3: the lease may still be set
+    if (!lease.token.empty()) orphan(std::move(lkey), std::move(lease.token), lease.expires);
+    throw;
   }
-  client_->exec(cmds, replies);
-  if (replies[0]->type != REDIS_REPLY_STATUS) unexpected(*client_, replies[0].get(), "SET");
+  if (replies[first]->type != REDIS_REPLY_STATUS) {
+    unexpected(*client_, replies[first].get(), "SET");
+  }
 }
 
 bool RedisBackend::erase(std::string_view key) {
@@ -451,21 +505,78 @@ void RedisBackend::remember_lease(const std::string& rkey, std::string token,
                                   std::chrono::milliseconds timeout) {
   const auto now = Clock::now();
   std::string k = lease_table_key(rkey);
-  std::lock_guard lock(leases_mutex_);
-  if (leases_.size() >= 4096) {  // invariant 1: drop abandoned, expired tokens
-    std::erase_if(leases_, [now](const auto& e) { return e.second.expires < now; });
+  Lease old;
+  {
+    std::lock_guard lock(leases_mutex_);
+    if (leases_.size() >= 4096) {  // invariant 1: drop abandoned, expired tokens
+      std::erase_if(leases_, [now](const auto& e) { return e.second.expires < now; });
+    }
+    Lease& l = leases_[std::move(k)];
+    old = std::move(l);
+    l = Lease{std::move(token), now + timeout};
   }
-  leases_[std::move(k)] = Lease{std::move(token), now + timeout};
+  // This thread acquired the key again without a put or release of its
+  // previous lease: that one is nobody's now.
+  if (!old.token.empty() && old.expires > now) {
+    orphan(rkey + std::string(kLeaseSuffix), std::move(old.token), old.expires);
+  }
 }
 
-std::string RedisBackend::take_lease(const std::string& rkey) {
+void RedisBackend::orphan(std::string lkey, std::string token, Clock::time_point expires) {
+  const auto now = Clock::now();
+  std::lock_guard lock(leases_mutex_);
+  if (orphans_.size() >= 4096) {
+    std::erase_if(orphans_, [now](const Orphan& o) { return o.expires < now; });
+    if (orphans_.size() >= 4096) return;  // its PX ends it
+  }
+  orphans_.push_back(Orphan{std::move(lkey), std::move(token), expires});
+  has_orphans_.store(true, std::memory_order_relaxed);
+}
+
+void RedisBackend::restore_orphans(std::vector<Orphan>& orphans) {
+  if (orphans.empty()) return;
+  std::lock_guard lock(leases_mutex_);
+  for (Orphan& o : orphans) orphans_.push_back(std::move(o));
+  has_orphans_.store(true, std::memory_order_relaxed);
+}
+
+std::size_t RedisBackend::exec(const RespBuffer& cmds, std::vector<RedisReply>& replies) {
+  if (!has_orphans_.load(std::memory_order_relaxed)) {
+    client_->exec(cmds, replies);
+    return 0;
+  }
+  std::vector<Orphan> released;
+  {
+    const auto now = Clock::now();
+    std::lock_guard lock(leases_mutex_);
+    std::erase_if(orphans_, [now](const Orphan& o) { return o.expires < now; });
+    while (!orphans_.empty() && released.size() < 64) {
+      released.push_back(std::move(orphans_.back()));
+      orphans_.pop_back();
+    }
+    has_orphans_.store(!orphans_.empty(), std::memory_order_relaxed);
+  }
+  RespBuffer all;
+  for (const Orphan& o : released) all.command({"EVAL", kReleaseScript, "1", o.lkey, o.token});
+  all.append(cmds);
+  if (all.count() == 0) return 0;
+  try {
+    client_->exec(all, replies);
+  } catch (const Error&) {
+    restore_orphans(released);
+    throw;
+  }
+  return released.size();
+}
+
+RedisBackend::Lease RedisBackend::take_lease(const std::string& rkey) {
   std::lock_guard lock(leases_mutex_);
   if (leases_.empty()) return {};
   const auto it = leases_.find(lease_table_key(rkey));
   if (it == leases_.end()) return {};
-  std::string token = std::move(it->second.token);
+  Lease lease = std::move(it->second);
   leases_.erase(it);
-  return token;
+  return lease;
 }
 
 bool RedisBackend::get_or_lease(std::string_view key, std::string& value,
@@ -494,8 +605,17 @@ bool RedisBackend::get_or_lease_with_ttl(std::string_view key, std::string& valu
   for (;;) {
     cmds.clear();
     cmds.command({"EVAL", kAcquireScript, "2", rkey, lkey, token, px});
-    client_->exec(cmds, replies);
-    const redisReply* r = replies[0].get();
+    std::size_t first = 0;
+    try {
+      first = exec(cmds, replies);
+    } catch (const Error&) {
+      // Invariant 3: the server may have set the lease and its reply be
+      // lost (a timeout). The token is remembered, so that the next command
+      // of this backend deletes the lease if it holds it.
+      orphan(lkey, token, Clock::now() + timeout);
+      throw;
+    }
+    const redisReply* r = replies[first].get();
     if (reply_error(r).find("WRONGTYPE") != std::string_view::npos) {
       return false;  // a foreign key: compute, and put() replaces it
     }
@@ -535,13 +655,18 @@ void RedisBackend::release_lease(std::string_view key) noexcept {
   try {
     std::string rkey;
     redis_key(key, rkey);
-    const std::string token = take_lease(rkey);
-    if (token.empty()) return;
+    Lease lease = take_lease(rkey);
+    if (lease.token.empty() && !has_orphans_.load(std::memory_order_relaxed)) return;
+    std::string lkey = rkey + std::string(kLeaseSuffix);
     RespBuffer cmds;
-    cmds.command({"EVAL", kReleaseScript, "1", rkey + std::string(kLeaseSuffix), token});
+    if (!lease.token.empty()) cmds.command({"EVAL", kReleaseScript, "1", lkey, lease.token});
     std::vector<RedisReply> replies;
-    client_->exec(cmds, replies);
-  } catch (...) {  // the lease then ends by its PX expiry
+    try {
+      exec(cmds, replies);
+    } catch (const Error&) {  // invariant 3: deleted by a later command, or by its PX
+      if (!lease.token.empty()) orphan(std::move(lkey), std::move(lease.token), lease.expires);
+    }
+  } catch (...) {
   }
 }
 

@@ -31,12 +31,14 @@
 // truncated one) is a miss, never an error or garbage.
 //
 // Thread safety: every member may be called by many threads at once; the
-// lease table is guarded by `leases_mutex_`, never held during I/O.
+// lease table and the orphaned tokens are guarded by `leases_mutex_`, never
+// held during I/O.
 // Process safety: backends of any number of processes and machines may
 // share a server; single flight across them goes through lease keys.
 
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -44,6 +46,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "backend/redis_client.h"
 #include "tcache/backend.h"
@@ -87,11 +90,14 @@ class RedisBackend final : public Backend {
                              std::chrono::milliseconds* left);
 
   const std::string& display() const noexcept { return client_->display(); }
+  // RedisOptions::local_ttl: how long a two-level backend keeps a local copy.
+  std::chrono::milliseconds local_ttl() const noexcept { return local_ttl_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
   struct Lease {
     std::string token;
-    std::chrono::steady_clock::time_point expires;
+    Clock::time_point expires;
   };
 
   void redis_key(std::string_view key, std::string& out) const;
@@ -105,17 +111,34 @@ class RedisBackend final : public Backend {
   std::string lease_table_key(std::string_view rkey) const;
   void remember_lease(const std::string& rkey, std::string token,
                       std::chrono::milliseconds timeout);
-  std::string take_lease(const std::string& rkey);
+  Lease take_lease(const std::string& rkey);  // token "" if none
+  // Tokens that may hold a lease on the server while no caller of this
+  // process holds them: an acquisition whose reply was lost (a timeout), a
+  // put or release that failed, a lease its thread acquired again.
+  struct Orphan {
+    std::string lkey;
+    std::string token;
+    Clock::time_point expires;  // its PX has surely run out by then
+  };
+  void orphan(std::string lkey, std::string token, Clock::time_point expires);
+  void restore_orphans(std::vector<Orphan>& orphans);
+  // client_->exec(cmds), preceded in the same pipeline by a compare-and-
+  // delete of (at most 64) orphaned tokens. Returns the index of the first
+  // reply to `cmds`. If it throws, the orphans stay orphans.
+  std::size_t exec(const RespBuffer& cmds, std::vector<RedisReply>& replies);
   void warn_once(int cause, const std::string& line);
 
   std::shared_ptr<RedisClient> client_;
   const RedisKeyspace keyspace_;
   const std::uint32_t compress_threshold_;
   const std::chrono::milliseconds default_ttl_;
+  const std::chrono::milliseconds local_ttl_;
   const Logger logger_;
 
   std::mutex leases_mutex_;
   std::unordered_map<std::string, Lease> leases_;  // ours, by Redis key and thread
+  std::vector<Orphan> orphans_;                    // by lease key
+  std::atomic<bool> has_orphans_{false};           // !orphans_.empty(), read without the lock
   std::mutex warn_mutex_;
   unsigned warned_ = 0;  // bit per cause
 };
@@ -128,7 +151,8 @@ std::shared_ptr<RedisBackend> open_redis_backend(const std::string& uri, RedisOp
 
 // The two-level backend: `local` (a file store) answers first; on a miss
 // `remote` is asked and a value found there fills `local` with its
-// remaining TTL; puts write both. Single flight: the local store's lease
+// remaining TTL; puts write both. Local copies live at most
+// remote->local_ttl() (0 = no bound). Single flight: the local store's lease
 // among this machine's processes, then the Redis lease among machines.
 // Redis failures are absorbed (counted in errors(), warned once per cause
 // through `logger`, empty = stderr): the local level keeps working, and

@@ -3,6 +3,7 @@
 
 #include "backend/redis_client.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -20,6 +21,8 @@
 
 namespace tcache::detail {
 namespace {
+
+using Clock = std::chrono::steady_clock;
 
 // Bumped in a child after fork(): connections made before belong to the
 // parent (invariant "Process safety" in the header).
@@ -60,9 +63,24 @@ struct IoFailure {
   bool retryable = false;
 };
 
-bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds timeout, IoFailure& f) {
+// Waits until `fd` is ready for `events` or `deadline` passes; false on
+// the deadline. A socket in error is "ready": the I/O that follows says why.
+bool wait_ready(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    const auto left = deadline - Clock::now();
+    if (left <= Clock::duration::zero()) return false;
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(left).count();
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(ms, 1 << 30)));
+    if (r > 0 || (r < 0 && errno != EINTR)) return true;
+  }
+}
+
+// Writes `bytes` by `deadline`, however slowly the peer takes them.
+bool send_all(int fd, std::string_view bytes, Clock::time_point deadline,
+              std::chrono::milliseconds timeout, IoFailure& f) {
   while (!bytes.empty()) {
-    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       bytes.remove_prefix(static_cast<std::size_t>(n));
       continue;
@@ -70,7 +88,8 @@ bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds timeout,
     if (n < 0 && errno == EINTR) continue;
     const int err = n < 0 ? errno : EPIPE;
     if (err == EAGAIN || err == EWOULDBLOCK) {
-      f.why = "no progress writing a command within " + ms_text(timeout);
+      if (wait_ready(fd, POLLOUT, deadline)) continue;
+      f.why = "could not write a command within " + ms_text(timeout);
     } else {
       f.why = std::string("writing a command failed: ") + std::strerror(err);
       f.retryable = err == EPIPE || err == ECONNRESET;
@@ -80,25 +99,34 @@ bool send_all(int fd, std::string_view bytes, std::chrono::milliseconds timeout,
   return true;
 }
 
-// Sends `commands` and reads their replies. On failure, says why; the
+// Sends `commands` and reads their replies, all by `deadline`: a server
+// that answers byte by byte cannot stretch a command past it (each read
+// waits only for what is left of the deadline). On failure, says why; the
 // connection must then be closed (invariant 4).
 bool run(redisContext* ctx, const RespBuffer& commands, std::vector<RedisReply>& replies,
-         std::chrono::milliseconds timeout, IoFailure& f) {
+         Clock::time_point deadline, std::chrono::milliseconds timeout, IoFailure& f) {
   replies.resize(commands.count());
-  if (!send_all(ctx->fd, commands.bytes(), timeout, f)) return false;
+  if (!send_all(ctx->fd, commands.bytes(), deadline, timeout, f)) return false;
   for (std::size_t i = 0; i < commands.count(); ++i) {
     void* r = nullptr;
-    errno = 0;
-    if (redisGetReply(ctx, &r) != REDIS_OK || r == nullptr) {
-      const int err = errno;
-      if (ctx->err == REDIS_ERR_IO && (err == EAGAIN || err == EWOULDBLOCK)) {
+    for (;;) {
+      if (redisGetReplyFromReader(ctx, &r) != REDIS_OK) {
+        f.why = ctx->err != 0 ? std::string(ctx->errstr) : std::string("a malformed reply");
+        return false;
+      }
+      if (r != nullptr) break;
+      if (!wait_ready(ctx->fd, POLLIN, deadline)) {
         f.why = "no answer within " + ms_text(timeout);
-      } else {
+        return false;
+      }
+      errno = 0;
+      if (redisBufferRead(ctx) != REDIS_OK) {
+        const int err = errno;
         f.why = ctx->err != 0 ? std::string(ctx->errstr) : std::string("no reply");
         f.retryable = ctx->err == REDIS_ERR_EOF ||
                       (ctx->err == REDIS_ERR_IO && (err == ECONNRESET || err == EPIPE));
+        return false;
       }
-      return false;
     }
     replies[i].reset(static_cast<redisReply*>(r));
   }
@@ -187,6 +215,8 @@ RedisClient::~RedisClient() {
 }
 
 redisContext* RedisClient::connect() {
+  // One deadline for the connection and its handshake.
+  const auto deadline = Clock::now() + connect_timeout_;
   const timeval tv = to_timeval(connect_timeout_);
   redisContext* ctx = endpoint_.unix_socket
                           ? redisConnectUnixWithTimeout(endpoint_.path.c_str(), tv)
@@ -203,7 +233,8 @@ redisContext* RedisClient::connect() {
       if (ctx != nullptr) redisFree(ctx);
     }
   } guard{ctx};
-  // The handshake is bounded by connect_timeout, commands by command_timeout.
+  // Deadlines bound the handshake (connect_timeout) and each command
+  // (command_timeout); the socket timeouts are a backstop for one read.
   if (redisSetTimeout(ctx, tv) != REDIS_OK) {
     fail(Errc::unavailable, "redis at " + display() + ": cannot set socket timeouts");
   }
@@ -220,7 +251,7 @@ redisContext* RedisClient::connect() {
   hello.command({"PING"});
   std::vector<RedisReply> replies;
   IoFailure f;
-  if (!run(ctx, hello, replies, connect_timeout_, f)) {
+  if (!run(ctx, hello, replies, deadline, connect_timeout_, f)) {
     fail(Errc::unavailable, "redis at " + display() + " did not complete the handshake: " + f.why);
   }
   std::size_t i = 0;
@@ -412,7 +443,7 @@ void RedisClient::run_commands(const RespBuffer& commands, std::vector<RedisRepl
       throw Error(Errc::unavailable, e.what());
     }
     IoFailure f;
-    if (run(c.ctx, commands, replies, command_timeout_, f)) {
+    if (run(c.ctx, commands, replies, Clock::now() + command_timeout_, command_timeout_, f)) {
       checkin(c, true);
       note_success(prober);
       return;

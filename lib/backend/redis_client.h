@@ -1,10 +1,14 @@
 // backend/redis_client.h: a small pool of hiredis connections to one Redis
 // server, with timeouts and reconnection with backoff.
 //
-// Commands are written by tcache (RESP, one send() with MSG_NOSIGNAL, so a
+// Commands are written by tcache (RESP, send() with MSG_NOSIGNAL, so a
 // server that went away never raises SIGPIPE in the user's process) and
-// replies are read by hiredis's reader. Several commands in one exec() are
-// one pipeline: one write, then their replies in order.
+// replies are parsed by hiredis's reader from what tcache reads. Several
+// commands in one exec() are one pipeline: one write, then their replies in
+// order. Every exec() has one deadline, now + command_timeout, for its write
+// and all its replies (poll() waits only for what is left of it), and every
+// new connection one deadline, connect_timeout, for its connection and
+// handshake: no server, however it trickles bytes, holds a call longer.
 //
 // Thread safety: a RedisClient may be used by any number of threads at
 // once; each connection is used by one thread at a time (checked out of
@@ -71,6 +75,11 @@ class RespBuffer {
   // Appends one command of `argc` arguments, given by as many arg() calls.
   void begin(std::size_t argc);
   void arg(std::string_view a);
+  // Appends the commands of `other`.
+  void append(const RespBuffer& other) {
+    bytes_ += other.bytes_;
+    count_ += other.count_;
+  }
 
   const std::string& bytes() const noexcept { return bytes_; }
   std::size_t count() const noexcept { return count_; }

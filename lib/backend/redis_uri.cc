@@ -17,10 +17,42 @@ namespace {
 constexpr std::string_view kTcpScheme = "redis://";
 constexpr std::string_view kUnixScheme = "redis+unix://";
 
-[[noreturn]] void bad(const std::string& uri_display, const std::string& why) {
-  fail(Errc::invalid_option, "redis backend: malformed URI '" + uri_display + "': " + why +
-                                 " (expected redis://[[user]:password@]host[:port][/db] or "
-                                 "redis+unix://[[user]:password@]/path/to/socket[?db=N])");
+// A URI as messages may show it: redacted (redact_uri), and whether its
+// parts may be quoted. They may not when an '@' stands where the parser will
+// not take it for the end of the user information (a password with an
+// unencoded '@', '/', '?' or '#'): a part cut from such a URI may hold a
+// piece of the password.
+struct Shown {
+  std::string text;
+  bool parts = true;
+
+  explicit Shown(std::string_view uri) : text(redact_uri(uri)) {
+    const std::size_t scheme = uri.find("://");
+    const std::size_t start = scheme == std::string_view::npos ? 0 : scheme + 3;
+    const std::size_t at = uri.find('@');
+    if (at == std::string_view::npos) return;
+    const std::size_t delim = uri.find_first_of("/?#", start);
+    parts = at >= start && uri.find('@', at + 1) == std::string_view::npos &&
+            (delim == std::string_view::npos || at < delim);
+  }
+  // 'part', or a mention that it is not shown.
+  std::string quote(std::string_view part) const {
+    if (!parts) return "(not shown)";
+    std::string q(1, '\'');
+    q.append(part);
+    q += '\'';
+    return q;
+  }
+};
+
+[[noreturn]] void bad(const Shown& shown, const std::string& why) {
+  fail(Errc::invalid_option,
+       "redis backend: malformed URI '" + shown.text + "': " + why +
+           (shown.parts ? ""
+                        : "; percent-encode '@', '/', '?' and '#' in a password (%40, %2F, %3F, "
+                          "%23)") +
+           " (expected redis://[[user]:password@]host[:port][/db] or "
+           "redis+unix://[[user]:password@]/path/to/socket[?db=N])");
 }
 
 int hex_digit(char c) {
@@ -30,7 +62,7 @@ int hex_digit(char c) {
   return -1;
 }
 
-std::string percent_decode(std::string_view s, const std::string& shown, const char* what) {
+std::string percent_decode(std::string_view s, const Shown& shown, const char* what) {
   std::string out;
   out.reserve(s.size());
   for (std::size_t i = 0; i < s.size(); ++i) {
@@ -73,20 +105,7 @@ bool parse_duration(std::string_view s, std::chrono::milliseconds& out) {
   return true;
 }
 
-// Masks the password of a URI's user information: "user:***@".
-std::string mask(const std::string& uri) {
-  const std::size_t scheme_end = uri.find("://");
-  if (scheme_end == std::string::npos) return uri;
-  const std::size_t start = scheme_end + 3;
-  const std::size_t at = uri.find('@', start);
-  const std::size_t slash = uri.find('/', start);
-  if (at == std::string::npos || (slash != std::string::npos && slash < at)) return uri;
-  const std::size_t colon = uri.find(':', start);
-  if (colon == std::string::npos || colon > at) return uri;
-  return uri.substr(0, colon + 1) + "***" + uri.substr(at);
-}
-
-void apply_query(std::string_view query, const std::string& shown, RedisOptions& o, bool& db_set,
+void apply_query(std::string_view query, const Shown& shown, RedisOptions& o, bool& db_set,
                  int& db) {
   while (!query.empty()) {
     const std::size_t amp = query.find('&');
@@ -95,13 +114,14 @@ void apply_query(std::string_view query, const std::string& shown, RedisOptions&
     if (pair.empty()) continue;
     const std::size_t eq = pair.find('=');
     if (eq == std::string_view::npos)
-      bad(shown, "query parameter '" + std::string(pair) + "' has no value");
+      bad(shown, "query parameter " + shown.quote(pair) + " has no value");
     const std::string name(pair.substr(0, eq));
     const std::string value = percent_decode(pair.substr(eq + 1), shown, "query");
     std::chrono::milliseconds d{};
     std::uint64_t n = 0;
     const auto need = [&](bool ok, const char* what) {
-      if (!ok) bad(shown, "query parameter '" + name + "=" + value + "' must be " + what);
+      if (!ok)
+        bad(shown, "query parameter " + shown.quote(name + "=" + value) + " must be " + what);
     };
     if (name == "db") {
       need(parse_uint(value, 1u << 30, n), "a database number");
@@ -122,6 +142,9 @@ void apply_query(std::string_view query, const std::string& shown, RedisOptions&
     } else if (name == "default_ttl") {
       need(parse_duration(value, d), "a duration (250, 250ms, 2s)");
       o.default_ttl = d;
+    } else if (name == "local_ttl") {
+      need(parse_duration(value, d), "a duration (250, 250ms, 2s; 0 = no bound)");
+      o.local_ttl = d;
     } else if (name == "pool_size") {
       need(parse_uint(value, 1u << 20, n), "a number");
       o.pool_size = static_cast<std::size_t>(n);
@@ -131,20 +154,20 @@ void apply_query(std::string_view query, const std::string& shown, RedisOptions&
     } else if (name == "prefix") {
       o.key_prefix = value;
     } else {
-      bad(shown, "unknown query parameter '" + name +
-                     "' (known: db, connect_timeout, command_timeout, pool_size, retry_min, "
-                     "retry_max, compress_threshold, default_ttl, prefix)");
+      bad(shown, "unknown query parameter " + shown.quote(name) +
+                     " (known: db, connect_timeout, command_timeout, pool_size, retry_min, "
+                     "retry_max, compress_threshold, default_ttl, local_ttl, prefix)");
     }
   }
 }
 
 // Splits "user:password" (either part may be empty; no ':' = a user alone).
-void parse_userinfo(std::string_view info, const std::string& shown, RedisEndpoint& ep) {
+void parse_userinfo(std::string_view info, const Shown& shown, RedisEndpoint& ep) {
   const std::size_t colon = info.find(':');
-  if (colon == std::string_view::npos) {
-    bad(shown, "the user '" + std::string(info) +
-                   "' has no password; write redis://:password@host or "
-                   "redis://user:password@host");
+  if (colon == std::string_view::npos) {  // never quoted: it may be a password
+    bad(shown,
+        "the user information before '@' has no ':', so the user has no password; write "
+        "redis://:password@host or redis://user:password@host");
   }
   ep.user = percent_decode(info.substr(0, colon), shown, "user");
   ep.password = percent_decode(info.substr(colon + 1), shown, "password");
@@ -154,13 +177,21 @@ void parse_userinfo(std::string_view info, const std::string& shown, RedisEndpoi
 
 }  // namespace
 
+std::string redact_uri(std::string_view uri) {
+  const std::size_t at = uri.rfind('@');
+  if (at == std::string_view::npos) return std::string(uri);
+  const std::size_t scheme = uri.find("://");
+  const std::size_t start = scheme == std::string_view::npos || scheme > at ? 0 : scheme + 3;
+  return std::string(uri.substr(0, start)) + "***" + std::string(uri.substr(at));
+}
+
 RedisEndpoint parse_redis_uri(const std::string& uri, RedisOptions& options) {
   RedisEndpoint ep;
-  const std::string shown = mask(uri);
+  const Shown shown(uri);
   std::string_view rest(uri);
   if (rest.starts_with("rediss://")) {
     fail(Errc::invalid_option,
-         "redis backend: '" + shown +
+         "redis backend: '" + shown.text +
              "': TLS (rediss://) is not supported (Debian's hiredis 0.14 has no TLS); reach the "
              "server through a TLS tunnel and use redis://");
   }
@@ -195,7 +226,8 @@ RedisEndpoint parse_redis_uri(const std::string& uri, RedisOptions& options) {
     ep.path = percent_decode(rest, shown, "socket path");
     if (ep.path.size() <= 1) bad(shown, "it names no socket path");
     ep.db = query_db;
-    ep.display = mask(uri);
+    ep.display = std::string(kUnixScheme) + (ep.has_password ? "***@" : "") + ep.path +
+                 (ep.db != 0 ? "?db=" + std::to_string(ep.db) : "");
     check_redis_options(options, ep.display);
     return ep;
   }
@@ -231,19 +263,21 @@ RedisEndpoint parse_redis_uri(const std::string& uri, RedisOptions& options) {
   for (const char c : ep.host) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '.' || c == '-' || c == '_' || c == ':';
-    if (!ok) bad(shown, "the host '" + ep.host + "' has a character that no host name has");
+    if (!ok)
+      bad(shown, "the host " + shown.quote(ep.host) + " has a character that no host name has");
   }
   if (!port.empty()) {
     std::uint64_t p = 0;
     if (!parse_uint(port, 65535, p) || p == 0) {
-      bad(shown, "the port '" + std::string(port) + "' is not a number from 1 to 65535");
+      bad(shown, "the port " + shown.quote(port) + " is not a number from 1 to 65535");
     }
     ep.port = static_cast<int>(p);
   }
   if (!path.empty()) {
     std::uint64_t db = 0;
     if (!parse_uint(path, 1u << 30, db)) {
-      bad(shown, "the path '/" + std::string(path) + "' must be a database number, as in /0");
+      bad(shown, "the path " + shown.quote("/" + std::string(path)) +
+                     " must be a database number, as in /0");
     }
     if (db_set && static_cast<int>(db) != query_db)
       bad(shown, "the path and ?db= name different databases");
@@ -251,7 +285,10 @@ RedisEndpoint parse_redis_uri(const std::string& uri, RedisOptions& options) {
   } else {
     ep.db = query_db;
   }
-  ep.display = shown;
+  const bool v6 = ep.host.find(':') != std::string::npos;
+  ep.display = std::string(kTcpScheme) + (ep.has_password ? "***@" : "") + (v6 ? "[" : "") +
+               ep.host + (v6 ? "]" : "") + ":" + std::to_string(ep.port) + "/" +
+               std::to_string(ep.db);
   check_redis_options(options, ep.display);
   return ep;
 }
@@ -272,6 +309,7 @@ void check_redis_options(const RedisOptions& o, const std::string& display) {
     bad_option("'retry_min' must be positive and at most 'retry_max' (at most 1 hour)");
   }
   if (o.default_ttl.count() < 0) bad_option("'default_ttl' must not be negative");
+  if (o.local_ttl.count() < 0) bad_option("'local_ttl' must not be negative");
   if (o.key_prefix.empty()) bad_option("'key_prefix' must not be empty");
 }
 

@@ -4,8 +4,8 @@
 //   redis+unix://[[user]:password@]/path/to/socket[?db=N&option=value...]
 //
 // Query options: db, connect_timeout, command_timeout, pool_size,
-// retry_min, retry_max, compress_threshold, default_ttl, prefix (the key
-// prefix). Durations are milliseconds ("250") or carry a unit ("250ms",
+// retry_min, retry_max, compress_threshold, default_ttl, local_ttl, prefix
+// (the key prefix). Durations are milliseconds ("250") or carry a unit ("250ms",
 // "2s", "1m"). User, password, path and values are percent-decoded.
 //
 // Thread safety: pure functions; safe from any thread.
@@ -13,6 +13,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "tcache/backend.h"
 
@@ -27,12 +28,20 @@ struct RedisEndpoint {
   std::string password;
   bool has_password = false;
   int db = 0;
-  // The URI with the password masked, for messages: never print a password.
+  // For messages, rebuilt from the parts above with any user information
+  // as "***@" ("redis://***@host:6379/0"): never print a password.
   std::string display;
 };
 
+// `uri` as messages may show it: never its user information. Everything
+// from the scheme's "://" to the last '@' becomes "***@" (a password with an
+// unencoded '@' or '/' included); a URI without '@' is shown as it is.
+std::string redact_uri(std::string_view uri);
+
 // Parses `uri` and applies its query options to `options`. Throws
-// Error(invalid_option) saying what is malformed.
+// Error(invalid_option) saying what is malformed; its message never quotes
+// the user information, nor any part of a URI whose '@' the parser could
+// not place (see redact_uri).
 RedisEndpoint parse_redis_uri(const std::string& uri, RedisOptions& options);
 
 // Throws Error(invalid_option) naming the first option out of range.

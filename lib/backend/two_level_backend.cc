@@ -18,6 +18,11 @@
 //     lease, and holds the Redis lease too unless Redis was skipped or failed.
 //  4. A value read from Redis fills the local level with the TTL Redis has
 //     left for it, so the local copy never outlives the shared one.
+//  5. Every local copy (filled from Redis or written through) lives at most
+//     local_ttl_ when that is not 0: Redis is the shared truth, and an
+//     invalidate() or cache_clear() made on another machine erases only
+//     Redis's copy and that machine's file; this bound is how it reaches
+//     the files of the other machines.
 
 #include <algorithm>
 #include <atomic>
@@ -39,7 +44,10 @@ class TwoLevelBackend final : public Backend {
  public:
   TwoLevelBackend(std::shared_ptr<Backend> local, std::shared_ptr<RedisBackend> remote,
                   Logger logger)
-      : local_(std::move(local)), remote_(std::move(remote)), logger_(std::move(logger)) {}
+      : local_(std::move(local)),
+        remote_(std::move(remote)),
+        logger_(std::move(logger)),
+        local_ttl_(remote_->local_ttl()) {}
 
   std::string name() const override {
     return "two-level(" + local_->name() + ">" + remote_->name() + ")";
@@ -64,7 +72,7 @@ class TwoLevelBackend final : public Backend {
   void put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl) override {
     std::exception_ptr local_error;
     try {
-      local_->put(key, value, ttl);
+      local_->put(key, value, local_bound(ttl));
     } catch (const Error&) {
       local_error = std::current_exception();
     }
@@ -160,13 +168,19 @@ class TwoLevelBackend final : public Backend {
       }
     }
     try {
-      local_->put(key, value, left);
+      local_->put(key, value, local_bound(left));
     } catch (const Error& e) {
       local_->release_lease(key);
       warn(1000 + static_cast<std::uint32_t>(e.code()),
            "tcache: two-level cache: could not copy a value from redis into the " + local_->name() +
                " backend (" + error_code_name(e.code()) + ": " + e.what() + ")");
     }
+  }
+
+  // Invariant 5: `ttl` (0 = none) bounded by local_ttl_.
+  std::chrono::milliseconds local_bound(std::chrono::milliseconds ttl) const noexcept {
+    if (local_ttl_.count() == 0) return ttl;
+    return ttl.count() == 0 ? local_ttl_ : std::min(ttl, local_ttl_);
   }
 
   void remote_ok() noexcept {
@@ -203,6 +217,7 @@ class TwoLevelBackend final : public Backend {
   std::shared_ptr<Backend> local_;
   std::shared_ptr<RedisBackend> remote_;
   Logger logger_;
+  const std::chrono::milliseconds local_ttl_;
   TierHealth remote_health_;
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> fallbacks_{0};

@@ -286,7 +286,7 @@ ByteSetup bcache_setup(const BcacheOptions& o) {
     if (!is_redis_uri(o.remote)) {
       fail(Errc::invalid_option, "bcache '" + o.name + "': option 'remote' must be a Redis URI " +
                                      "(redis://host:port/db or redis+unix:///path), not '" +
-                                     o.remote + "'");
+                                     redact_uri(o.remote) + "'");
     }
     check_redis_uri("bcache", o.name, "remote", o.remote);
   }
@@ -349,7 +349,7 @@ BackendChoice parse_backend(const std::string& kind, const std::string& spec,
       fail(Errc::invalid_option, kind + ": option 'backend' URI '" + spec + "' has no path");
     }
   } else {
-    fail(Errc::invalid_option, kind + ": unknown backend '" + spec +
+    fail(Errc::invalid_option, kind + ": unknown backend '" + redact_uri(spec) +
                                    "' in option 'backend' (or TCACHE_BACKEND); use memory, "
                                    "file, memory:, file:///path, file:path, "
                                    "redis://host:port/db or redis+unix:///path");

@@ -1431,7 +1431,13 @@ std::uint64_t StoreImpl::erase_prefix(std::string_view prefix) {
   std::uint64_t n = 0;
   for_each_entry([&](std::uint64_t& slot, std::uint64_t w, std::string_view key, std::uint64_t meta,
                      std::uint32_t vf, std::uint64_t now) {
-    if (key.starts_with(prefix) && unlink(slot, w) && entry_live(meta, vf, now)) ++n;
+    // A live lease stays: its holder's computation is in flight, and
+    // erasing it would make its waiters compute the value again.
+    const bool live_lease =
+        (vf & kFlagLease) != 0 && (meta_expiry(meta) == 0 || now < meta_expiry(meta));
+    if (key.starts_with(prefix) && !live_lease && unlink(slot, w) && entry_live(meta, vf, now)) {
+      ++n;
+    }
   });
   count(kErases, n);
   return n;

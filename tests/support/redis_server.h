@@ -11,9 +11,16 @@
 //                       waitpid); can kill -9, restart on the same port,
 //                       SIGSTOP and SIGCONT it
 //   RawRedis            one blocking hiredis connection: command(args...)
+//   TcpProxy            a TCP proxy on a free loopback port, in front of a
+//                       server, run by a thread of its own; it forwards both
+//                       ways, or misbehaves as a slow or lossy server does:
+//                       trickles a never-ending reply one byte at a time, or
+//                       swallows the replies on a connection once a command
+//                       with a given marker went through it
 //
-// Thread safety: none; a test drives these from its main thread. The
-// server dies with the test process (PR_SET_PDEATHSIG) if the test crashes.
+// Thread safety: none, except TcpProxy's members, which any thread may call;
+// a test drives these from its main thread. The server dies with the test
+// process (PR_SET_PDEATHSIG) if the test crashes.
 
 #ifndef TCACHE_TESTS_SUPPORT_REDIS_SERVER_H_
 #define TCACHE_TESTS_SUPPORT_REDIS_SERVER_H_
@@ -21,6 +28,7 @@
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -30,6 +38,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -38,6 +47,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -150,6 +160,195 @@ class RawRedis {
   redisContext* ctx_ = nullptr;
 };
 
+// A free loopback port (bound once, then closed).
+inline int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error(std::string("cannot find a free loopback port: ") +
+                             std::strerror(errno));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class TcpProxy {
+ public:
+  enum class Mode {
+    forward,  // both ways, as the bytes come
+    // From now on, what a client sends is dropped, and the client gets a
+    // reply that never ends: "$1000000000\r\n" and then one byte every
+    // 10 ms, until it hangs up. Every read it makes gets a byte soon.
+    trickle,
+    // A connection that passes a command containing the marker gets no
+    // reply again (the server still runs the command).
+    swallow,
+  };
+
+  explicit TcpProxy(int target_port) : target_port_(target_port) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(listener_, 64) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      const int err = errno;
+      if (listener_ >= 0) ::close(listener_);
+      throw std::runtime_error(std::string("TcpProxy: cannot listen: ") + std::strerror(err));
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~TcpProxy() { stop(); }
+  TcpProxy(const TcpProxy&) = delete;
+  TcpProxy& operator=(const TcpProxy&) = delete;
+
+  int port() const noexcept { return port_; }
+  std::string uri(int db = 0, const std::string& query = "") const {
+    std::string u = "redis://127.0.0.1:" + std::to_string(port_) + "/" + std::to_string(db);
+    if (!query.empty()) u += "?" + query;
+    return u;
+  }
+  void set_mode(Mode m, std::string marker = {}) {
+    {
+      std::lock_guard lock(mutex_);
+      marker_ = std::move(marker);
+    }
+    mode_.store(m);
+  }
+  // Closes every connection and the listener and joins the thread: whatever
+  // a client waits for from the proxy ends (EOF).
+  void stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Conn {
+    int client = -1;
+    int server = -1;
+    bool trickling = false;
+    bool swallowing = false;
+    bool header_sent = false;
+    std::chrono::steady_clock::time_point next_byte{};
+  };
+
+  static bool send_all(int fd, const char* p, std::size_t n) {
+    while (n > 0) {
+      const ssize_t w = ::send(fd, p, n, MSG_NOSIGNAL);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return false;
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+    return true;
+  }
+
+  static void close_conn(Conn& c) {
+    if (c.client >= 0) ::close(c.client);
+    if (c.server >= 0) ::close(c.server);
+    c.client = c.server = -1;
+  }
+
+  void accept_one(std::vector<Conn>& conns) {
+    const int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) return;
+    const int up = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(target_port_));
+    if (up < 0 || ::connect(up, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      if (up >= 0) ::close(up);
+      ::close(fd);
+      return;
+    }
+    conns.push_back(Conn{fd, up});
+  }
+
+  // One chunk from the client; false if the connection is over.
+  bool from_client(Conn& c) {
+    char buf[16384];
+    const ssize_t n = ::read(c.client, buf, sizeof buf);
+    if (n <= 0) return false;
+    const Mode m = mode_.load();
+    if (m == Mode::trickle) c.trickling = true;
+    if (c.trickling) return true;  // dropped
+    if (m == Mode::swallow) {
+      std::lock_guard lock(mutex_);
+      if (!marker_.empty() && std::string_view(buf, static_cast<std::size_t>(n)).find(marker_) !=
+                                  std::string_view::npos) {
+        c.swallowing = true;
+      }
+    }
+    return send_all(c.server, buf, static_cast<std::size_t>(n));
+  }
+
+  bool from_server(Conn& c) {
+    char buf[16384];
+    const ssize_t n = ::read(c.server, buf, sizeof buf);
+    if (n <= 0) return false;
+    if (c.trickling || c.swallowing) return true;  // dropped
+    return send_all(c.client, buf, static_cast<std::size_t>(n));
+  }
+
+  bool trickle(Conn& c) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!c.trickling || now < c.next_byte) return true;
+    c.next_byte = now + std::chrono::milliseconds(10);
+    if (!c.header_sent) {
+      c.header_sent = true;
+      const std::string_view head = "$1000000000\r\n";
+      return send_all(c.client, head.data(), head.size());
+    }
+    return send_all(c.client, "x", 1);
+  }
+
+  void loop() {
+    std::vector<Conn> conns;
+    std::vector<pollfd> fds;
+    while (!stop_.load()) {
+      fds.assign(1, pollfd{listener_, POLLIN, 0});
+      for (const Conn& c : conns) {
+        fds.push_back(pollfd{c.client, POLLIN, 0});
+        fds.push_back(pollfd{c.server, POLLIN, 0});
+      }
+      if (::poll(fds.data(), fds.size(), 5) < 0 && errno != EINTR) break;
+      for (std::size_t i = 0; i < conns.size(); ++i) {
+        Conn& c = conns[i];
+        bool ok = true;
+        if ((fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) ok = from_client(c);
+        if (ok && (fds[2 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+          ok = from_server(c);
+        }
+        if (ok) ok = trickle(c);
+        if (!ok) close_conn(c);
+      }
+      std::erase_if(conns, [](const Conn& c) { return c.client < 0; });
+      if ((fds[0].revents & POLLIN) != 0) accept_one(conns);
+    }
+    for (Conn& c : conns) close_conn(c);
+    ::close(listener_);
+  }
+
+  const int target_port_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<Mode> mode_{Mode::forward};
+  std::atomic<bool> stop_{false};
+  std::mutex mutex_;
+  std::string marker_;
+  std::thread thread_;
+};
+
 class RedisServer {
  public:
   struct Options {
@@ -212,22 +411,7 @@ class RedisServer {
   void resume() const { ::kill(pid_, SIGCONT); }
 
  private:
-  static int free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    socklen_t len = sizeof a;
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      if (fd >= 0) ::close(fd);
-      throw std::runtime_error(std::string("cannot find a free loopback port: ") +
-                               std::strerror(errno));
-    }
-    ::close(fd);
-    return ntohs(a.sin_port);
-  }
+  static int free_port() { return free_loopback_port(); }
 
   std::filesystem::path log_path() const {
     return dir_ / ("redis-" + std::to_string(port_) + ".log");
