@@ -33,6 +33,8 @@ const char* error_code_name(Errc code) noexcept {
       return "unavailable";
     case Errc::busy:
       return "busy";
+    case Errc::unsupported_file_system:
+      return "unsupported_file_system";
   }
   return "unknown";
 }

@@ -31,6 +31,7 @@ enum class Errc : std::uint32_t {
   decode_error = 11,       // bytes given to tcache::decode are truncated or malformed
   unavailable = 12,        // a server (Redis) cannot be reached, timed out or refused to serve
   busy = 13,               // another process holds what the call needs (a compaction in progress)
+  unsupported_file_system = 14,  // the file system lacks fallocate(2); move the file elsewhere
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.
