@@ -7,12 +7,15 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "format/geometry.h"
 #include "format/layout.h"
@@ -138,6 +141,81 @@ TEST_F(CorruptionTest, ImpossibleGeometryWithValidChecksumIsCorrupt) {
   sb.pages_offset = sb.capacity_bytes * 2;
   write_superblock(sb, true);
   EXPECT_EQ(open_error(), tcache::Errc::corrupt_file);
+}
+
+// Offsets near 2^64 whose sums wrap around to small, plausible numbers: the
+// header checksum is valid, so only checked arithmetic refuses them (before,
+// index_offset + bucket_count * 64 wrapped and open followed the index
+// pointer far outside the mapping: SIGSEGV).
+TEST_F(CorruptionTest, WrappingOffsetsWithValidChecksumAreCorrupt) {
+  const auto pristine = superblock();
+  const auto refused = [&](const char* what, const std::function<void(d::Superblock&)>& craft) {
+    SCOPED_TRACE(what);
+    auto sb = pristine;
+    craft(sb);
+    write_superblock(sb, true);
+    // In a child, so that the old crash is reported as a failure, not a
+    // lost test binary.
+    tcache::test::expect_child_exits_zero(what, [&] {
+      try {
+        auto s = tcache::Store::open(file_);
+        (void)s.get(key(1));
+        (void)s.verify();
+      } catch (const tcache::Error& e) {
+        if (e.code() != tcache::Errc::corrupt_file ||
+            std::string(e.what()).find("impossible geometry") == std::string::npos) {
+          return tcache::test::report(1, std::string("wrong error: ") + e.what());
+        }
+        return 0;
+      }
+      return tcache::test::report(2, "opened a header whose offsets wrap around");
+    });
+  };
+  const std::uint64_t index_bytes = pristine.bucket_count * d::kBucketBytes;
+  refused("index_offset + index bytes wraps", [&](d::Superblock& sb) {
+    // 4 KiB aligned, >= 2^64 - index_bytes: the sum wraps to < 4096.
+    sb.index_offset = 0 - index_bytes / 4096 * 4096;
+  });
+  refused("index_offset far beyond the file", [&](d::Superblock& sb) {
+    sb.index_offset = 1ull << 62;
+    sb.pages_offset = sb.index_offset + index_bytes / 4096 * 4096 + 4096;
+  });
+  refused("pages_offset + max_pages * page_bytes wraps",
+          [&](d::Superblock& sb) { sb.max_pages = ~std::uint64_t{0} / sb.page_bytes + 1; });
+  // The untouched header still opens.
+  write_superblock(pristine, false);
+  EXPECT_EQ(check_usable(), kKeys);
+}
+
+// A FIFO where a blob file should be (put there by mistake or by another
+// user of a shared directory): get and verify must not wait for a writer.
+// The reads run in a child bounded by alarm(), so that the old behaviour,
+// blocking in open(2) forever, fails the test instead of hanging it.
+TEST_F(CorruptionTest, FifoInTheBlobDirectoryIsAMissNotAHang) {
+  // Larger than a page and incompressible: a blob file.
+  const std::string big =
+      tcache::test::make_value("big", 1, tcache::test::Fill::random, 300u << 10);
+  {
+    auto s = tcache::Store::open(file_);
+    s.put("big", big);
+  }
+  fs::path blobs = file_;
+  blobs += ".blobs";
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(blobs)) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  fs::remove(files[0]);
+  ASSERT_EQ(::mkfifo(files[0].c_str(), 0600), 0) << std::strerror(errno);
+  tcache::test::expect_child_exits_zero("reader", [&] {
+    ::alarm(120);  // a bound for the failure case only; a pass returns at once
+    auto s = tcache::Store::open(file_);
+    if (s.get("big").has_value()) return tcache::test::report(1, "a FIFO read as a value");
+    if (s.stats().checksum_failures == 0) return tcache::test::report(2, "not counted");
+    const tcache::VerifyReport r = s.verify();
+    if (r.clean() || r.damaged_entries != 1) return tcache::test::report(3, "verify missed it");
+    if (s.get(key(7)) != value(7)) return tcache::test::report(4, "other entries lost");
+    return 0;
+  });
 }
 
 TEST_F(CorruptionTest, PageCounterBeyondFileIsCorrupt) {
