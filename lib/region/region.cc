@@ -115,7 +115,8 @@ std::string file_system_name(int fd) {
        "'" + path + "' is on a file system (" + file_system_name(fd) +
            ") without fallocate(2); tcache needs it to give the file disk space without writing "
            "over bytes other processes are writing (a full disk must be an error, not a crash). "
-           "Put the cache file on a local file system such as ext4, xfs, btrfs or tmpfs");
+           "Put the cache file on a local file system such as ext4, xfs, btrfs or tmpfs (or "
+           "open it read_only)");
 }
 
 void check_ownership(int fd, const std::string& path, bool allow_shared) {
