@@ -37,6 +37,8 @@ const char* error_code_name(Errc code) noexcept {
       return "forked";
     case Errc::file_replaced:
       return "file_replaced";
+    case Errc::unsupported_file_system:
+      return "unsupported_file_system";
   }
   return "unknown";
 }

@@ -7,15 +7,19 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <new>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "format/geometry.h"
 #include "format/layout.h"
@@ -157,6 +161,131 @@ TEST_F(CorruptionTest, ImpossibleGeometryWithValidChecksumIsCorrupt) {
   sb.pages_offset = sb.capacity_bytes * 2;
   write_superblock(sb, true);
   EXPECT_EQ(open_error(), tcache::Errc::corrupt_file);
+}
+
+// Offsets near 2^64 whose sums wrap around to small, plausible numbers: the
+// header checksum is valid, so only checked arithmetic refuses them (before,
+// index_offset + bucket_count * 64 wrapped and open followed the index
+// pointer far outside the mapping: SIGSEGV).
+TEST_F(CorruptionTest, WrappingOffsetsWithValidChecksumAreCorrupt) {
+  const auto pristine = superblock();
+  const auto refused = [&](const char* what, const std::function<void(d::Superblock&)>& craft) {
+    SCOPED_TRACE(what);
+    auto sb = pristine;
+    craft(sb);
+    write_superblock(sb, true);
+    // In a child, so that the old crash is reported as a failure, not a
+    // lost test binary.
+    tcache::test::expect_child_exits_zero(what, [&] {
+      try {
+        auto s = tcache::Store::open(file_);
+        (void)s.get(key(1));
+        (void)s.verify();
+      } catch (const tcache::Error& e) {
+        if (e.code() != tcache::Errc::corrupt_file ||
+            std::string(e.what()).find("impossible geometry") == std::string::npos) {
+          return tcache::test::report(1, std::string("wrong error: ") + e.what());
+        }
+        return 0;
+      }
+      return tcache::test::report(2, "opened a header whose offsets wrap around");
+    });
+  };
+  const std::uint64_t index_bytes = pristine.bucket_count * d::kBucketBytes;
+  refused("index_offset + index bytes wraps", [&](d::Superblock& sb) {
+    // 4 KiB aligned, >= 2^64 - index_bytes: the sum wraps to < 4096.
+    sb.index_offset = 0 - index_bytes / 4096 * 4096;
+  });
+  refused("index_offset far beyond the file", [&](d::Superblock& sb) {
+    sb.index_offset = 1ull << 62;
+    sb.pages_offset = sb.index_offset + index_bytes / 4096 * 4096 + 4096;
+  });
+  refused("pages_offset + max_pages * page_bytes wraps",
+          [&](d::Superblock& sb) { sb.max_pages = ~std::uint64_t{0} / sb.page_bytes + 1; });
+  // The untouched header still opens.
+  write_superblock(pristine, false);
+  EXPECT_EQ(check_usable(), kKeys);
+}
+
+// A FIFO where a blob file should be (put there by mistake or by another
+// user of a shared directory): get and verify must not wait for a writer.
+// The reads run in a child bounded by alarm(), so that the old behaviour,
+// blocking in open(2) forever, fails the test instead of hanging it.
+TEST_F(CorruptionTest, FifoInTheBlobDirectoryIsAMissNotAHang) {
+  // Larger than a page and incompressible: a blob file.
+  const std::string big =
+      tcache::test::make_value("big", 1, tcache::test::Fill::random, 300u << 10);
+  {
+    auto s = tcache::Store::open(file_);
+    s.put("big", big);
+  }
+  fs::path blobs = file_;
+  blobs += ".blobs";
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(blobs)) files.push_back(e.path());
+  ASSERT_EQ(files.size(), 1u);
+  fs::remove(files[0]);
+  ASSERT_EQ(::mkfifo(files[0].c_str(), 0600), 0) << std::strerror(errno);
+  tcache::test::expect_child_exits_zero("reader", [&] {
+    ::alarm(120);  // a bound for the failure case only; a pass returns at once
+    auto s = tcache::Store::open(file_);
+    if (s.get("big").has_value()) return tcache::test::report(1, "a FIFO read as a value");
+    if (s.stats().checksum_failures == 0) return tcache::test::report(2, "not counted");
+    const tcache::VerifyReport r = s.verify();
+    if (r.clean() || r.damaged_entries != 1) return tcache::test::report(3, "verify missed it");
+    if (s.get(key(7)) != value(7)) return tcache::test::report(4, "other entries lost");
+    return 0;
+  });
+}
+
+// verify (and recovery, which shares its chunk marks) of a file with many
+// carved pages: the marks used to be a bitmap of 1/64 of the carved area
+// (16 GiB each for a full 1 TiB file, two of them in verify). Here a sparse
+// 8 GiB file claims every page carved in the smallest class (2^28 chunks,
+// read as leaked): its marks would take 256 MiB; under a data limit of
+// 192 MiB verify must still run, in windows, and find exactly the real
+// entries and the fake chunks. Read-only, so the holes stay holes.
+TEST_F(CorruptionTest, VerifyOfAHugeFileNeedsNoMemoryInProportion) {
+  constexpr std::uint64_t kCapacity = 8ull << 30;
+  fs::remove(file_);
+  {
+    tcache::StoreOptions o;
+    o.capacity_bytes = kCapacity;
+    o.expected_entry_bytes = 1u << 20;  // a small index: the file is mostly pages
+    auto s = tcache::Store::open(file_, o);
+    for (int i = 0; i < kKeys; ++i) s.put(key(i), value(i));
+  }
+  auto sb = superblock();
+  const std::uint64_t carved = sb.next_page;
+  const std::uint64_t fake_pages = sb.max_pages - carved;
+  const std::string classes(fake_pages, '\0');  // class 0: the smallest chunks
+  write_at(sb.page_table_offset + carved, classes.data(), classes.size());
+  write_at(offsetof(d::Superblock, next_page), &sb.max_pages, sizeof sb.max_pages);
+  fs::resize_file(file_, sb.pages_offset + sb.max_pages * sb.page_bytes);
+  const std::uint64_t fake_chunks = fake_pages * (sb.page_bytes / sb.class_bytes[0]);
+  ASSERT_GT(fake_chunks, std::uint64_t{1} << 27);  // two windows at least
+  tcache::test::expect_child_exits_zero("verifier", [&] {
+    struct rlimit rl {
+      192ull << 20, 192ull << 20
+    };
+    // A sanitizer's shadow memory counts against RLIMIT_DATA: there the
+    // windows are still checked, without the limit.
+    if (tcache::test::kSlowdown == 1 && ::setrlimit(RLIMIT_DATA, &rl) != 0) return 90;
+    tcache::StoreOptions ro;
+    ro.read_only = true;
+    auto s = tcache::Store::open(file_, ro);
+    const tcache::VerifyReport r = s.verify();  // threw std::bad_alloc before
+    if (r.entries != static_cast<std::uint64_t>(kKeys) || r.damaged_entries != 0 ||
+        r.duplicate_entries != 0 || r.broken_free_lists != 0 || r.uncarved_pages != 0) {
+      return tcache::test::report(1, "wrong report: " + std::to_string(r.entries) + " entries, " +
+                                         std::to_string(r.damaged_entries) + " damaged");
+    }
+    if (r.leaked_chunks != fake_chunks) {
+      return tcache::test::report(
+          2, std::to_string(r.leaked_chunks) + " leaked, expected " + std::to_string(fake_chunks));
+    }
+    return 0;
+  });
 }
 
 TEST_F(CorruptionTest, PageCounterBeyondFileIsCorrupt) {

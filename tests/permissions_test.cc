@@ -5,8 +5,10 @@
 // (unless sharing is asked for), and read-only handles never write.
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -395,6 +397,102 @@ TEST_F(PermissionsTest, UnwritableDirectoryGivesIoErrorForANewFile) {
   EXPECT_THAT(e->message, HasSubstr((sub / "cache.tcache").string()));
   ::chmod(sub.c_str(), 0700);
   EXPECT_TRUE(fs::is_empty(sub));
+}
+
+// Two users sharing a cache file through a group (mode 0660,
+// allow_shared_access), each in its own process with its own uid: the
+// second user's large values (blob files) must work like the first's, and
+// its erases must remove the first user's blob files. The blob directory
+// follows the cache file's sharing: group-writable and setgid, its files
+// 0660 in the cache file's group. (Before, the directory was created 0750:
+// the second user's large puts failed with "Permission denied", and its
+// erases reported success but left the blob file behind.)
+TEST_F(PermissionsTest, GroupSharedFileSharesItsBlobFiles) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run processes as two other users";
+  constexpr uid_t kAlice = 64101;
+  constexpr uid_t kBob = 64102;
+  constexpr gid_t kTeam = 64100;
+  // Both may reach the shared directory; nobody else may write in it.
+  ASSERT_EQ(::chmod(dir_.c_str(), 0711), 0);
+  const fs::path shared = dir_ / "shared";
+  ASSERT_TRUE(fs::create_directory(shared));
+  ASSERT_EQ(::chown(shared.c_str(), 0, kTeam), 0) << std::strerror(errno);
+  ASSERT_EQ(::chmod(shared.c_str(), 02770), 0);
+  const fs::path file = shared / "cache.tcache";
+  fs::path blobs = file;
+  blobs += ".blobs";
+  const auto big = [](const std::string& who) {  // larger than a page, incompressible
+    return tcache::test::make_value(who, 1, tcache::test::Fill::random, 600u << 10);
+  };
+  // Runs body as `uid` in group kTeam (a umask that would take group write
+  // away, as most users have).
+  const auto as_user = [&](uid_t uid, const std::function<int(Store&)>& body) {
+    tcache::test::expect_child_exits_zero("uid " + std::to_string(uid), [&] {
+      const gid_t groups[] = {kTeam};
+      if (::setgroups(1, groups) != 0 || ::setgid(kTeam) != 0 || ::setuid(uid) != 0) return 90;
+      ::umask(022);
+      StoreOptions o = shared_options();
+      o.mode = 0660;
+      Store s = Store::open(file, o);
+      return body(s);
+    });
+  };
+  as_user(kAlice, [&](Store& s) {
+    s.put("alice-big", big("alice"));
+    s.put("alice-small", "a");
+    return 0;
+  });
+  as_user(kBob, [&](Store& s) {
+    if (s.get("alice-big") != big("alice")) return tcache::test::report(1, "cannot read alice's");
+    s.put("bob-big", big("bob"));  // threw io_error (Permission denied) before
+    if (s.get("bob-big") != big("bob")) return tcache::test::report(2, "lost bob's");
+    if (!s.erase("alice-big")) return tcache::test::report(3, "erase found nothing");
+    return 0;
+  });
+  ASSERT_FALSE(HasFailure());
+  // Alice's blob file is gone with her entry; Bob's is shared like the file.
+  struct stat dst {};
+  ASSERT_EQ(::stat(blobs.c_str(), &dst), 0);
+  EXPECT_EQ(dst.st_gid, kTeam);
+  EXPECT_EQ(octal(dst.st_mode & 07777), "2770");
+  const std::vector<std::string> names = entries_of(blobs);
+  ASSERT_EQ(names.size(), 1u);
+  struct stat fst {};
+  ASSERT_EQ(::stat((blobs / names[0]).c_str(), &fst), 0);
+  EXPECT_EQ(fst.st_uid, kBob);
+  EXPECT_EQ(fst.st_gid, kTeam);
+  EXPECT_EQ(octal(fst.st_mode & 07777), "0660");
+  as_user(kAlice, [&](Store& s) {
+    if (s.get("bob-big") != big("bob")) return tcache::test::report(4, "cannot read bob's");
+    if (!s.erase("bob-big")) return tcache::test::report(5, "erase found nothing");
+    return s.get("alice-small") == "a" ? 0 : 6;
+  });
+  EXPECT_TRUE(fs::is_empty(blobs));
+}
+
+// A FIFO under the cache file's name: a read-only open (O_RDONLY) of a FIFO
+// waits for a writer forever unless it is non-blocking. Refused at once as
+// not a regular file; the open runs in a child bounded by alarm() so that
+// the old hang fails the test rather than stalling it.
+TEST_F(PermissionsTest, FifoPathIsRefusedNotWaitedOn) {
+  ASSERT_EQ(::mkfifo(file_.c_str(), 0600), 0) << std::strerror(errno);
+  for (const bool read_only : {true, false}) {
+    SCOPED_TRACE(read_only ? "read_only" : "read-write");
+    tcache::test::expect_child_exits_zero("opener", [&] {
+      ::alarm(120);  // bounds the failure case only
+      StoreOptions o = small_options();
+      o.read_only = read_only;
+      try {
+        Store::open(file_, o);
+      } catch (const tcache::Error& e) {
+        return e.code() == Errc::unsafe_permissions &&
+                       std::string(e.what()).find("not a regular file") != std::string::npos
+                   ? 0
+                   : 1;
+      }
+      return 2;
+    });
+  }
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ enum class Errc : std::uint32_t {
   busy = 13,               // another process holds what the call needs (a compaction in progress)
   forked = 14,             // a Store used in a child process after fork(); open one in the child
   file_replaced = 15,      // compacted under another name than this Store's; open it by that name
+  unsupported_file_system = 16,  // the file system lacks fallocate(2); move the file elsewhere
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.

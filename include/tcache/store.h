@@ -73,7 +73,10 @@ struct StoreOptions {
   // counters of a read-only process are kept in memory, not in the file.
   bool read_only = false;
   // Accept a file owned by another user or writable by group/other (by
-  // default such a file is refused with Errc::unsafe_permissions).
+  // default such a file is refused with Errc::unsafe_permissions). The blob
+  // directory and blob files then follow the cache file's mode and group,
+  // so that every user who may write the file may write and erase large
+  // values (README, "Sharing a file between users").
   bool allow_shared_access = false;
   // Create the file if it does not exist (else Errc::io_error, ENOENT).
   bool create_if_missing = true;
@@ -175,7 +178,9 @@ class Store {
 
   // Opens (or creates, per options) the cache file at `file`.
   // Throws Error: invalid_option, unsafe_permissions, not_a_cache_file,
-  // version_mismatch, corrupt_file, io_error. Safe to call from any thread
+  // version_mismatch, corrupt_file, io_error; unless read_only also
+  // unsupported_file_system (no fallocate(2) there) and no_space (a sparse
+  // copy whose holes the disk has no room for). Safe to call from any thread
   // and process at the same time as others open the same file: creation is
   // atomic (a fully initialised file is renamed into place).
   static Store open(const std::filesystem::path& file, const StoreOptions& options = {});

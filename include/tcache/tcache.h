@@ -35,14 +35,22 @@
 //   `tcache-tool verify --repair`.
 // - Permissions and umask: new files get exactly StoreOptions::mode (0600 by
 //   default) whatever the umask; a file owned by another user or writable by
-//   group/other is refused unless StoreOptions::allow_shared_access.
+//   group/other is refused unless StoreOptions::allow_shared_access. The blob
+//   directory and blob files follow the cache file's mode and group (a
+//   group-writable file gets a setgid, group-writable blob directory).
 // - Reserved address space: open() reserves capacity_bytes of virtual
 //   address space for the mapping, whatever the file's current size. Many
 //   large caches in one 64-bit process are fine; 32-bit builds are not
 //   supported.
-// - Disk space: the file grows with posix_fallocate before new pages are
-//   used, so a full disk makes puts evict (counted as grow_failures), never
-//   raises SIGBUS. Truncating the file from outside while it is open does.
+// - Disk space: the file grows with fallocate(2) before new pages are used,
+//   so a full disk makes puts evict (counted as grow_failures), never raises
+//   SIGBUS. A writable open allocates any holes of a sparse copy of the file
+//   (or throws no_space when the disk has no room for them). Truncating the
+//   file from outside while it is open, or punching holes in it, does raise
+//   SIGBUS.
+// - File systems: one without fallocate(2) (NFSv3, many FUSE mounts) is
+//   refused for writing (Errc::unsupported_file_system): growing a file there
+//   could only be emulated by writing zeros over other processes' data.
 // - Clocks: TTLs are wall-clock (CLOCK_REALTIME) deadlines, so they survive
 //   restarts; setting the clock forward expires entries early.
 // - Redis (backend.h, make_redis_backend; the decorators' redis:// backend

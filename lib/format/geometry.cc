@@ -64,6 +64,14 @@ std::uint32_t fill_classes(std::uint32_t page_bytes, std::uint64_t max_pages, st
   return n;
 }
 
+// *end = offset + count * size; false if that wraps around 2^64.
+bool checked_extent(std::uint64_t offset, std::uint64_t count, std::uint64_t size,
+                    std::uint64_t* end) {
+  std::uint64_t bytes = 0;
+  return !__builtin_mul_overflow(count, size, &bytes) &&
+         !__builtin_add_overflow(offset, bytes, end);
+}
+
 std::string dec(std::uint64_t v) {
   char b[24];
   std::snprintf(b, sizeof b, "%llu", static_cast<unsigned long long>(v));
@@ -220,20 +228,31 @@ void validate_superblock(const Superblock& sb, std::uint64_t file_size, const st
       bad("size classes");
     }
   }
+  // Every offset, size and count below comes from the file: each sum and
+  // product is checked for wrapping before it is compared, so that a header
+  // with a valid checksum but a huge field cannot pass as a small one.
+  // index_end is where the index ends, pages_end where max_pages pages end.
+  std::uint64_t index_end = 0;
+  std::uint64_t pages_end = 0;
   if (sb.class_table_offset != kSuperblockBytes ||
       sb.process_table_offset != sb.class_table_offset + kMaxClasses * sizeof(ClassState) ||
       sb.page_table_offset != sb.process_table_offset + kMaxProcesses * sizeof(ProcessEntry) ||
+      sb.index_offset > sb.capacity_bytes ||
       sb.index_offset < sb.page_table_offset + sb.capacity_bytes / sb.page_bytes ||
       sb.index_offset % 4096 != 0 || sb.bucket_count < 2 ||
       sb.bucket_count > sb.capacity_bytes / kBucketBytes ||
-      sb.pages_offset < sb.index_offset + sb.bucket_count * kBucketBytes ||
-      sb.pages_offset % 4096 != 0 || sb.pages_offset > sb.capacity_bytes ||
-      sb.max_pages != (sb.capacity_bytes - sb.pages_offset) / sb.page_bytes) {
+      !checked_extent(sb.index_offset, sb.bucket_count, kBucketBytes, &index_end) ||
+      sb.pages_offset < index_end || sb.pages_offset % 4096 != 0 ||
+      sb.pages_offset > sb.capacity_bytes ||
+      sb.max_pages != (sb.capacity_bytes - sb.pages_offset) / sb.page_bytes ||
+      !checked_extent(sb.pages_offset, sb.max_pages, sb.page_bytes, &pages_end) ||
+      pages_end > sb.capacity_bytes) {
     bad("region offsets");
   }
   const std::uint64_t next_page = atom<std::uint64_t>(&sb.next_page).load();
   if (next_page > sb.max_pages) bad("page counter beyond capacity");
-  const std::uint64_t needed = sb.pages_offset + next_page * sb.page_bytes;
+  std::uint64_t needed = 0;
+  if (!checked_extent(sb.pages_offset, next_page, sb.page_bytes, &needed)) bad("page counter");
   if (file_size < needed) {
     fail(Errc::corrupt_file, where + " is " + std::to_string(file_size) +
                                  " bytes but its header needs " + std::to_string(needed) +

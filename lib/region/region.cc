@@ -5,14 +5,17 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/interprocess/detail/os_file_functions.hpp>
 #include <boost/interprocess/exceptions.hpp>
 #include <boost/interprocess/mapped_region.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -45,6 +48,75 @@ int retry_eintr_open(const char* path, int flags, mode_t mode) {
     fd = ::open(path, flags, mode);
   } while (fd < 0 && errno == EINTR);
   return fd;
+}
+
+// fallocate(2) itself, never glibc's posix_fallocate: where the file system
+// lacks fallocate, posix_fallocate emulates it by reading one byte per block
+// and writing a zero where it read one, which races with other processes
+// writing those bytes through their mappings (an acknowledged value would be
+// zeroed). Mode 0 only allocates: it never changes a byte already there, so
+// any range may be given to it at any time. Returns 0 or the errno.
+int allocate(int fd, std::uint64_t offset, std::uint64_t bytes) {
+  if (bytes == 0) return 0;
+  while (::fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(bytes)) != 0) {
+    if (errno != EINTR) return errno;
+  }
+  return 0;
+}
+
+// "nfs", "fuse", ... for the file systems known to lack fallocate(2), else
+// the magic number in hex.
+std::string file_system_name(int fd) {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) return "unknown";
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case 0x6969:
+      return "nfs";
+    case 0xff534d42:
+      return "cifs";
+    case 0xfe534d42:
+      return "smb2";
+    case 0x65735546:
+      return "fuse";
+    case 0x01021997:
+      return "9p";
+    case 0x73717368:
+      return "squashfs";
+    case 0x794c7630:
+      return "overlayfs";
+    case 0x5346414f:
+      return "afs";
+    case 0x4d44:
+      return "vfat";
+    case 0x2011bab0:
+      return "exfat";
+    case 0x5346544e:
+      return "ntfs";
+    case 0x1021994:
+      return "tmpfs";
+    case 0xef53:
+      return "ext2/3/4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683e:
+      return "btrfs";
+    case 0x2fc12fc1:
+      return "zfs";
+    default:
+      break;
+  }
+  char b[32];
+  std::snprintf(b, sizeof b, "type 0x%lx", static_cast<unsigned long>(fs.f_type));
+  return b;
+}
+
+[[noreturn]] void fail_unsupported(int fd, const std::string& path) {
+  fail(Errc::unsupported_file_system,
+       "'" + path + "' is on a file system (" + file_system_name(fd) +
+           ") without fallocate(2); tcache needs it to give the file disk space without writing "
+           "over bytes other processes are writing (a full disk must be an error, not a crash). "
+           "Put the cache file on a local file system such as ext4, xfs, btrfs or tmpfs (or "
+           "open it read_only)");
 }
 
 void check_ownership(int fd, const std::string& path, bool allow_shared) {
@@ -108,7 +180,8 @@ std::pair<int, std::string> create_initialized(const std::string& final_path, st
   }
   try {
     if (::fchmod(fd, mode & 0777) != 0) fail_errno(errno, "cannot chmod", tmp, "");
-    if (int err = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); err != 0) {
+    if (int err = allocate(fd, 0, bytes); err != 0) {
+      if (err == EOPNOTSUPP) fail_unsupported(fd, final_path);
       fail_errno(err, "cannot allocate space for new cache file", final_path,
                  err == ENOSPC ? "free disk space or lower capacity_bytes" : "");
     }
@@ -141,7 +214,11 @@ Region Region::open(const std::filesystem::path& relative_or_absolute, const Opt
   r.path_ = path;
   r.read_only_ = options.read_only;
   const std::string p = path.string();
-  const int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_CLOEXEC;
+  // O_NONBLOCK: a read-only open of a FIFO would otherwise wait for a
+  // writer forever; check_ownership() refuses anything but a regular file on
+  // the descriptor, and the flag is cleared after (it means nothing for a
+  // regular file, but nothing should inherit it).
+  const int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
 
   for (int attempt = 0; attempt < 8; ++attempt) {
     r.fd_ = retry_eintr_open(p.c_str(), flags, 0);
@@ -183,6 +260,7 @@ Region Region::open(const std::filesystem::path& relative_or_absolute, const Opt
   }
   if (r.fd_ < 0) fail(Errc::io_error, "cannot open or create '" + p + "': it keeps changing");
   check_ownership(r.fd_, p, options.allow_shared_access);
+  if (const int fl = ::fcntl(r.fd_, F_GETFL); fl >= 0) ::fcntl(r.fd_, F_SETFL, fl & ~O_NONBLOCK);
   r.remember_identity();
   if (!options.read_only) remove_dead_creators_debris(path);
   return r;
@@ -249,7 +327,42 @@ void Region::close() noexcept {
   fd_ = -1;
 }
 
+void Region::allocate_holes() {
+  const std::string p = path_.string();
+  const std::uint64_t size = file_size();
+  // Even a file without holes must be on a file system that can grow it
+  // safely: ask once, for a range that is already allocated (a no-op there).
+  if (const int err = allocate(fd_, 0, std::min<std::uint64_t>(size, 4096)); err == EOPNOTSUPP) {
+    fail_unsupported(fd_, p);
+  }
+  for (std::uint64_t at = 0; at < size;) {
+    const off_t hole = ::lseek(fd_, static_cast<off_t>(at), SEEK_HOLE);
+    if (hole < 0 || static_cast<std::uint64_t>(hole) >= size) break;  // none (or no SEEK_HOLE)
+    off_t data = ::lseek(fd_, hole, SEEK_DATA);
+    if (data < 0 || static_cast<std::uint64_t>(data) > size) data = static_cast<off_t>(size);
+    const std::uint64_t from = static_cast<std::uint64_t>(hole);
+    const std::uint64_t to = static_cast<std::uint64_t>(data);
+    if (const int err = allocate(fd_, from, to - from); err != 0) {
+      if (err == EOPNOTSUPP) fail_unsupported(fd_, p);
+      if (err == ENOSPC || err == EDQUOT) {
+        fail(Errc::no_space,
+             "'" + p +
+                 "' has holes below its end (a sparse copy: cp --sparse, rsync -S, a "
+                 "restored backup) and the disk has no room to fill them (" +
+                 std::strerror(err) +
+                 "); writing into a hole would kill the process with SIGBUS. Free disk space, "
+                 "or delete the file (it is only a cache)");
+      }
+      fail_errno(err, "cannot allocate the holes of", p, "");
+    }
+    at = to;
+  }
+}
+
 void Region::map(std::uint64_t map_bytes) {
+  // Every byte below the end must have disk space before anything writes
+  // through the mapping (guarantee 3).
+  if (!read_only_) allocate_holes();
   try {
     auto m = std::make_unique<RegionMapping>();
     m->region = bip::mapped_region(FdMappable{fd_}, read_only_ ? bip::read_only : bip::read_write,
@@ -280,11 +393,13 @@ void Region::downgrade_lock() {
 
 int Region::grow(std::uint64_t bytes) {
   if (bytes > mapped_bytes_) return EFBIG;
-  int err;
-  do {
-    err = ::posix_fallocate(fd_, 0, static_cast<off_t>(bytes));
-  } while (err == EINTR);
-  return err;
+  // Everything below the file's end is allocated already (at creation, by an
+  // earlier grow, or by allocate_holes() at open): allocate from there on.
+  // Racing growers are harmless, fallocate never changes a byte.
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) return errno;
+  const std::uint64_t from = std::min(static_cast<std::uint64_t>(st.st_size), bytes);
+  return allocate(fd_, from, bytes - from);
 }
 
 void Region::populate(std::uint64_t offset, std::uint64_t bytes) noexcept {

@@ -1,8 +1,9 @@
 // region/region.h: a cache file opened safely and mapped into memory.
 //
 // Thread safety: a Region is immutable after open() except grow(), which is
-// safe to call from many threads and processes at once (posix_fallocate of
-// overlapping ranges is idempotent). Destruction needs exclusive access.
+// safe to call from many threads and processes at once (fallocate(2) of
+// overlapping ranges is idempotent and never changes a byte). Destruction
+// needs exclusive access.
 //
 // What this layer guarantees:
 //  1. A file is opened with O_NOFOLLOW and checked on the descriptor (fstat),
@@ -12,8 +13,14 @@
 //     place with link(2), which fails rather than replace a file another
 //     process created first. A reader therefore never sees a half-made file.
 //  3. The mapping reserves `map_bytes` of address space at once; only bytes
-//     below the size reached by posix_fallocate are ever touched, so a full
-//     disk is an error return from grow(), never SIGBUS.
+//     below the size reached by fallocate(2) are ever touched, so a full
+//     disk is an error return from grow(), never SIGBUS. fallocate(2) is
+//     called itself, never glibc's posix_fallocate, whose emulation (where
+//     the file system lacks fallocate) writes zeros over bytes that other
+//     processes may be writing; such file systems are refused
+//     (unsupported_file_system). A writable map() first allocates any hole
+//     below the file's end (a sparse copy of the file), or refuses the file
+//     (no_space) when the disk has no room for them.
 //  4. Every process holding the file open holds a shared flock on it; an
 //     exclusive flock therefore proves no other process has it open.
 
@@ -35,12 +42,13 @@ class Region {
     std::uint32_t mode = 0600;
   };
   // Called on a brand-new file descriptor (already sized to initial_bytes
-  // with posix_fallocate) before the file becomes visible under its name.
+  // with fallocate) before the file becomes visible under its name.
   using Initializer = std::function<void(int fd)>;
 
   // Opens `path`, creating it with `initial_bytes` and `init` when missing
   // and allowed. Throws Error: unsafe_permissions, io_error,
-  // not_a_cache_file (too small to hold a superblock).
+  // not_a_cache_file (too small to hold a superblock),
+  // unsupported_file_system (creating on a file system without fallocate).
   static Region open(const std::filesystem::path& path, const Options& options,
                      std::uint64_t initial_bytes, const Initializer& init);
 
@@ -58,7 +66,9 @@ class Region {
   ~Region();
 
   // Maps `map_bytes` bytes from offset 0 (may exceed the file's size).
-  // Throws Error: io_error.
+  // Unless read-only, first allocates every hole below the file's end
+  // (guarantee 3). Throws Error: io_error, no_space (holes the disk has no
+  // room for), unsupported_file_system (no fallocate(2)).
   void map(std::uint64_t map_bytes);
 
   // Tries to become the only process with the file open (non-blocking).
@@ -67,8 +77,9 @@ class Region {
   bool lock_exclusive_or_shared();
   void downgrade_lock();
 
-  // Extends the file's allocated size to at least `bytes` with
-  // posix_fallocate. Returns 0 or the errno (ENOSPC, EFBIG, ...).
+  // Extends the file's allocated size to at least `bytes` with fallocate(2)
+  // of the range past the file's end. Returns 0 or the errno (ENOSPC,
+  // EFBIG, EOPNOTSUPP, ...).
   int grow(std::uint64_t bytes);
 
   // Asks the kernel to map [offset, offset + bytes) for writing now, in one
@@ -99,6 +110,10 @@ class Region {
   Region() = default;
   void close() noexcept;
   void remember_identity();
+  // Allocates every hole below the file's end (SEEK_HOLE/SEEK_DATA and
+  // fallocate), after checking that the file system has fallocate(2).
+  // Throws Error: no_space, unsupported_file_system, io_error.
+  void allocate_holes();
 
   std::filesystem::path path_;
   std::uint64_t device_ = 0;

@@ -65,16 +65,28 @@ std::string StoreImpl::blob_path(std::uint64_t h, std::uint64_t id, bool tmp) co
   return blob_dir_.string() + name;
 }
 
-void StoreImpl::ensure_blob_dir() {
-  // Group/other may search it when the cache file's mode lets them read.
-  const std::uint32_t mode =
-      0700 | ((options_.mode & 0040) ? 0050 : 0) | ((options_.mode & 0004) ? 0005 : 0);
+std::uint32_t StoreImpl::ensure_blob_dir() {
+  // The directory and its files follow the cache file's sharing as it is
+  // now (its mode and group, not the mode this opener asked for): whoever
+  // may read the cache file may read blob files, whoever may write it may
+  // add and remove them. A group-writable directory is setgid, so that
+  // every user's blob files get the cache file's group.
+  struct stat st {};
+  if (::fstat(region_.fd(), &st) != 0)
+    fail_errno(errno, "cannot stat", region_.path().string(), "");
+  const std::uint32_t file_mode = st.st_mode & 0666;
+  const std::uint32_t mode = 0700 | ((file_mode & 0040) ? 0050 : 0) |
+                             ((file_mode & 0020) ? (0020 | S_ISGID) : 0) |
+                             ((file_mode & 0004) ? 0005 : 0) | ((file_mode & 0002) ? 0002 : 0);
+  const bool shared = (file_mode & 0066) != 0;
   // Checked on every use, like the cache file itself.
-  ensure_private_dir(blob_dir_, mode, options_.allow_shared_access, false, "blob directory");
+  ensure_private_dir(blob_dir_, mode, options_.allow_shared_access, false, "blob directory",
+                     shared ? std::optional<gid_t>(st.st_gid) : std::nullopt);
+  return file_mode;
 }
 
 BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
-  ensure_blob_dir();
+  const std::uint32_t file_mode = ensure_blob_dir();
   const std::uint64_t budget = sb_->capacity_bytes;
   if (atom<std::uint64_t>(&sb_->blob_bytes).load() + stored.size() > budget) {
     evict_blobs(stored.size());
@@ -88,10 +100,15 @@ BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
   ref.content_hash = checksum64(stored.data(), stored.size(), 0);
   const std::string tmp = blob_path(h, ref.id, true);
   for (int attempt = 0;; ++attempt) {
-    const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                          options_.mode & 0777);
-    if (fd < 0) fail_errno(errno, "cannot create blob file", tmp, "");
-    ::fchmod(fd, options_.mode & 0777);
+    const int fd =
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, file_mode);
+    if (fd < 0) {
+      fail_errno(errno, "cannot create blob file", tmp,
+                 errno == EACCES ? "the blob directory must be writable by every user of a "
+                                   "shared cache file: check its permissions"
+                                 : "");
+    }
+    ::fchmod(fd, file_mode);  // umask does not apply
     std::size_t done = 0;
     int err = 0;
     while (done < stored.size()) {
@@ -125,7 +142,10 @@ BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
 
 bool StoreImpl::read_blob(std::uint64_t h, const BlobRef& ref, std::string& out) {
   const std::string path = blob_path(h, ref.id, false);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO (or a device) someone put there must not
+  // wait for a writer; its type is then refused on the descriptor. Reads of
+  // a regular file ignore the flag.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return false;  // erased or evicted meanwhile: a miss
   struct stat st {};
   bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
@@ -159,9 +179,14 @@ void StoreImpl::release_payload(std::uint64_t off) {
   BlobRef ref;
   racy_read(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
   const std::uint64_t h = hash(std::string_view(c + kChunkHeaderBytes, klen));
-  if (::unlink(blob_path(h, ref.id, false).c_str()) == 0) {
+  const std::string path = blob_path(h, ref.id, false);
+  if (::unlink(path.c_str()) == 0) {
     atom<std::uint64_t>(&sb_->blob_bytes)
         .fetch_sub(std::min(ref.size, atom<std::uint64_t>(&sb_->blob_bytes).load()));
+  } else if (errno != ENOENT) {
+    // The entry is gone; its file stays until recovery sweeps it.
+    log("cannot remove blob file " + path + " (" + std::strerror(errno) +
+        "); check the blob directory's permissions");
   }
 }
 

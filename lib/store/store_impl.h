@@ -274,7 +274,7 @@ class StoreImpl {
   // False while blob files this file does not know may be another file's
   // (a compaction in progress, or this is the compactor's new file).
   bool may_delete_unknown_blobs() const;
-  void ensure_blob_dir();
+  std::uint32_t ensure_blob_dir();  // returns the mode for blob files
   // Deletes blob files no live chunk refers to; recounts blob_bytes.
   // REQUIRES: exclusive (recovery).
   void sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes);

@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "store/chunk_marks.h"
 #include "store/store_impl.h"
 #include "util/checksum.h"
 #include "util/proc.h"
@@ -125,16 +126,19 @@ const char* StoreImpl::slot_problem(std::uint64_t i, std::uint64_t w, std::strin
 VerifyReport StoreImpl::verify(bool repair) {
   VerifyReport r;
   const std::uint64_t pages = std::min(atom<std::uint64_t>(&sb_->next_page).load(), max_pages_);
-  const std::uint64_t chunk_units = (pages * page_bytes_) / kChunkAlign;
-  std::vector<std::uint64_t> live((chunk_units + 63) / 64, 0);
-  std::vector<std::uint64_t> free((chunk_units + 63) / 64, 0);
-  const auto unit = [&](std::uint64_t off) { return (off - pages_offset_) / kChunkAlign; };
-  const auto test = [&](std::vector<std::uint64_t>& bits, std::uint64_t off) {
-    return ((bits[unit(off) / 64] >> (unit(off) % 64)) & 1) != 0;
+  // Chunks reached from the index and from free lists, a window of pages at
+  // a time (chunk_marks.h); a page's class as it was when its window began.
+  const auto chunk_bytes = [&](std::uint64_t p) -> std::uint32_t {
+    const std::uint32_t cls = atom<std::uint8_t>(&page_table_[p]).load(std::memory_order_acquire);
+    return cls < class_count_ ? class_bytes_[cls] : 0;
   };
-  const auto set = [&](std::vector<std::uint64_t>& bits, std::uint64_t off) {
-    bits[unit(off) / 64] |= 1ull << (unit(off) % 64);
-  };
+  ChunkMarks live(pages_offset_, page_shift_, chunk_bytes);
+  ChunkMarks free(pages_offset_, page_shift_, chunk_bytes);
+  std::uint64_t carved_chunks = 0;
+  for (std::uint64_t p = 0; p < pages; ++p) {
+    const std::uint32_t size = chunk_bytes(p);
+    if (size != 0) carved_chunks += page_bytes_ / size;
+  }
 
   for (std::uint32_t i = 0; i < kMaxProcesses; ++i) {
     const std::uint64_t owner = atom<std::uint64_t>(&procs_[i].owner).load();
@@ -148,97 +152,114 @@ VerifyReport StoreImpl::verify(bool repair) {
     }
   }
 
-  // Index slots.
   const std::uint64_t slots = bucket_count_ * kSlotsPerBucket;
   const std::uint64_t now = now_unix_ms();
   std::string key;
   std::string scratch;
-  for (std::uint64_t i = 0; i < slots; ++i) {
-    const std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_acquire);
-    if (w == 0) continue;
-    ++r.entries;
-    const char* why = slot_problem(i, w, key);
-    const std::uint64_t off = slot_offset(w);
-    if (why == nullptr && test(live, off)) why = "chunk is reached from two slots";
-    if (why == nullptr) {
-      // The same key in an earlier slot of its pair?
-      const Slots s = slots_for(hash(key));
-      for (int j = 0; j < kPairSlots && why == nullptr; ++j) {
-        if (&s.at(j) == &index_[i]) break;
-        const std::uint64_t o = atom<std::uint64_t>(&s.at(j)).load();
-        if (o != 0 && slot_tag(o) == slot_tag(w) && chunk_has_key(s.at(j), o, key) == 1) {
-          why = "key is present twice";
-          ++r.duplicate_entries;
-        }
-      }
-    } else {
-      ++r.damaged_entries;
-    }
-    if (why == nullptr) {
-      set(live, off);
-      const char* c = chunk(off);
-      const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
-      const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
-      const bool expired = meta_expiry(meta) != 0 && now >= meta_expiry(meta);
-      if ((vf & kFlagBlob) != 0 && !expired && (vf & kValueLenMask) == sizeof(BlobRef)) {
-        BlobRef ref;
-        std::memcpy(&ref, c + kChunkHeaderBytes + meta_key_len(meta), sizeof ref);
-        if (!read_blob(hash(key), ref, scratch)) {
-          ++r.damaged_entries;
-          why = "blob file is missing or damaged";
-        }
-      }
-      if (why == nullptr) continue;
-    }
-    note(r, "index slot " + std::to_string(i) + ": " + why);
-    if (repair && !region_.read_only()) {
-      std::uint64_t expected = w;
-      if (atom<std::uint64_t>(&index_[i]).compare_exchange_strong(expected, 0)) ++r.repaired;
-    }
-  }
+  std::vector<bool> broken(class_count_, false);
+  // At least one pass: the first also judges the slots that point nowhere
+  // valid (and those into pages carved since `pages` was read).
+  for (std::uint64_t first = 0, end = 0;; first = end) {
+    end = live.start(first, pages);
+    free.start(first, pages);
+    const bool first_pass = first == 0;
 
-  // Pages and free lists; leaks. Only judged when nobody else is writing.
+    // Index slots.
+    for (std::uint64_t i = 0; i < slots; ++i) {
+      const std::uint64_t w = atom<std::uint64_t>(&index_[i]).load(std::memory_order_acquire);
+      if (w == 0) continue;
+      const std::uint64_t off = slot_offset(w);
+      const bool here = live.covers(off);
+      if (!here && !(first_pass && chunk_class(off) < 0)) continue;  // another window's
+      ++r.entries;
+      const char* why = slot_problem(i, w, key);
+      if (why == nullptr && live.test(off)) why = "chunk is reached from two slots";
+      if (why == nullptr) {
+        // The same key in an earlier slot of its pair?
+        const Slots s = slots_for(hash(key));
+        for (int j = 0; j < kPairSlots && why == nullptr; ++j) {
+          if (&s.at(j) == &index_[i]) break;
+          const std::uint64_t o = atom<std::uint64_t>(&s.at(j)).load();
+          if (o != 0 && slot_tag(o) == slot_tag(w) && chunk_has_key(s.at(j), o, key) == 1) {
+            why = "key is present twice";
+            ++r.duplicate_entries;
+          }
+        }
+      } else {
+        ++r.damaged_entries;
+      }
+      if (why == nullptr) {
+        live.set(off);
+        const char* c = chunk(off);
+        const std::uint32_t vf = atom<std::uint32_t>(c + kChunkVlenOffset).load();
+        const std::uint64_t meta = atom<std::uint64_t>(c + kChunkMetaOffset).load();
+        const bool expired = meta_expiry(meta) != 0 && now >= meta_expiry(meta);
+        if ((vf & kFlagBlob) != 0 && !expired && (vf & kValueLenMask) == sizeof(BlobRef)) {
+          BlobRef ref;
+          std::memcpy(&ref, c + kChunkHeaderBytes + meta_key_len(meta), sizeof ref);
+          if (!read_blob(hash(key), ref, scratch)) {
+            ++r.damaged_entries;
+            why = "blob file is missing or damaged";
+          }
+        }
+        if (why == nullptr) continue;
+      }
+      note(r, "index slot " + std::to_string(i) + ": " + why);
+      if (repair && !region_.read_only()) {
+        std::uint64_t expected = w;
+        if (atom<std::uint64_t>(&index_[i]).compare_exchange_strong(expected, 0)) ++r.repaired;
+      }
+    }
+
+    // Pages and free lists; leaks. Only judged when nobody else is writing.
+    if (!r.concurrent) {
+      for (std::uint64_t p = first; p < end; ++p) {
+        if (page_table_[p] >= class_count_) {
+          ++r.uncarved_pages;
+          note(r, "page " + std::to_string(p) + " was claimed but never carved");
+        }
+      }
+      // Each list is walked whole in every window, marking what lies in it.
+      for (std::uint32_t cls = 0; cls < class_count_; ++cls) {
+        if (broken[cls]) continue;
+        std::uint64_t off = head_offset(atom<std::uint64_t>(&classes_[cls].free_head).load());
+        std::uint64_t steps = 0;
+        while (off != 0) {
+          const bool in_window = free.covers(off);
+          const char* problem = nullptr;
+          if (chunk_class(off) != static_cast<int>(cls)) {
+            problem = "points outside its class's pages";
+          } else if ((atom<std::uint32_t>(chunk(off)).load() & 1) == 0) {
+            problem = "holds a chunk that is in use";
+          } else if ((in_window && free.test(off)) || ++steps > carved_chunks + 1) {
+            problem = "has a cycle";
+          } else if (in_window && live.test(off)) {
+            problem = "holds a chunk the index reaches";
+          }
+          if (problem != nullptr) {
+            broken[cls] = true;
+            ++r.broken_free_lists;
+            note(r, "free list of the " + std::to_string(class_bytes_[cls]) + "-byte class " +
+                        problem);
+            break;
+          }
+          if (in_window) free.set(off);
+          off = atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load() * kChunkAlign;
+        }
+      }
+      for (std::uint64_t p = first; p < end; ++p) {
+        const std::uint32_t cls = page_table_[p];
+        if (cls >= class_count_) continue;
+        const std::uint32_t size = class_bytes_[cls];
+        const std::uint64_t page_start = pages_offset_ + p * page_bytes_;
+        for (std::uint64_t off = page_start; off + size <= page_start + page_bytes_; off += size) {
+          if (live.covers(off) && !live.test(off) && !free.test(off)) ++r.leaked_chunks;
+        }
+      }
+    }
+    if (end >= pages) break;
+  }
   if (!r.concurrent) {
-    for (std::uint64_t p = 0; p < pages; ++p) {
-      if (page_table_[p] >= class_count_) {
-        ++r.uncarved_pages;
-        note(r, "page " + std::to_string(p) + " was claimed but never carved");
-      }
-    }
-    for (std::uint32_t cls = 0; cls < class_count_; ++cls) {
-      std::uint64_t off = head_offset(atom<std::uint64_t>(&classes_[cls].free_head).load());
-      std::uint64_t steps = 0;
-      const std::uint64_t bound = chunk_units + 1;
-      while (off != 0) {
-        const char* problem = nullptr;
-        if (chunk_class(off) != static_cast<int>(cls)) {
-          problem = "points outside its class's pages";
-        } else if ((atom<std::uint32_t>(chunk(off)).load() & 1) == 0) {
-          problem = "holds a chunk that is in use";
-        } else if (test(free, off) || ++steps > bound) {
-          problem = "has a cycle";
-        } else if (test(live, off)) {
-          problem = "holds a chunk the index reaches";
-        }
-        if (problem != nullptr) {
-          ++r.broken_free_lists;
-          note(r,
-               "free list of the " + std::to_string(class_bytes_[cls]) + "-byte class " + problem);
-          break;
-        }
-        set(free, off);
-        off = atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load() * kChunkAlign;
-      }
-    }
-    for (std::uint64_t p = 0; p < pages; ++p) {
-      const std::uint32_t cls = page_table_[p];
-      if (cls >= class_count_) continue;
-      const std::uint32_t size = class_bytes_[cls];
-      const std::uint64_t first = pages_offset_ + p * page_bytes_;
-      for (std::uint64_t off = first; off + size <= first + page_bytes_; off += size) {
-        if (!test(live, off) && !test(free, off)) ++r.leaked_chunks;
-      }
-    }
     if (r.leaked_chunks != 0 && r.broken_free_lists == 0) {
       note(r, std::to_string(r.leaked_chunks) +
                   " chunks are neither in the index nor on a free list (leaked by a process "

@@ -7,7 +7,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+
+#include <sys/types.h>
 
 namespace tcache::detail {
 
@@ -16,8 +19,13 @@ namespace tcache::detail {
 // `parents`, missing parents are created 0700 too. Unless `allow_shared`,
 // refuses a directory owned by another user or writable by group/others.
 // `what` names it in messages ("blob directory", "cache directory").
+// With `group`, a directory it creates is given that group (best effort:
+// chown needs membership), and an existing one owned by the caller is given
+// exactly `mode` (so that a directory made before its file was shared
+// follows the file's sharing). `mode` may hold S_ISGID.
 // Throws Error: io_error (with errno's text), unsafe_permissions.
 void ensure_private_dir(const std::filesystem::path& dir, std::uint32_t mode, bool allow_shared,
-                        bool parents, const std::string& what);
+                        bool parents, const std::string& what,
+                        std::optional<gid_t> group = std::nullopt);
 
 }  // namespace tcache::detail
