@@ -1175,6 +1175,15 @@ TEST_F(ToolTest, DumpReplacesTheOutputWholeOwnerOnlyAndLeavesNoTemporary) {
   r = run({"load", target, "-i", out});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(tcache::Store::open(target).stats().entries, 50u);
+  // A dump that fails midway (a file size limit) leaves OUT as it was and
+  // no temporary behind.
+  const std::string before = read_file(out);
+  r = run({"dump", file_, "-o", out}, {}, [] {
+    const rlimit limit{256, 256};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  });
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(read_file(out), before);
   for (const auto& e : fs::directory_iterator(dir_)) {
     EXPECT_THAT(e.path().filename().string(), Not(HasSubstr(".tmp-"))) << "a temporary was left";
   }

@@ -119,33 +119,32 @@ DumpResult dump_to_file(Store& store, const std::string& out, const std::string&
                             "permission in the output's directory",
                             dir.string(), out, std::strerror(errno)));
   }
-  const auto fail = [&](const std::string& what) {
-    const int saved = errno;
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw Error(Errc::io_error, fmt::format("{}: {}", what, std::strerror(saved)));
-  };
+  // Closes and removes the temporary unless it was renamed into place.
+  struct Temporary {
+    std::string path;
+    int fd;
+    bool renamed = false;
+    ~Temporary() {
+      if (fd >= 0) ::close(fd);
+      if (!renamed) ::unlink(path.c_str());
+    }
+  } temporary{temp, fd};
   DumpResult r;
-  try {
+  {
     FdWriteBuf buf(fd);
     std::ostream stream(&buf);
     r = dump(store, stream, progress);
-  } catch (...) {
-    ::close(fd);
-    ::unlink(temp.c_str());
-    throw;
   }
-  if (::fsync(fd) != 0) fail(fmt::format("cannot write {} (disk full?)", temp));
-  if (::close(fd) != 0) {
-    ::unlink(temp.c_str());
-    throw Error(Errc::io_error, fmt::format("cannot write {}: {}", temp, std::strerror(errno)));
-  }
+  const auto failed = [&](const std::string& what) {
+    return Error(Errc::io_error, fmt::format("{}: {}", what, std::strerror(errno)));
+  };
+  if (::fsync(fd) != 0) throw failed("cannot write " + temp + " (disk full?)");
+  temporary.fd = -1;
+  if (::close(fd) != 0) throw failed("cannot write " + temp + " (disk full?)");
   if (::rename(temp.c_str(), out.c_str()) != 0) {
-    const int saved = errno;
-    ::unlink(temp.c_str());
-    throw Error(Errc::io_error,
-                fmt::format("cannot rename {} to {}: {}", temp, out, std::strerror(saved)));
+    throw failed("cannot rename " + temp + " to " + out);
   }
+  temporary.renamed = true;
   return r;
 }
 
