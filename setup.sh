@@ -19,6 +19,7 @@ packages=(
   cmake g++ clang libclang-rt-14-dev libboost1.81-dev libxxhash-dev liblz4-dev libfmt-dev
   libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
   libhiredis-dev redis-server pkg-config
+  prometheus  # promtool: tool_test checks stats --prometheus with Prometheus's own linter
 )
 jobs=${JOBS:-$(nproc)}
 fuzz_seconds=${FUZZ_SECONDS:-20}

@@ -1,9 +1,16 @@
 #include <cstring>
 
+#include "format/layout.h"
 #include "tcache/error.h"
+#include "tcache/version.h"
 #include "util/fail.h"
 
 namespace tcache {
+
+// The public constant is generated from layout.h by CMake (version.h.in);
+// this catches a stale build tree or a changed spelling in layout.h.
+static_assert(kFormatVersion == detail::kFileFormatVersion,
+              "tcache/version.h disagrees with lib/format/layout.h: re-run cmake");
 
 const char* error_code_name(Errc code) noexcept {
   switch (code) {

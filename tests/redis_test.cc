@@ -322,18 +322,22 @@ TEST_F(RedisTest, TtlBecomesPxAndExpires) {
         return x;
       },
       {.name = "ttl", .backend = server_->uri(), .path = file_, .ttl = 300ms});
+  const auto start = std::chrono::steady_clock::now();
   f(1);
   f(1);
-  EXPECT_EQ(calls, 1);
+  const int calls_then = calls;
   const auto k = keys("tcache:{ttl}:*");
-  ASSERT_EQ(k.size(), 1u);
   RawRedis raw = server_->raw();
-  const long long pttl = raw.integer({"PTTL", k[0]});
-  EXPECT_GT(pttl, 0);
-  EXPECT_LE(pttl, 300);
-  EXPECT_TRUE(eventually([&] { return raw.integer({"EXISTS", k[0]}) == 0; }));
+  const long long pttl = k.size() == 1 ? raw.integer({"PTTL", k[0]}) : -2;
+  if (tcache::test::before_expiry(start, 300ms)) {  // else too slow to tell
+    EXPECT_EQ(calls_then, 1);
+    ASSERT_EQ(k.size(), 1u);
+    EXPECT_GT(pttl, 0);
+    EXPECT_LE(pttl, 300);
+  }
+  EXPECT_TRUE(eventually([&] { return keys("tcache:{ttl}:*").empty(); }));
   f(1);
-  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(calls, calls_then + 1);
 }
 
 TEST_F(RedisTest, NamesAndVersionsAreSeparateNamespaces) {
@@ -456,12 +460,17 @@ TEST_F(RedisTest, TwoLevelFillKeepsTheTtlRedisHasLeft) {
   };
   auto a = tcache::bcache(
       fn, {.name = "rt", .path = dir_ / "a.tcache", .remote = server_->uri(), .ttl = 500ms});
-  a(1);
   auto b = tcache::bcache(
       fn, {.name = "rt", .path = dir_ / "b.tcache", .remote = server_->uri(), .ttl = 1h});
+  const auto start = std::chrono::steady_clock::now();
+  a(1);
   b(1);
-  EXPECT_EQ(calls, 1);
   const auto k = keys("tcache:{rt}:*");
+  if (!tcache::test::before_expiry(start, 500ms)) {
+    GTEST_SKIP() << "the machine took more than the 500 ms TTL to put and fetch one value; "
+                    "b's copy may not have come from Redis, so there is nothing to check";
+  }
+  EXPECT_EQ(calls, 1);
   ASSERT_EQ(k.size(), 1u);
   RawRedis raw = server_->raw();
   EXPECT_TRUE(eventually([&] { return raw.integer({"EXISTS", k[0]}) == 0; }));

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -31,6 +34,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "dump/stream.h"           // crafted dump streams (internal on purpose)
 #include "support/file_surgery.h"  // verify tests damage files in known ways
 #include "support/test_support.h"
 #include "tcache/tcache.h"
@@ -1021,3 +1025,278 @@ TEST_F(VerifyTest, RepairWhileAnotherProcessUsesTheFileIsSafe) {
 }
 
 }  // namespace tool_more
+
+// ---------------------------------------------------------------------------
+// --version, --prometheus, dump -o, crafted streams, escaped keys
+
+namespace tool_hardening {
+
+std::uint32_t header_format_version(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  char bytes[12] = {};
+  in.read(bytes, sizeof bytes);
+  EXPECT_EQ(in.gcount(), 12) << file;
+  std::uint32_t version = 0;
+  std::memcpy(&version, bytes + 8, sizeof version);  // format_version (FORMAT.md)
+  return version;
+}
+
+TEST_F(ToolTest, VersionPrintsTheFormatOfTheFilesTheLibraryCreates) {
+  { tcache::Store s = tcache::Store::open(file_); }
+  const std::uint32_t format = header_format_version(file_);
+  const Result r = run({"--version"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("cache file format " + std::to_string(format) + ")"));
+  EXPECT_THAT(r.out, HasSubstr(tcache::kVersionString));
+  EXPECT_EQ(tcache::kFormatVersion, format);
+}
+
+std::optional<std::string> find_on_path(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path != nullptr ? path : "/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    const std::string candidate = (fs::path(dir.empty() ? "." : dir) / program).string();
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+// `promtool check metrics` on `metrics`: its exit status and what it said.
+std::pair<int, std::string> promtool_check(const std::string& promtool, const fs::path& metrics) {
+  const std::string command = promtool + " check metrics < '" + metrics.string() + "' 2>&1";
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, std::strerror(errno)};
+  std::string said;
+  char buffer[4096];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) said.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, said};
+}
+
+TEST_F(ToolTest, PrometheusOutputPassesPromtool) {
+  const std::optional<std::string> promtool = find_on_path("promtool");
+  if (!promtool) {
+    GTEST_SKIP() << "promtool is not on PATH: install the Debian package 'prometheus' "
+                    "(setup.sh does) to check stats --prometheus with Prometheus's own linter";
+  }
+  // A plain name, and one with a double quote, a backslash, a newline and
+  // bytes that are not UTF-8 (\xff; \xc3 followed by an ASCII byte).
+  const fs::path odd = dir_ / std::string("we\"ird\\\nname\xff\xc3(.tcache");
+  for (const fs::path& file : {file_, odd}) {
+    SCOPED_TRACE(file.string());
+    {
+      tcache::Store s = tcache::Store::open(file);
+      s.put("a", "1");
+      s.put("b", std::string(5000, 'b'));
+      s.get("a");
+      s.get("absent");
+    }
+    const Result r = run({"stats", file, "--prometheus"});
+    ASSERT_EQ(r.status, 0) << r.err;
+    const fs::path metrics = dir_ / "metrics.txt";
+    write_file(metrics, r.out);
+    const auto [status, said] = promtool_check(*promtool, metrics);
+    EXPECT_EQ(status, 0) << said << "\n" << r.out;
+    EXPECT_EQ(said, "") << r.out;
+    EXPECT_THAT(r.out, HasSubstr("# TYPE tcache_capacity_pages gauge\n"));
+    EXPECT_THAT(r.out, HasSubstr("# TYPE tcache_hits_total counter\ntcache_hits_total{"));
+    EXPECT_THAT(r.out, Not(HasSubstr("tcache_pages_total")));
+  }
+  const Result r = run({"stats", odd, "--prometheus"});
+  EXPECT_THAT(r.out, HasSubstr("we\\\"ird\\\\\\nname\xef\xbf\xbd\xef\xbf\xbd(.tcache\"}"));
+}
+
+TEST_F(ToolTest, DumpNeverWritesThroughASymlinkOrIntoAnythingButARegularFile) {
+  create();
+  ASSERT_EQ(run({"put", file_, "k", "v"}).status, 0);
+  const fs::path victim = dir_ / "victim";
+  write_file(victim, "precious");
+  ASSERT_EQ(::chmod(victim.c_str(), 0644), 0);
+  fs::create_symlink(victim, dir_ / "link");
+  Result r = run({"dump", file_, "-o", dir_ / "link"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("symbolic link"));
+  EXPECT_EQ(read_file(victim), "precious");
+  EXPECT_EQ(file_mode(victim), 0644u);
+  EXPECT_TRUE(fs::is_symlink(dir_ / "link"));
+
+  // A device node: never written, never chmod'ed (as root, -o /dev/null
+  // used to make /dev/null 0600 for everyone). Our own node, so that the
+  // old behaviour cannot harm the machine.
+  const fs::path device = dir_ / "null";
+  if (::mknod(device.c_str(), S_IFCHR | 0666, ::makedev(1, 3)) == 0) {
+    ASSERT_EQ(::chmod(device.c_str(), 0666), 0);
+    r = run({"dump", file_, "-o", device});
+    EXPECT_EQ(r.status, 2);
+    EXPECT_THAT(r.err, HasSubstr("not a regular file"));
+    EXPECT_EQ(file_mode(device), 0666u);
+    EXPECT_TRUE(fs::is_character_file(device));
+  }
+  ASSERT_EQ(::mkfifo((dir_ / "fifo").c_str(), 0600), 0);
+  r = run({"dump", file_, "-o", dir_ / "fifo"});  // used to block for a reader
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("not a regular file"));
+  r = run({"dump", file_, "-o", dir_});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("not a regular file"));
+}
+
+TEST_F(ToolTest, DumpRefusesToOverwriteTheCacheFileUnderAnyName) {
+  create();
+  ASSERT_EQ(run({"put", file_, "k", "v"}).status, 0);
+  const fs::path alias = dir_ / "alias.tcache";
+  fs::create_hard_link(file_, alias);
+  for (const fs::path& out : {file_, dir_ / "." / file_.filename(), alias}) {
+    const Result r = run({"dump", file_, "-o", out});
+    EXPECT_EQ(r.status, 2) << out;
+    EXPECT_THAT(r.err, HasSubstr("is the cache file")) << out;
+  }
+  Result r = run({"get", file_, "k"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "v");
+  r = run({"verify", file_});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+}
+
+TEST_F(ToolTest, DumpReplacesTheOutputWholeOwnerOnlyAndLeavesNoTemporary) {
+  create();
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    for (int i = 0; i < 50; ++i) s.put("key-" + std::to_string(i), std::to_string(i));
+  }
+  const fs::path out = dir_ / "out.dump";
+  write_file(out, "an older dump, longer than nothing");
+  ASSERT_EQ(::chmod(out.c_str(), 0644), 0);
+  Result r = run({"dump", file_, "-o", out});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(file_mode(out), 0600u);
+  const fs::path target = dir_ / "target.tcache";
+  r = run({"load", target, "-i", out});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(tcache::Store::open(target).stats().entries, 50u);
+  // A dump that fails midway (a file size limit) leaves OUT as it was and
+  // no temporary behind.
+  const std::string before = read_file(out);
+  r = run({"dump", file_, "-o", out}, {}, [] {
+    const rlimit limit{256, 256};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  });
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_EQ(read_file(out), before);
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    EXPECT_THAT(e.path().filename().string(), Not(HasSubstr(".tmp-"))) << "a temporary was left";
+  }
+}
+
+// A stream whose checksums all match (built with dump/stream.h) holding a
+// valid record followed by `second`'s fields.
+std::string stream_with(std::string_view second_key, std::string_view second_value,
+                        std::uint64_t second_ttl_ms) {
+  std::string stream;
+  tcache::detail::StreamEncoder encoder;
+  encoder.header(stream, 0);
+  encoder.record(stream, "first", "loaded before the bad record, if anything is", 0);
+  encoder.record(stream, second_key, second_value, second_ttl_ms);
+  encoder.trailer(stream);
+  return stream;
+}
+
+TEST_F(ToolTest, ARecordTtlOutOfRangeLoadsNothing) {
+  const std::string stream = stream_with("second", "v", std::uint64_t{1} << 63);
+  {
+    tcache::Store s = tcache::Store::open(file_);
+    std::istringstream in(stream);
+    try {
+      tcache::load(s, in);
+      ADD_FAILURE() << "a TTL of 2^63 ms was loaded";
+    } catch (const tcache::Error& e) {
+      EXPECT_EQ(e.code(), tcache::Errc::corrupt_file) << e.what();
+      EXPECT_THAT(e.what(), HasSubstr("TTL"));
+    }
+    EXPECT_EQ(s.stats().entries, 0u) << "a refused stream loaded entries";
+    std::istringstream again(stream);
+    EXPECT_THROW(tcache::verify_dump(again), tcache::Error);
+  }
+  const fs::path target = dir_ / "target.tcache";
+  Result r = run({"load", target}, stream);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("corrupt_file"));
+  EXPECT_EQ(tcache::Store::open(target).stats().entries, 0u);
+  // The largest TTL the format allows loads.
+  r = run({"load", target}, stream_with("second", "v", (std::uint64_t{1} << 63) - 1));
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(tcache::Store::open(target).stats().entries, 2u);
+}
+
+TEST_F(ToolTest, AValueTooLargeForTheTargetLoadsNothing) {
+  tcache::StoreOptions small;
+  small.capacity_bytes = 1ull << 20;
+  tcache::Store s = tcache::Store::open(file_, small);
+  std::istringstream in(stream_with("second", std::string(s.max_value_bytes() + 1, 'x'), 0));
+  try {
+    tcache::load(s, in);
+    ADD_FAILURE() << "a value larger than the store's limit was loaded";
+  } catch (const tcache::Error& e) {
+    EXPECT_EQ(e.code(), tcache::Errc::value_too_large) << e.what();
+    EXPECT_THAT(e.what(), HasSubstr("nothing was loaded"));
+  }
+  EXPECT_EQ(s.stats().entries, 0u) << "a refused stream loaded entries";
+}
+
+TEST_F(ToolTest, KeysThatLsEscapesCanBeTypedBack) {
+  create();
+  const std::string key("line1\nline2\\\0\xff", 14);
+  { tcache::Store::open(file_).put(key, "value"); }
+  Result r = run({"ls", file_});
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_EQ(r.out, "line1\\x0aline2\\\\\\x00\\xff\n");
+  const std::string escaped = r.out.substr(0, r.out.size() - 1);
+  r = run({"get", file_, "--escaped", escaped});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "value");
+  r = run({"ls", file_, "--json"});
+  const std::string key_hex = nlohmann::json::parse(r.out)[0]["key_hex"];
+  r = run({"get", file_, "--hex", key_hex});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "value");
+  r = run({"put", file_, "--escaped", "new\\x01key", "v2"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(tcache::Store::open(file_).get(std::string("new\x01key")), "v2");
+  r = run({"del", file_, "--escaped", escaped});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_FALSE(tcache::Store::open(file_).get(key).has_value());
+  r = run({"del", file_, "--hex", key_hex});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("line1\\x0aline2"));  // the miss note names the key escaped
+
+  r = run({"get", file_, "--escaped", "bad\\q"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("bad escape at offset 3"));
+  r = run({"get", file_, "--escaped", "cut\\x4"});
+  EXPECT_EQ(r.status, 2);
+  r = run({"get", file_, "--hex", "abc"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("two hex digits"));
+  r = run({"get", file_, "--hex", "zz"});
+  EXPECT_EQ(r.status, 2);
+  r = run({"get", file_, "--hex", "--escaped", "00"});
+  EXPECT_EQ(r.status, 2);
+}
+
+TEST_F(ToolTest, AKeyThatLooksLikeAnOptionGoesAfterADoubleDash) {
+  create();
+  Result r = run({"put", file_, "-k", "v"});
+  EXPECT_EQ(r.status, 2);
+  EXPECT_THAT(r.err, HasSubstr("goes after '--'"));
+  r = run({"put", file_, "--", "-k", "v"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run({"get", file_, "--", "-k"});
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "v");
+  r = run({"put", "--help"});
+  EXPECT_THAT(r.out, HasSubstr("goes after '--'"));
+  EXPECT_THAT(r.out, HasSubstr("--escaped"));
+}
+
+}  // namespace tool_hardening

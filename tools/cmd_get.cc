@@ -1,4 +1,4 @@
-// tools/cmd_get.cc: `tcache-tool get FILE KEY`.
+// tools/cmd_get.cc: `tcache-tool get FILE KEY [--escaped | --hex]`.
 //
 // Writes the value, exactly as stored, to standard output. Opens the file
 // read-only. Exit status 1 (and nothing on stdout) when the key is absent.
@@ -17,13 +17,15 @@ namespace {
 struct GetArgs {
   std::string file;
   std::string key;
+  KeyForm key_form;
 };
 
 int run_get(const GetArgs& args, const GlobalOptions& global) {
+  const std::string key = decode_key(args.key, args.key_form);
   Store store = open_existing(args.file, /*read_only=*/true, global);
   std::string value;
-  if (!store.get(args.key, value)) {
-    print_note(fmt::format("get: no entry for key '{}' in {}", args.key, args.file));
+  if (!store.get(key, value)) {
+    print_note(fmt::format("get: no entry for key '{}' in {}", escape_key(key), args.file));
     return kExitMiss;
   }
   write_raw(stdout, value);
@@ -38,7 +40,8 @@ Command add_get_command(CLI::App& app, const GlobalOptions& global) {
       "get", "Print the value stored under KEY (raw bytes); exit status 1 if it is absent");
   sub->add_option("FILE", args->file, "Path of an existing cache file (opened read-only)")
       ->required();
-  sub->add_option("KEY", args->key, "The key")->required();
+  sub->add_option("KEY", args->key, "The key (see --escaped, --hex)")->required();
+  add_key_form_flags(*sub, args->key_form);
   return {sub, [args, &global] { return run_get(*args, global); }};
 }
 

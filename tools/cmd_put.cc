@@ -1,4 +1,4 @@
-// tools/cmd_put.cc: `tcache-tool put FILE KEY VALUE [--ttl SECONDS]`.
+// tools/cmd_put.cc: `tcache-tool put FILE KEY VALUE [--ttl SECONDS] [--escaped | --hex]`.
 //
 // Stores one value. VALUE "-" reads the value from standard input, byte for
 // byte, so binary data and values too large for the command line work.
@@ -45,14 +45,16 @@ std::string read_stdin() {
 struct PutArgs {
   std::string file;
   std::string key;
+  KeyForm key_form;
   std::string value;
   std::uint64_t ttl_seconds = 0;
 };
 
 int run_put(const PutArgs& args, const GlobalOptions& global) {
+  const std::string key = decode_key(args.key, args.key_form);
   Store store = open_existing(args.file, /*read_only=*/false, global);
   const std::string value = args.value == "-" ? read_stdin() : args.value;
-  store.put(args.key, value, std::chrono::seconds(args.ttl_seconds));
+  store.put(key, value, std::chrono::seconds(args.ttl_seconds));
   store.flush();
   return kExitOk;
 }
@@ -63,7 +65,8 @@ Command add_put_command(CLI::App& app, const GlobalOptions& global) {
   auto args = std::make_shared<PutArgs>();
   CLI::App* sub = app.add_subcommand("put", "Store VALUE under KEY, replacing any previous value");
   sub->add_option("FILE", args->file, "Path of an existing cache file")->required();
-  sub->add_option("KEY", args->key, "The key")->required();
+  sub->add_option("KEY", args->key, "The key (see --escaped, --hex)")->required();
+  add_key_form_flags(*sub, args->key_form);
   sub->add_option("VALUE", args->value, "The value; '-' reads it from standard input")->required();
   sub->add_option("--ttl", args->ttl_seconds,
                   "Seconds until the entry expires; 0 (the default) never expires")

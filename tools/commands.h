@@ -55,6 +55,24 @@ Command add_watch_command(CLI::App& app, const GlobalOptions& global);
 Command add_verify_command(CLI::App& app, const GlobalOptions& global);
 Command add_compact_command(CLI::App& app, const GlobalOptions& global);
 
+// How a KEY argument is written (get, put, del): as it is (the default),
+// with the escapes `ls` prints (--escaped: \\ and \xNN), or as hex
+// (--hex: what `ls --json` gives as key_hex). So every key `ls` lists,
+// binary ones included, can be typed back.
+struct KeyForm {
+  bool escaped = false;
+  bool hex = false;
+};
+
+// Adds --escaped and --hex (mutually exclusive) to `sub`, and a footer
+// saying that a KEY or VALUE starting with '-' goes after '--'.
+// REQUIRES: `form` outlives `sub`'s parsing.
+void add_key_form_flags(CLI::App& sub, KeyForm& form);
+
+// The key bytes that `text` stands for in `form`. Throws
+// std::invalid_argument naming the bad escape or hex digit.
+std::string decode_key(const std::string& text, const KeyForm& form);
+
 // Opens an existing cache file, never creating one. Inspection commands pass
 // read_only = true so that they cannot change the file. Throws tcache::Error;
 // a missing file gets a message that says how to create it.

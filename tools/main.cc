@@ -89,6 +89,57 @@ std::uint64_t size_option(std::string_view option, const std::string& text) {
   return *size;
 }
 
+void add_key_form_flags(CLI::App& sub, KeyForm& form) {
+  auto* escaped = sub.add_flag("--escaped", form.escaped,
+                               "KEY is written as 'ls' prints it: \\\\ for a backslash, \\xNN "
+                               "for any byte (e.g. 'line1\\x0aline2')");
+  sub.add_flag("--hex", form.hex, "KEY is hex, as 'ls --json' prints it in key_hex")
+      ->excludes(escaped);
+  sub.footer(
+      fmt::format("A KEY or VALUE that starts with '-' goes after '--', e.g. "
+                  "'tcache-tool {} FILE -- -k{}'.",
+                  sub.get_name(), sub.get_name() == "put" ? " v" : ""));
+}
+
+std::string decode_key(const std::string& text, const KeyForm& form) {
+  const auto digit = [&](char c, std::size_t at) -> unsigned {
+    if (c >= '0' && c <= '9') return static_cast<unsigned>(c - '0');
+    if (c >= 'a' && c <= 'f') return static_cast<unsigned>(c - 'a' + 10);
+    if (c >= 'A' && c <= 'F') return static_cast<unsigned>(c - 'A' + 10);
+    throw std::invalid_argument(
+        fmt::format("'{}' at offset {} of the key is not a hex digit", c, at));
+  };
+  std::string key;
+  if (form.hex) {
+    if (text.size() % 2 != 0) {
+      throw std::invalid_argument(
+          "a --hex key needs two hex digits per byte; this one has an odd count");
+    }
+    for (std::size_t i = 0; i < text.size(); i += 2) {
+      key.push_back(static_cast<char>(digit(text[i], i) << 4 | digit(text[i + 1], i + 1)));
+    }
+    return key;
+  }
+  if (!form.escaped) return text;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != '\\') {
+      key.push_back(text[i]);
+    } else if (i + 1 < text.size() && text[i + 1] == '\\') {
+      key.push_back('\\');
+      ++i;
+    } else if (i + 3 < text.size() && text[i + 1] == 'x') {
+      key.push_back(static_cast<char>(digit(text[i + 2], i + 2) << 4 | digit(text[i + 3], i + 3)));
+      i += 3;
+    } else {
+      throw std::invalid_argument(fmt::format(
+          "bad escape at offset {} of the --escaped key: write \\\\ for a backslash and \\xNN "
+          "(two hex digits) for any byte",
+          i));
+    }
+  }
+  return key;
+}
+
 namespace {
 
 int run(int argc, char** argv) {
@@ -154,10 +205,25 @@ int run(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::string help = "tcache-tool --help";
+    std::string hint;
     for (const CLI::App* sub : app.get_subcommands()) {
       help = fmt::format("tcache-tool {} --help", sub->get_name());
+      // `put FILE -k v`: a key or value that looks like an option.
+      const std::string command = sub->get_name();
+      const bool takes_key = command == "get" || command == "put" || command == "del";
+      for (int i = 1; i < argc && takes_key && hint.empty(); ++i) {
+        const std::string word(argv[i]);
+        if (word.size() < 2 || word[0] != '-' || word == "--") continue;
+        const std::string name = word.substr(0, word.find('='));
+        if (sub->get_option_no_throw(name) == nullptr && app.get_option_no_throw(name) == nullptr) {
+          hint = fmt::format(
+              "A KEY or VALUE that starts with '-' goes after '--', e.g. 'tcache-tool {} FILE -- "
+              "{}'.\n",
+              sub->get_name(), word);
+        }
+      }
     }
-    fmt::print(stderr, "{}: {}\nRun '{}' for usage.\n", kProgram, e.what(), help);
+    fmt::print(stderr, "{}: {}\n{}Run '{}' for usage.\n", kProgram, e.what(), hint, help);
     return kExitError;
   }
 

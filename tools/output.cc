@@ -17,32 +17,56 @@
 namespace tcache::tool {
 namespace {
 
+enum class Metric { gauge, counter };
+
 struct StatsField {
   const char* name;  // the field's name in StoreStats, used as the JSON key
   std::uint64_t StoreStats::*member;
-  bool is_bytes;  // shown with a human unit beside the exact number
+  bool is_bytes;       // shown with a human unit beside the exact number
+  Metric kind;         // its Prometheus type
+  const char* metric;  // its Prometheus name after "tcache_" (counters end in _total)
+  const char* help;    // its Prometheus # HELP text
 };
 
+// The Prometheus names are product (dashboards use them): DO NOT CHANGE;
+// README.md lists them.
 constexpr StatsField kStatsFields[] = {
-    {"entries", &StoreStats::entries, false},
-    {"bytes", &StoreStats::bytes, true},
-    {"blob_bytes", &StoreStats::blob_bytes, true},
-    {"capacity_bytes", &StoreStats::capacity_bytes, true},
-    {"file_bytes", &StoreStats::file_bytes, true},
-    {"index_slots", &StoreStats::index_slots, false},
-    {"page_bytes", &StoreStats::page_bytes, true},
-    {"pages_total", &StoreStats::pages_total, false},
-    {"pages_used", &StoreStats::pages_used, false},
-    {"hits", &StoreStats::hits, false},
-    {"misses", &StoreStats::misses, false},
-    {"puts", &StoreStats::puts, false},
-    {"erases", &StoreStats::erases, false},
-    {"evictions", &StoreStats::evictions, false},
-    {"expirations", &StoreStats::expirations, false},
-    {"checksum_failures", &StoreStats::checksum_failures, false},
-    {"grow_failures", &StoreStats::grow_failures, false},
-    {"recoveries", &StoreStats::recoveries, false},
-    {"attached_processes", &StoreStats::attached_processes, false},
+    {"entries", &StoreStats::entries, false, Metric::gauge, "entries",
+     "Live entries in the index (expired ones until swept)"},
+    {"bytes", &StoreStats::bytes, true, Metric::gauge, "bytes",
+     "Bytes of the chunks the entries occupy"},
+    {"blob_bytes", &StoreStats::blob_bytes, true, Metric::gauge, "blob_bytes",
+     "Bytes in blob files (values larger than a page)"},
+    {"capacity_bytes", &StoreStats::capacity_bytes, true, Metric::gauge, "capacity_bytes",
+     "The cache file's size ceiling in bytes"},
+    {"file_bytes", &StoreStats::file_bytes, true, Metric::gauge, "file_bytes",
+     "Current size of the cache file in bytes"},
+    {"index_slots", &StoreStats::index_slots, false, Metric::gauge, "index_slots",
+     "Slots in the hash index"},
+    {"page_bytes", &StoreStats::page_bytes, true, Metric::gauge, "page_bytes",
+     "Slab page size in bytes"},
+    {"pages_total", &StoreStats::pages_total, false, Metric::gauge, "capacity_pages",
+     "Slab pages the file may hold at its capacity"},
+    {"pages_used", &StoreStats::pages_used, false, Metric::gauge, "pages_used",
+     "Slab pages carved into size classes"},
+    {"hits", &StoreStats::hits, false, Metric::counter, "hits_total",
+     "Lookups that found a live entry"},
+    {"misses", &StoreStats::misses, false, Metric::counter, "misses_total",
+     "Lookups that found no live entry"},
+    {"puts", &StoreStats::puts, false, Metric::counter, "puts_total", "Values stored"},
+    {"erases", &StoreStats::erases, false, Metric::counter, "erases_total", "Entries erased"},
+    {"evictions", &StoreStats::evictions, false, Metric::counter, "evictions_total",
+     "Entries removed to make room"},
+    {"expirations", &StoreStats::expirations, false, Metric::counter, "expirations_total",
+     "Entries found expired and removed"},
+    {"checksum_failures", &StoreStats::checksum_failures, false, Metric::counter,
+     "checksum_failures_total", "Entries whose checksum did not match (counted as misses)"},
+    {"grow_failures", &StoreStats::grow_failures, false, Metric::counter, "grow_failures_total",
+     "Times the file could not grow (disk full, file size limit)"},
+    {"recoveries", &StoreStats::recoveries, false, Metric::counter, "recoveries_total",
+     "Times a crashed user's leftovers were reclaimed"},
+    {"attached_processes", &StoreStats::attached_processes, false, Metric::gauge,
+     "attached_processes", "Processes with the file open now"},
 };
 
 // A new StoreStats field must be added above, or the tool would hide it.
@@ -230,46 +254,78 @@ nlohmann::ordered_json processes_to_json(const std::vector<ProcessInfo>& process
   return a;
 }
 
-std::string prometheus_text(std::string_view file, const StoreStats& stats,
-                            const std::vector<ClassStats>& classes) {
-  // Label values escape backslash, double quote and newline.
-  std::string label;
-  for (const char c : file) {
-    if (c == '\\' || c == '"') label += '\\';
-    if (c == '\n') {
-      label += "\\n";
+std::string prometheus_label_value(std::string_view text) {
+  static constexpr std::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    if (b < 0x80) {
+      if (b == '\\') {
+        out += "\\\\";
+      } else if (b == '"') {
+        out += "\\\"";
+      } else if (b == '\n') {
+        out += "\\n";
+      } else {
+        out += static_cast<char>(b);
+      }
+      ++i;
       continue;
     }
-    label += c;
+    // A UTF-8 sequence (RFC 3629: no overlong forms, no surrogates, nothing
+    // past U+10FFFF) is copied whole; anything else becomes one U+FFFD per
+    // byte that cannot start or continue one.
+    const std::size_t length = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 0;
+    bool valid = length != 0 && b <= 0xf4 && b != 0xc0 && b != 0xc1 && i + length <= text.size();
+    for (std::size_t k = 1; valid && k < length; ++k) {
+      valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+    }
+    if (valid && length >= 3) {
+      const auto second = static_cast<unsigned char>(text[i + 1]);
+      if (b == 0xe0) valid = second >= 0xa0;  // overlong
+      if (b == 0xed) valid = second < 0xa0;   // surrogate
+      if (b == 0xf0) valid = second >= 0x90;  // overlong
+      if (b == 0xf4) valid = second < 0x90;   // past U+10FFFF
+    }
+    if (valid) {
+      out.append(text.substr(i, length));
+      i += length;
+    } else {
+      out += kReplacement;
+      ++i;
+    }
   }
-  static constexpr std::string_view kCounters[] = {"hits",
-                                                   "misses",
-                                                   "puts",
-                                                   "erases",
-                                                   "evictions",
-                                                   "expirations",
-                                                   "checksum_failures",
-                                                   "grow_failures",
-                                                   "recoveries"};
+  return out;
+}
+
+std::string prometheus_text(std::string_view file, const StoreStats& stats,
+                            const std::vector<ClassStats>& classes) {
+  const std::string label = prometheus_label_value(file);
   std::string text;
   for (const StatsField& field : kStatsFields) {
-    const bool counter =
-        std::find(std::begin(kCounters), std::end(kCounters), field.name) != std::end(kCounters);
-    const std::string name = fmt::format("tcache_{}{}", field.name, counter ? "_total" : "");
-    text += fmt::format("# TYPE {} {}\n{}{{file=\"{}\"}} {}\n", name, counter ? "counter" : "gauge",
-                        name, label, stats.*field.member);
+    const std::string name = fmt::format("tcache_{}", field.metric);
+    text += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}{{file=\"{}\"}} {}\n", name, field.help,
+                        name, field.kind == Metric::counter ? "counter" : "gauge", name, label,
+                        stats.*field.member);
   }
-  text += "# TYPE tcache_class_chunks gauge\n";
-  for (const ClassStats& c : classes) {
-    if (c.pages == 0) continue;
-    text += fmt::format("tcache_class_chunks{{file=\"{}\",chunk_bytes=\"{}\"}} {}\n", label,
-                        c.chunk_bytes, c.chunks);
-  }
-  text += "# TYPE tcache_class_entries gauge\n";
-  for (const ClassStats& c : classes) {
-    if (c.pages == 0) continue;
-    text += fmt::format("tcache_class_entries{{file=\"{}\",chunk_bytes=\"{}\"}} {}\n", label,
-                        c.chunk_bytes, c.entries);
+  struct ClassMetric {
+    const char* name;
+    const char* help;
+    std::uint64_t ClassStats::*member;
+  };
+  static constexpr ClassMetric kClassMetrics[] = {
+      {"tcache_class_chunks", "Chunks in the pages of a size class", &ClassStats::chunks},
+      {"tcache_class_entries", "Chunks of a size class in use by entries", &ClassStats::entries},
+  };
+  for (const ClassMetric& metric : kClassMetrics) {
+    text += fmt::format("# HELP {} {}\n# TYPE {} gauge\n", metric.name, metric.help, metric.name);
+    for (const ClassStats& c : classes) {
+      if (c.pages == 0) continue;
+      text += fmt::format("{}{{file=\"{}\",chunk_bytes=\"{}\"}} {}\n", metric.name, label,
+                          c.chunk_bytes, c.*metric.member);
+    }
   }
   return text;
 }

@@ -54,8 +54,10 @@ void print_processes(std::FILE* out, const std::vector<ProcessInfo>& processes);
 nlohmann::ordered_json classes_to_json(const std::vector<ClassStats>& classes);
 // [{pid, alive, attached_unix_ms}, ...]
 nlohmann::ordered_json processes_to_json(const std::vector<ProcessInfo>& processes);
-// Prometheus text exposition format: every StoreStats field as
-// tcache_<field>{file="..."} (counters as *_total), and per-class gauges.
+// Prometheus text exposition format, clean for `promtool check metrics`:
+// every StoreStats field as tcache_<name>{file="..."} with # HELP and
+// # TYPE (counters end in _total, gauges never do; pages_total is
+// tcache_capacity_pages), and per-class gauges.
 std::string prometheus_text(std::string_view file, const StoreStats& stats,
                             const std::vector<ClassStats>& classes);
 
@@ -77,6 +79,11 @@ void print_failure(std::string_view command, std::string_view reason);
 
 // Prints "tcache-tool: <message>" on stderr (notes such as a miss).
 void print_note(std::string_view message);
+
+// `text` as a Prometheus label value: backslash, double quote and newline
+// escaped as the exposition format requires, and every byte that is not
+// part of valid UTF-8 (a file name is any bytes) replaced by U+FFFD.
+std::string prometheus_label_value(std::string_view text);
 
 // A key as one printable line: printable ASCII as it is, backslash as \\,
 // every other byte as \xNN.

@@ -46,9 +46,12 @@ struct LoadOptions {
 
 // Puts every entry of a stream written by dump() into `store`, each with
 // the TTL it had left when dumped. A stream that cannot be read twice
-// (a pipe) is first copied to an unnamed temporary file. Throws Error:
-// corrupt_file (offset and cause), version_mismatch, io_error, and what
-// Store::put throws.
+// (a pipe) is first copied to an unnamed temporary file. Unless
+// options.partial, the whole stream is checked before anything is put:
+// every field of every record, and that each value fits `store`
+// (Errc::value_too_large otherwise), so a refused stream loads nothing.
+// Throws Error: corrupt_file (offset and cause), version_mismatch,
+// value_too_large, io_error, and what Store::put throws.
 DumpResult load(Store& store, std::istream& in, const LoadOptions& options = {});
 
 // Checks a stream without loading it: what load() checks first. Returns

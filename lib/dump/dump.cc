@@ -13,34 +13,26 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <string>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
+#include "dump/stream.h"
 #include "util/fail.h"
 #include "util/proc.h"
 
 namespace tcache {
 namespace {
 
-constexpr char kMagic[8] = {'t', 'c', 'd', 'u', 'm', 'p', '\0', '\n'};
-constexpr std::uint32_t kVersion = 1;
-constexpr std::size_t kHeaderBytes = 32;
-constexpr std::uint8_t kRecord = 1;
-constexpr std::uint8_t kTrailer = 0xff;
-constexpr std::size_t kRecordHead = 1 + 4 + 8 + 8;
-constexpr std::uint64_t kMaxValue = 1ull << 40;
+using detail::kDumpHeaderBytes;
+using detail::kDumpMaxTtlMs;
+using detail::kDumpMaxValue;
+using detail::kDumpRecord;
+using detail::kDumpRecordHead;
+using detail::kDumpTrailer;
+using detail::kDumpVersion;
 constexpr std::uint64_t kProgressEvery = 1 << 20;
 constexpr std::uint64_t kReadPiece = 1 << 20;  // value bytes read (and allocated) at a time
-
-template <class U>
-void put(std::string& out, U v) {
-  char b[sizeof(U)];
-  std::memcpy(b, &v, sizeof(U));  // little-endian hosts (see codec.h)
-  out.append(b, sizeof(U));
-}
 
 template <class U>
 U get(const char* p) {
@@ -67,16 +59,16 @@ class Reader {
   explicit Reader(std::istream& in) : in_(in) {}
 
   void header() {
-    char h[kHeaderBytes];
-    read(h, kHeaderBytes, "the header");
-    if (std::memcmp(h, kMagic, 8) != 0) {
+    char h[kDumpHeaderBytes];
+    read(h, kDumpHeaderBytes, "the header");
+    if (std::memcmp(h, detail::kDumpMagic, 8) != 0) {
       detail::fail(Errc::corrupt_file, "not a tcache dump stream (bad magic)");
     }
     if (get<std::uint64_t>(h + 24) != xxh(h, 24)) corrupt(0, "header checksum mismatch");
-    if (get<std::uint32_t>(h + 8) != kVersion) {
+    if (get<std::uint32_t>(h + 8) != kDumpVersion) {
       detail::fail(Errc::version_mismatch,
                    "dump stream format version " + std::to_string(get<std::uint32_t>(h + 8)) +
-                       ", this tcache reads version " + std::to_string(kVersion) +
+                       ", this tcache reads version " + std::to_string(kDumpVersion) +
                        "; load it with the tcache that wrote it");
     }
     if (get<std::uint32_t>(h + 12) != 0) corrupt(12, "unknown flags");
@@ -88,7 +80,7 @@ class Reader {
     const std::uint64_t at = offset_;
     char kind;
     read(&kind, 1, "a record");
-    if (static_cast<std::uint8_t>(kind) == kTrailer) {
+    if (static_cast<std::uint8_t>(kind) == kDumpTrailer) {
       char t[24];
       read(t, 24, "the trailer");
       std::string whole(1, kind);
@@ -106,14 +98,18 @@ class Reader {
       if (in_.peek() != std::char_traits<char>::eof()) corrupt(offset_, "bytes after the trailer");
       return false;
     }
-    if (static_cast<std::uint8_t>(kind) != kRecord) corrupt(at, "unknown record kind");
-    char h[kRecordHead - 1];
+    if (static_cast<std::uint8_t>(kind) != kDumpRecord) corrupt(at, "unknown record kind");
+    char h[kDumpRecordHead - 1];
     read(h, sizeof h, "a record header");
     const std::uint32_t klen = get<std::uint32_t>(h);
     const std::uint64_t vlen = get<std::uint64_t>(h + 4);
     ttl_ms = get<std::uint64_t>(h + 12);
     if (klen == 0 || klen > Store::kMaxKeyBytes) corrupt(at, "bad key length");
-    if (vlen >= kMaxValue) corrupt(at, "bad value length");
+    if (vlen >= kDumpMaxValue) corrupt(at, "bad value length");
+    // Store::put takes a signed millisecond count: a larger TTL would pass
+    // here and fail the load halfway (dump never writes one).
+    if (ttl_ms > kDumpMaxTtlMs)
+      corrupt(at, "TTL of " + std::to_string(ttl_ms) + " ms out of range");
     key.resize(klen);
     read(key.data(), klen, "a key");
     // Grown as bytes arrive, so a bogus length in a short stream costs no
@@ -191,32 +187,19 @@ std::uint64_t read_all(std::istream& in, const Progress& progress, std::uint64_t
 
 DumpResult dump(Store& store, std::ostream& out, const Progress& progress) {
   std::string buf;
-  buf.append(kMagic, 8);
-  put<std::uint32_t>(buf, kVersion);
-  put<std::uint32_t>(buf, 0);
-  put<std::uint64_t>(buf, detail::now_unix_ms());
-  put<std::uint64_t>(buf, xxh(buf.data(), buf.size()));
+  detail::StreamEncoder encoder;
+  encoder.header(buf, detail::now_unix_ms());
   write(out, buf);
   DumpResult r;
   r.bytes = buf.size();
-  XXH3_state_t* sums = XXH3_createState();
-  XXH3_64bits_reset(sums);
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> guard(sums, &XXH3_freeState);
   const std::uint64_t total = store.stats().bytes;
   std::uint64_t reported = 0;
   store.for_each({}, [&](const EntryInfo& e, std::string_view value) {
     const std::uint64_t now = detail::now_unix_ms();
     if (e.expires_at_ms != 0 && e.expires_at_ms <= now) return true;  // expired meanwhile
     buf.clear();
-    buf.push_back(static_cast<char>(kRecord));
-    put<std::uint32_t>(buf, static_cast<std::uint32_t>(e.key.size()));
-    put<std::uint64_t>(buf, value.size());
-    put<std::uint64_t>(buf, e.expires_at_ms == 0 ? 0 : e.expires_at_ms - now);
-    buf.append(e.key);
-    buf.append(value);
-    const std::uint64_t sum = xxh(buf.data(), buf.size());
-    put<std::uint64_t>(buf, sum);
-    XXH3_64bits_update(sums, &sum, 8);
+    encoder.record(buf, e.key, value,
+                   e.expires_at_ms == 0 ? 0 : std::min(e.expires_at_ms - now, kDumpMaxTtlMs));
     write(out, buf);
     ++r.entries;
     r.bytes += buf.size();
@@ -227,10 +210,7 @@ DumpResult dump(Store& store, std::ostream& out, const Progress& progress) {
     return true;
   });
   buf.clear();
-  buf.push_back(static_cast<char>(kTrailer));
-  put<std::uint64_t>(buf, r.entries);
-  put<std::uint64_t>(buf, XXH3_64bits_digest(sums));
-  put<std::uint64_t>(buf, xxh(buf.data(), buf.size()));
+  encoder.trailer(buf);
   write(out, buf);
   out.flush();
   if (!out) detail::fail(Errc::io_error, "cannot write the dump stream (disk full?)");
@@ -280,7 +260,20 @@ DumpResult load(Store& store, std::istream& in, const LoadOptions& options) {
   src->seekg(0, std::ios::end);
   const auto total = static_cast<std::uint64_t>(src->tellg() - from);
   src->seekg(from);
-  read_all(*src, {}, 0, [](const std::string&, const std::string&, std::uint64_t) {});
+  // The first pass also checks what the store would refuse, so that no
+  // record fails halfway through the load.
+  const std::size_t max_value = store.max_value_bytes();
+  read_all(*src, {}, 0, [&](const std::string& key, const std::string& value, std::uint64_t) {
+    if (value.size() > max_value) {
+      detail::fail(Errc::value_too_large,
+                   "the dump holds a value of " + std::to_string(value.size()) + " bytes (key of " +
+                       std::to_string(key.size()) + " bytes), more than this cache file's " +
+                       std::to_string(max_value) +
+                       "-byte limit; nothing was loaded: load into a file with a larger "
+                       "capacity, or load with partial (tcache-tool load --partial) for the "
+                       "entries before it");
+    }
+  });
   src->clear();
   src->seekg(from);
   r.bytes = read_all(*src, options.progress, total, apply);

@@ -52,6 +52,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -97,6 +98,17 @@
 namespace tcache::test {
 
 inline constexpr int kSlowdown = TCACHE_TEST_SLOWDOWN;
+
+// For a check that something put with `ttl` at (or after) `start` has not
+// expired yet: true while less than `ttl`, less a millisecond of rounding
+// (expiry times are whole milliseconds), has passed since `start`. Call it
+// after the check's own reads; when a busy machine took longer, the caller
+// skips the check instead of failing it. Checks that something HAS expired
+// need no such care: sleeping past a TTL is never too short.
+inline bool before_expiry(std::chrono::steady_clock::time_point start,
+                          std::chrono::milliseconds ttl) {
+  return std::chrono::steady_clock::now() - start < ttl - std::chrono::milliseconds(1);
+}
 
 // ---------------------------------------------------------------------------
 // Errors
