@@ -496,4 +496,20 @@ TEST_F(StoreTest, ALateExpiryUnlinkKeepsTheNewEntryInTheSameChunk) {
   EXPECT_EQ(s.stats().expirations, 1u);
 }
 
+// A value that compresses, but not below a page, is an LZ4 block in a blob
+// file; get() decompressed it with the chunk's length (the 24-byte blob
+// reference) instead of the file's and missed every time.
+TEST_F(StoreTest, ACompressedValueInABlobFileReadsBack) {
+  auto s = open();  // 16 MiB: 256 KiB pages
+  std::mt19937_64 rng(5);
+  std::string pool(8192 * 64, '\0');
+  for (auto& c : pool) c = static_cast<char>(rng());
+  std::string v(4096, '\0');  // a compressible start: worth compressing
+  while (v.size() < (2u << 20)) v.append(pool, (rng() % 8192) * 64, 64);
+  s.put("k", v);
+  ASSERT_EQ(blob_files(file_), 1u);
+  EXPECT_LT(s.stats().blob_bytes, v.size());  // stored compressed
+  EXPECT_EQ(s.get("k"), v);
+}
+
 }  // namespace
