@@ -95,6 +95,8 @@ std::uint32_t layout_descriptor_hash() {
                              sizeof(ProcessEntry),
                              offsetof(ProcessEntry, counters),
                              offsetof(ProcessEntry, writes),
+                             offsetof(ProcessEntry, name_dir_device),
+                             offsetof(ProcessEntry, name_hash),
                              kChunkHeaderBytes,
                              kChunkMetaOffset,
                              kChunkVlenOffset,
