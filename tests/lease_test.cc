@@ -110,26 +110,25 @@ TEST_F(LeaseTest, ProcessesComputeOnce) {
   EXPECT_EQ(computed->load(), kKeys);
 }
 
-TEST_F(LeaseTest, ALeaseOfAKilledProcessIsTakenOver) {
-  { Store s = open(); }
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t holder = tcache::test::spawn([&] {
+// Leaves a lease on `key` whose holder was killed.
+void leave_dead_lease(const std::function<Store()>& open, const std::string& key) {
+  const pid_t holder = tcache::test::spawn_ready([&](const auto& hold) {
     Store s = open();
     std::string v;
-    if (s.get_or_lease("k", v, 1h)) return 1;
-    const char c = 'x';
-    if (::write(ready[1], &c, 1) != 1) return tcache::test::kExitPipe;
-    ::pause();  // holding the lease until killed
+    if (s.get_or_lease(key, v, 1h)) return 1;
+    hold();  // holding the lease until killed
     return 0;
   });
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  ASSERT_GT(holder, 0);
   ASSERT_EQ(::kill(holder, SIGKILL), 0);
-  tcache::test::wait_for(holder);
+  const int status = tcache::test::wait_for(holder);
+  ASSERT_TRUE(WIFSIGNALED(status))
+      << "the holder did not take the lease: " << tcache::test::describe_status(status);
+}
 
+TEST_F(LeaseTest, ALeaseOfAKilledProcessIsTakenOver) {
+  { Store s = open(); }
+  ASSERT_NO_FATAL_FAILURE(leave_dead_lease([this] { return open(); }, "k"));
   Store s = open();
   std::string v;
   // The lease has an hour left, but its holder is gone: taken over at once.
@@ -238,27 +237,6 @@ TEST_F(LeaseTest, PrefixOperations) {
 
 using tcache::detail::TestPoint;
 using tcache::test::StallAt;
-
-// Leaves a lease on `key` whose holder was killed.
-void leave_dead_lease(const std::function<Store()>& open, const std::string& key) {
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t holder = tcache::test::spawn([&] {
-    Store s = open();
-    std::string v;
-    if (s.get_or_lease(key, v, 1h)) return 1;
-    const char c = 'x';
-    if (::write(ready[1], &c, 1) != 1) return tcache::test::kExitPipe;
-    ::pause();
-    return 0;
-  });
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-  ::close(ready[1]);
-  ASSERT_EQ(::kill(holder, SIGKILL), 0);
-  tcache::test::wait_for(holder);
-}
 
 TEST_F(LeaseTest, ALateTakeoverLeavesTheNewHoldersLease) {
   ASSERT_NO_FATAL_FAILURE(leave_dead_lease([this] { return open(); }, "k"));

@@ -977,20 +977,13 @@ TEST_F(VerifyTest, AChunkAKilledWriterHeldIsReclaimedWhileOthersUseTheFile) {
 }
 
 TEST_F(VerifyTest, AKilledProcessIsFoundAndCleanedUp) {
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  const pid_t child = tcache::test::spawn([&] {
+  const pid_t child = tcache::test::spawn_ready([&](const auto& hold) {
     tcache::Store s = tcache::Store::open(file_);
     s.put("child", "was here");
-    const char c = 'x';
-    if (::write(ready[1], &c, 1) != 1) return tcache::test::kExitPipe;
-    ::pause();
+    hold();  // the file open until killed
     return 0;
   });
-  char c;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  ASSERT_GT(child, 0);
   // Alive: its process is using the file, so leaks are not judged.
   Result r = run({"verify", file_, "--json"});
   EXPECT_EQ(r.status, 0) << r.out;

@@ -408,6 +408,33 @@ inline pid_t spawn(const std::function<int()>& body) {
   ::_exit(code);
 }
 
+// Runs body(hold) in a child process. body calls hold() once it has what
+// the test needs (a Store open, a lease taken): hold() tells the parent and
+// then waits, never returning, until the child is killed. Returns the
+// child's pid once it holds, or once it exited without holding (body
+// returned: wait_for() then reports its exit code).
+inline pid_t spawn_ready(const std::function<int(const std::function<void()>& hold)>& body) {
+  int ready[2];
+  if (::pipe(ready) != 0) {
+    ADD_FAILURE() << "pipe: " << std::strerror(errno);
+    return -1;
+  }
+  const pid_t pid = spawn([&] {
+    ::close(ready[0]);
+    return body([&] {
+      const char c = 'x';
+      if (::write(ready[1], &c, 1) != 1) ::_exit(kExitPipe);
+      for (;;) ::pause();  // until killed
+    });
+  });
+  ::close(ready[1]);
+  char c;
+  while (::read(ready[0], &c, 1) < 0 && errno == EINTR) {
+  }
+  ::close(ready[0]);
+  return pid;
+}
+
 inline std::string describe_status(int status) {
   if (WIFEXITED(status)) {
     switch (WEXITSTATUS(status)) {
