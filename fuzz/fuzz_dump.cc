@@ -1,4 +1,4 @@
-// Fuzzes the dump stream reader (tcache/dump.h, lib/dump/DUMP_FORMAT.md).
+// Fuzzes the dump stream reader (tcache/dump.h, doc/DUMP_FORMAT.md).
 //
 // Structure-aware: random bytes would almost never get past the stream's
 // checksums, so an input that does not start like a stream ('t', as in

@@ -1030,7 +1030,7 @@ std::uint32_t header_format_version(const fs::path& file) {
   in.read(bytes, sizeof bytes);
   EXPECT_EQ(in.gcount(), 12) << file;
   std::uint32_t version = 0;
-  std::memcpy(&version, bytes + 8, sizeof version);  // format_version (FORMAT.md)
+  std::memcpy(&version, bytes + 8, sizeof version);  // format_version (doc/FORMAT.md)
   return version;
 }
 

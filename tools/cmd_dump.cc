@@ -1,7 +1,7 @@
 // tools/cmd_dump.cc: `tcache-tool dump FILE [-o OUT]` and
 // `tcache-tool load FILE [-i IN] [--partial]`: the tool side of
 // tcache::dump / tcache::load (tcache/dump.h; stream layout in
-// lib/dump/DUMP_FORMAT.md). dump opens the file read-only and writes OUT
+// doc/DUMP_FORMAT.md). dump opens the file read-only and writes OUT
 // through a temporary file renamed into place, refusing symlinks, anything
 // but regular files, and the cache file itself; load creates FILE if
 // missing. Both show a progress bar when stderr is a terminal.

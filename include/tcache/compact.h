@@ -27,7 +27,7 @@
 // file stays in use as it was): nothing acknowledged before or during the compaction is lost. The
 // old file is never truncated; a process keeps its mapping of it (and so its disk space) until it
 // closes its Store. One compaction of a file runs at a time: another compact() of it fails with
-// Errc::busy. The argument is in lib/store/INVARIANTS.md, invariant 10.
+// Errc::busy. The argument is in doc/INVARIANTS.md, invariant 10.
 //
 // A compactor killed (or failing) at any point leaves the old file in use
 // and intact: its users carry on with it (writers that were waiting see

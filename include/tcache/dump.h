@@ -1,7 +1,7 @@
 // tcache/dump.h: a portable, versioned, checksummed stream of a cache's
 // live entries, to move a cache between machines, builds or geometries
 // (the library side of `tcache-tool dump` and `load`). The byte layout is
-// lib/dump/DUMP_FORMAT.md.
+// doc/DUMP_FORMAT.md.
 //
 // Thread safety: dump() and load() may run while other threads and
 // processes use the store; they see (dump) or add to (load) the store like

@@ -9,8 +9,8 @@
 // every change is one compare-and-swap on one 64-bit word, so a process
 // killed at any instruction leaves either a complete, published entry or a
 // leaked chunk that the next exclusive open reclaims, or repair() (`tcache-tool
-// verify --repair`) at once while others use the file. See lib/format/FORMAT.md for the layout and
-// lib/store/INVARIANTS.md for the concurrency protocol.
+// verify --repair`) at once while others use the file. See doc/FORMAT.md for the layout and
+// doc/INVARIANTS.md for the concurrency protocol.
 //
 // Compaction (tcache/compact.h) may replace the file under a Store at any
 // time: the Store then moves to the new file at its next operation (reads

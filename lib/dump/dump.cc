@@ -1,4 +1,4 @@
-// dump/dump.cc: tcache::dump / load / verify_dump; see DUMP_FORMAT.md.
+// dump/dump.cc: tcache::dump / load / verify_dump; see doc/DUMP_FORMAT.md.
 //
 // Thread safety: no shared state; each call works on its own stream and
 // reaches the store through its public, thread-safe API.
@@ -53,7 +53,7 @@ void write(std::ostream& out, const std::string& bytes) {
   if (!out) detail::fail(Errc::io_error, "cannot write the dump stream (disk full?)");
 }
 
-// Reads a stream record by record, checking everything DUMP_FORMAT.md says.
+// Reads a stream record by record, checking everything doc/DUMP_FORMAT.md says.
 class Reader {
  public:
   explicit Reader(std::istream& in) : in_(in) {}

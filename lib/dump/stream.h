@@ -1,4 +1,4 @@
-// dump/stream.h: the byte layout of a dump stream (DUMP_FORMAT.md), its
+// dump/stream.h: the byte layout of a dump stream (doc/DUMP_FORMAT.md), its
 // constants, and the encoder that writes it. dump() writes every stream
 // with it; the dump fuzzer and the tests build crafted streams with it (any
 // field value, checksums recomputed), so that they reach past the checksums

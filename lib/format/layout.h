@@ -4,9 +4,9 @@
 // processes (and several builds) map at once. Fields are fixed width, there
 // are no pointers (only file offsets), contended words sit on their own cache
 // lines, and every struct's size and field offsets are static_asserted.
-// lib/format/FORMAT.md is the human description and must agree with this
+// doc/FORMAT.md is the human description and must agree with this
 // file. DO NOT CHANGE a field's offset, width or meaning without bumping
-// kFileFormatVersion (see "Bump rules" in FORMAT.md).
+// kFileFormatVersion (see "Bump rules" in doc/FORMAT.md).
 //
 // Thread safety: the helpers below are pure functions of their arguments.
 
@@ -71,7 +71,7 @@ struct Superblock {
   std::uint64_t needs_recovery;                 // 1 = a writer died or went untracked
   std::uint64_t blob_bytes;  // bytes in blob files (approximate; recovery recounts)
   // Compaction state: 0, or the compactor's identity and phase (see
-  // compaction_word() below and FORMAT.md, "Compaction"). On this cache line
+  // compaction_word() below and doc/FORMAT.md, "Compaction"). On this cache line
   // because every operation reads it and next_page is read by every lookup.
   std::uint64_t compaction;
   // Processes that work without a process-table entry (the table was full):
@@ -123,13 +123,13 @@ struct ProcessEntry {
   std::uint64_t attached_unix_ms;
   // Write operations of this attachment in progress (put, erase, clear, ...):
   // raised before an operation checks Superblock::compaction, lowered after
-  // it. A compactor drains it to 0 before its final pass (INVARIANTS.md, 10).
+  // it. A compactor drains it to 0 before its final pass (doc/INVARIANTS.md, 10).
   std::uint64_t writes;
   // How the owner named the file (format version 3): the device and inode
   // of the directory it resolved the name in, and name_hash(final name).
   // A compactor renames its new file over one name only; it refuses while a
   // live user named the file otherwise (a hard link, a bind mount), since
-  // that user would not follow (INVARIANTS.md, 10).
+  // that user would not follow (doc/INVARIANTS.md, 10).
   std::uint64_t name_dir_device;
   std::uint64_t name_dir_inode;
   std::uint64_t name_hash;
@@ -244,7 +244,7 @@ inline constexpr std::uint64_t kMaxExpiryMs = (1ull << 48) - 1;
 //   bit  63      1 (a free chunk's next link never sets it)
 // Such a chunk whose writer is dead has leaked (the writer was killed before
 // it published or freed the chunk); repair() returns it to its free list
-// even while other processes use the file (INVARIANTS.md, 11).
+// even while other processes use the file (doc/INVARIANTS.md, 11).
 inline constexpr std::uint64_t kOwnerMarkKeyLen = 0xffff;
 inline constexpr std::uint64_t kOwnerMarkPidMask = (1ull << 22) - 1;
 inline constexpr std::uint64_t kOwnerMarkStartMask = (1ull << 25) - 1;
@@ -273,7 +273,7 @@ inline constexpr std::uint64_t owner_mark_start(std::uint64_t meta) {
 // of its chunk: a chunk is retired (version odd) and rewritten (version
 // even again) before it can be published anew, so the next word for the
 // same chunk in the same slot differs unless 2^12 incarnations of that
-// chunk have passed (INVARIANTS.md, 3). A slot whose generation does not
+// chunk have passed (doc/INVARIANTS.md, 3). A slot whose generation does not
 // match its chunk's version is stale or damaged and never read.
 inline constexpr int kAddrBits = 37;
 inline constexpr std::uint64_t kAddrMask = (1ull << kAddrBits) - 1;

@@ -1,10 +1,10 @@
 // store/blob.cc: values larger than a slab page, kept in files beside the
-// cache file (FORMAT.md, "Blob files").
+// cache file (doc/FORMAT.md, "Blob files").
 //
 // Thread and process safety: a blob file is written under a unique
 // temporary name and renamed into place before the chunk that refers to it
 // is published, so a reader that finds the chunk finds the whole file. The
-// process that retires the chunk (INVARIANTS.md, 3) unlinks the file; a
+// process that retires the chunk (doc/INVARIANTS.md, 3) unlinks the file; a
 // reader that opened it first still reads the complete old value, and its
 // content hash is checked on every read. blob_bytes is an approximate shared
 // counter (added after writing, subtracted at release); recovery recounts it.
@@ -246,7 +246,7 @@ void StoreImpl::evict_blobs(std::uint64_t need) {
 
 bool StoreImpl::may_delete_unknown_blobs() const {
   // While a compaction runs, the blob directory also holds the new file's
-  // blobs, which this file's index does not know (INVARIANTS.md, 10).
+  // blobs, which this file's index does not know (doc/INVARIANTS.md, 10).
   if (compaction_target_) return false;
   const std::uint64_t w = atom<std::uint64_t>(&sb_->compaction).load();
   if (w == 0) return true;

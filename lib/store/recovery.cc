@@ -1,7 +1,7 @@
 // store/recovery.cc: reclaiming what crashed processes left behind.
 //
 // A process killed at any instant leaves the file consistent for readers
-// (INVARIANTS.md) but may leak: a chunk popped from a free list and never
+// (doc/INVARIANTS.md) but may leak: a chunk popped from a free list and never
 // published, a chunk unpublished but not yet pushed back, a page claimed but
 // not carved. recover() runs when the opener holds the exclusive flock (no
 // other process has the file open) and rebuilds the allocator's state from

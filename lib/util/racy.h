@@ -3,7 +3,7 @@
 //
 // Thread safety: these are the primitives that make racing safe. A reader
 // copies bytes out with racy_read() and then validates them with the chunk's
-// version (see store/INVARIANTS.md); bytes that changed underneath are
+// version (see doc/INVARIANTS.md); bytes that changed underneath are
 // discarded. Under ThreadSanitizer they become relaxed atomic byte operations
 // so that the benign races of the seqlock are not reported; otherwise they are
 // memcpy/memcmp.
