@@ -27,7 +27,6 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <random>
 #include <string>
@@ -38,12 +37,12 @@
 #include <gtest/gtest.h>
 
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/tcache.h"
 #include "util/test_hook.h"
 
 namespace {
 
-namespace fs = std::filesystem;
 using namespace tcache::test;  // values, child processes, TempDirTest
 using tcache::Errc;
 using tcache::Store;
@@ -68,10 +67,10 @@ struct Tally {
     erased += o.erased.load();
     checked += o.checked.load();
   }
-  // Adds every Tally of an array of them (or of an array of such arrays).
-  template <class T, std::size_t N>
-  void add(const T (&all)[N]) {
-    for (const T& t : all) add(t);
+  // Adds every Tally of a range of them (a SharedArray of the workers').
+  template <class Range>
+  void add_all(const Range& all) {
+    for (const Tally& t : all) add(t);
   }
 };
 
@@ -123,19 +122,10 @@ int read_random_key(Store& store, Tally& t, std::mt19937_64& rng, std::string_vi
   return check_get(t, key, hit, got);
 }
 
-// Runs a child that opens its own Store and runs fn(store, thread index) on
-// `threads` threads; it exits with the first non-zero result.
-pid_t spawn_threads(const fs::path& file, const StoreOptions& opt, int threads,
-                    const std::function<int(Store&, int)>& fn) {
-  return spawn([&] {
-    Store store = Store::open(file, opt);
-    return run_threads(threads, [&](int th) { return fn(store, th); });
-  });
-}
-
-// The file's counters add up to what the children counted: every put and
-// every key looked up, a hit or a miss.
+// The file's statistics are consistent and its counters add up to what the
+// children counted: every put and every key looked up, a hit or a miss.
 void expect_counters_match(const StoreStats& st, const Tally& total) {
+  expect_consistent(st);
   EXPECT_EQ(st.puts, total.puts.load());
   EXPECT_EQ(st.hits, total.hits.load());
   EXPECT_EQ(st.misses, total.misses.load());
@@ -156,9 +146,97 @@ std::uint64_t expect_present_values_well_formed(Store& store, std::string_view p
   return present;
 }
 
+// How run_mixed_ops() picks an operation: by a roll of 0..99, a put below
+// `put`, an erase below `erase`, a get() below `get`, a get_many() of 12
+// keys below `get_many`, and a contains() from there on.
+struct OpMix {
+  unsigned put;
+  unsigned erase;
+  unsigned get;
+  unsigned get_many;
+  Sizes sizes;  // of the values put
+};
+
 class MultiprocessTest : public TempDirTest {
  protected:
   MultiprocessTest() : TempDirTest("tcache-multiprocess-test") {}
+
+  // `processes` processes of `threads` threads each run `ops_per_thread`
+  // operations drawn by `mix` on random ones of `keys` keys "<prefix>-<i>",
+  // checking every value read; `total` gets what they all counted.
+  void run_mixed_ops(const StoreOptions& opt, int processes, int threads, std::string_view prefix,
+                     int keys, int ops_per_thread, const OpMix& mix, Tally& total) {
+    SharedArray<Tally> tally(static_cast<std::size_t>(processes * threads));
+    run_workers(processes, threads, {"process", file_, opt}, [&](Store& store, const Worker& me) {
+      std::mt19937_64 rng(me.seed());
+      Tally& t = tally[me];
+      std::string got;
+      KeyBatch batch(12);
+      for (int i = 0; i < ops_per_thread; ++i) {
+        const std::string key = key_name(prefix, rng() % keys);
+        const unsigned roll = static_cast<unsigned>(rng() % 100);
+        if (roll < mix.put) {
+          const std::uint64_t version = unique_version(me.index, i);
+          const auto [kind, n] = pick_size(rng, mix.sizes);
+          store.put(key, make_value(key, version, kind, n));
+          ++t.puts;
+        } else if (roll < mix.erase) {
+          if (store.erase(key)) ++t.erased;
+        } else if (roll < mix.get) {
+          const bool hit = store.get(key, got);
+          if (const int rc = check_get(t, key, hit, got)) return rc;
+        } else if (roll < mix.get_many) {
+          batch.pick(rng, prefix, keys);
+          batch.get(store);
+          if (const int rc = check_batch(t, batch)) return rc;
+        } else {
+          store.contains(key);  // not counted as a get
+        }
+      }
+      return 0;
+    }).wait();
+    total.add_all(tally);
+  }
+
+  // Large values written and read at once: `writers` processes of `threads`
+  // threads each put `puts_per_thread` values of `sizes` under random ones
+  // of `keys` keys "<prefix>-<i>" and read each back, while one reader
+  // process of `threads` threads reads random keys until the writers are
+  // done. Every value read is checked; `total` gets what they all counted.
+  void write_while_reading(const StoreOptions& opt, int writers, int threads, int keys,
+                           std::string_view prefix, Sizes sizes, int puts_per_thread,
+                           Tally& total) {
+    SharedArray<Tally> writer_tally(static_cast<std::size_t>(writers * threads));
+    SharedArray<Tally> reader_tally(static_cast<std::size_t>(threads));
+    Shared<std::atomic<bool>> writers_done;
+    Workers writing =
+        run_workers(writers, threads, {"writer", file_, opt}, [&](Store& store, const Worker& me) {
+          std::mt19937_64 rng(me.seed());
+          Tally& t = writer_tally[me];
+          std::string got;
+          for (int i = 0; i < puts_per_thread; ++i) {
+            const std::uint64_t version = unique_version(me.index, i);
+            const int rc = put_and_read_back(store, t, rng, prefix, keys, sizes, version, got);
+            if (rc != 0) return rc;
+          }
+          return 0;
+        });
+    Workers reading =
+        run_workers(1, threads, {"reader", file_, opt}, [&](Store& store, const Worker& me) {
+          std::mt19937_64 rng(me.seed(100));
+          Tally& t = reader_tally[me];
+          std::string got;
+          for (long i = 0; i < 100 / kSlowdown || !writers_done->load(); ++i) {
+            if (const int rc = read_random_key(store, t, rng, prefix, keys, got)) return rc;
+          }
+          return 0;
+        });
+    writing.wait();
+    writers_done->store(true);
+    reading.wait();
+    total.add_all(writer_tally);
+    total.add_all(reader_tally);
+  }
 };
 
 // ---------------------------------------------------------------------------
@@ -172,8 +250,9 @@ TEST_F(MultiprocessTest, ConcurrentPutsOfSameKeysFromManyProcesses) {
   constexpr int kWriters = 4;
   constexpr int kReaders = 2;
   const int puts_per_writer = 60000 / kSlowdown;
+  SharedArray<Tally> writer_tally(kWriters);
+  SharedArray<Tally> reader_tally(kReaders);
   struct State {
-    Tally tally[kWriters + kReaders];
     std::atomic<std::uint64_t> last[kWriters][kKeys];  // version each writer put last, 0 = none
     std::atomic<bool> writers_done{false};
   };
@@ -182,69 +261,64 @@ TEST_F(MultiprocessTest, ConcurrentPutsOfSameKeysFromManyProcesses) {
   opt.capacity_bytes = 64ull << 20;
 
   // Nobody creates the file beforehand: the children race to create it.
-  std::vector<pid_t> writers;
-  std::vector<pid_t> readers;
-  for (int w = 0; w < kWriters; ++w) {
-    writers.push_back(spawn([&, w] {
-      Store store = Store::open(file_, opt);
-      std::mt19937_64 rng(seed_for(w));
-      Tally& t = shm->tally[w];
-      std::string got;
-      for (int i = 0; i < puts_per_writer; ++i) {
-        const int k = static_cast<int>(rng() % kKeys);
-        const std::string key = key_name("same", static_cast<std::uint64_t>(k));
-        // Versions are unique across writers: v % kWriters names the writer.
-        const std::uint64_t version = static_cast<std::uint64_t>(i + 1) * kWriters + w;
-        const auto [kind, n] = pick_size(rng, Sizes::mixed);
-        store.put(key, make_value(key, version, kind, n));
-        ++t.puts;
-        shm->last[w][k].store(version);
-        if (i % 2 == 0) {
-          const bool found = store.get(key, got);
-          if (!found) return report(kExitWrongState, "own put of '" + key + "' not found");
-          if (const int r = check_get(t, key, found, got)) return r;
+  Workers writers =
+      run_workers(kWriters, 1, {"writer", file_, opt}, [&](Store& store, const Worker& me) {
+        const int w = me.index;
+        std::mt19937_64 rng(me.seed());
+        Tally& t = writer_tally[me];
+        std::string got;
+        for (int i = 0; i < puts_per_writer; ++i) {
+          const int k = static_cast<int>(rng() % kKeys);
+          const std::string key = key_name("same", static_cast<std::uint64_t>(k));
+          // Versions are unique across writers: v % kWriters names the writer.
+          const std::uint64_t version = static_cast<std::uint64_t>(i + 1) * kWriters + w;
+          const auto [kind, n] = pick_size(rng, Sizes::mixed);
+          store.put(key, make_value(key, version, kind, n));
+          ++t.puts;
+          shm->last[w][k].store(version);
+          if (i % 2 == 0) {
+            const bool found = store.get(key, got);
+            if (!found) return report(kExitWrongState, "own put of '" + key + "' not found");
+            if (const int r = check_get(t, key, found, got)) return r;
+          }
         }
-      }
-      return 0;
-    }));
-  }
-  for (int r = 0; r < kReaders; ++r) {
-    readers.push_back(spawn([&, r] {
-      // Open (or create) as soon as the writers do.
-      Store store = Store::open(file_, opt);
-      std::mt19937_64 rng(seed_for(100 + r));
-      Tally& t = shm->tally[kWriters + r];
-      std::string got;
-      KeyBatch batch(8);
-      for (long i = 0; i < 2000 / kSlowdown || !shm->writers_done.load(); ++i) {
-        if (i % 16 == 15) {
-          batch.pick(rng, "same", kKeys);
-          batch.get(store);
-          if (const int rc = check_batch(t, batch)) return rc;
-          continue;
+        return 0;
+      });
+  // The readers open (or create) the file as soon as the writers do.
+  Workers readers =
+      run_workers(kReaders, 1, {"reader", file_, opt}, [&](Store& store, const Worker& me) {
+        std::mt19937_64 rng(me.seed(100));
+        Tally& t = reader_tally[me];
+        std::string got;
+        KeyBatch batch(8);
+        for (long i = 0; i < 2000 / kSlowdown || !shm->writers_done.load(); ++i) {
+          if (i % 16 == 15) {
+            batch.pick(rng, "same", kKeys);
+            batch.get(store);
+            if (const int rc = check_batch(t, batch)) return rc;
+            continue;
+          }
+          const std::string key = key_name("same", rng() % kKeys);
+          if (i % 2 == 0) {
+            const bool hit = store.get(key, got);
+            if (const int rc = check_get(t, key, hit, got)) return rc;
+          } else {
+            const std::optional<std::string> v = store.get(key);
+            if (const int rc = check_get(t, key, v.has_value(), v ? *v : std::string())) return rc;
+          }
         }
-        const std::string key = key_name("same", rng() % kKeys);
-        if (i % 2 == 0) {
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        } else {
-          const std::optional<std::string> v = store.get(key);
-          if (const int rc = check_get(t, key, v.has_value(), v ? *v : std::string())) return rc;
-        }
-      }
-      return 0;
-    }));
-  }
-  expect_exited_zero(writers, "writer");
+        return 0;
+      });
+  writers.wait();
   shm->writers_done.store(true);
-  expect_exited_zero(readers, "reader");
+  readers.wait();
   if (HasFailure()) return;
 
   Tally total;
-  total.add(shm->tally);
+  total.add_all(writer_tally);
+  total.add_all(reader_tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
-  expect_consistent(st);
   expect_counters_match(st, total);
   EXPECT_EQ(st.erases, 0u);
   EXPECT_EQ(st.evictions, 0u) << "64 MiB holds every key: nothing may be evicted";
@@ -279,57 +353,18 @@ TEST_F(MultiprocessTest, ConcurrentPutsOfSameKeysFromManyProcesses) {
 // Processes with several threads each mix puts, erases, gets, batched gets
 // and contains on one key set; every value read is checked.
 TEST_F(MultiprocessTest, MixedPutsErasesAndGetsFromProcessesAndThreads) {
-  constexpr int kProcesses = 3;
-  constexpr int kThreads = 3;
   constexpr int kKeys = 400;
-  const int ops_per_thread = 8000 / kSlowdown;
-  struct State {
-    Tally tally[kProcesses][kThreads];
-  };
-  Shared<State> shm;
   StoreOptions opt;
   opt.capacity_bytes = 64ull << 20;
   { Store create = Store::open(file_, opt); }
 
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
-      std::mt19937_64 rng(seed_for(p, th));
-      Tally& t = shm->tally[p][th];
-      std::string got;
-      KeyBatch batch(12);
-      for (int i = 0; i < ops_per_thread; ++i) {
-        const std::string key = key_name("mixed", rng() % kKeys);
-        const unsigned roll = static_cast<unsigned>(rng() % 100);
-        if (roll < 45) {
-          const std::uint64_t version = unique_version(p * kThreads + th, i);
-          const auto [kind, n] = pick_size(rng, Sizes::mixed);
-          store.put(key, make_value(key, version, kind, n));
-          ++t.puts;
-        } else if (roll < 55) {
-          if (store.erase(key)) ++t.erased;
-        } else if (roll < 85) {
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        } else if (roll < 95) {
-          batch.pick(rng, "mixed", kKeys);
-          batch.get(store);
-          if (const int rc = check_batch(t, batch)) return rc;
-        } else {
-          store.contains(key);  // not counted as a get
-        }
-      }
-      return 0;
-    }));
-  }
-  expect_exited_zero(pids, "process");
+  Tally total;
+  run_mixed_ops(opt, 3, 3, "mixed", kKeys, 8000 / kSlowdown,
+                {.put = 45, .erase = 55, .get = 85, .get_many = 95, .sizes = Sizes::mixed}, total);
   if (HasFailure()) return;
 
-  Tally total;
-  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
-  expect_consistent(st);
   expect_counters_match(st, total);
   EXPECT_EQ(st.erases, total.erased.load());
   EXPECT_EQ(st.evictions, 0u);
@@ -348,51 +383,19 @@ TEST_F(MultiprocessTest, MixedPutsErasesAndGetsFromProcessesAndThreads) {
 // every class has pages; ManyValueSizesInASmallFileKeepAcceptingPuts covers
 // the other case.
 TEST_F(MultiprocessTest, ConstantEvictionInASmallFile) {
-  constexpr int kProcesses = 3;
-  constexpr int kThreads = 2;
   constexpr int kKeys = 20000;
-  const int ops_per_thread = 15000 / kSlowdown;
-  struct State {
-    Tally tally[kProcesses][kThreads];
-  };
-  Shared<State> shm;
   StoreOptions opt;
   opt.capacity_bytes = 4ull << 20;
   { Store create = Store::open(file_, opt); }
 
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
-      std::mt19937_64 rng(seed_for(p, th));
-      Tally& t = shm->tally[p][th];
-      std::string got;
-      for (int i = 0; i < ops_per_thread; ++i) {
-        const std::string key = key_name("evict", rng() % kKeys);
-        const unsigned roll = static_cast<unsigned>(rng() % 100);
-        if (roll < 65) {
-          const std::uint64_t version = unique_version(p * kThreads + th, i);
-          const auto [kind, n] = pick_size(rng, Sizes::evicting);
-          const std::string value = make_value(key, version, kind, n);
-          store.put(key, value);
-          ++t.puts;
-        } else if (roll < 70) {
-          if (store.erase(key)) ++t.erased;
-        } else {
-          const bool hit = store.get(key, got);
-          if (const int rc = check_get(t, key, hit, got)) return rc;
-        }
-      }
-      return 0;
-    }));
-  }
-  expect_exited_zero(pids, "process");
+  Tally total;
+  run_mixed_ops(opt, 3, 2, "evict", kKeys, 15000 / kSlowdown,
+                {.put = 65, .erase = 70, .get = 100, .get_many = 100, .sizes = Sizes::evicting},
+                total);
   if (HasFailure()) return;
 
-  Tally total;
-  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
-  expect_consistent(st);
   EXPECT_EQ(st.capacity_bytes, 4ull << 20);
   EXPECT_GT(st.evictions, 0u) << "the test meant to overflow a 4 MiB file";
   expect_counters_match(st, total);
@@ -411,57 +414,50 @@ TEST_F(MultiprocessTest, ConstantEvictionInASmallFile) {
 TEST_F(MultiprocessTest, ManyValueSizesInASmallFileKeepAcceptingPuts) {
   constexpr int kProcesses = 2;
   const int puts_per_process = 6000 / kSlowdown;
-  struct State {
-    Tally tally[kProcesses];
-    std::atomic<std::uint64_t> no_space[kProcesses];
-  };
-  Shared<State> shm;
+  SharedArray<Tally> tally(kProcesses);
+  SharedArray<std::atomic<std::uint64_t>> no_space(kProcesses);
   StoreOptions opt;
   opt.capacity_bytes = 4ull << 20;
   { Store create = Store::open(file_, opt); }
 
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcesses; ++p) {
-    pids.push_back(spawn([&, p] {
-      Store store = Store::open(file_, opt);
-      std::mt19937_64 rng(seed_for(p));
-      Tally& t = shm->tally[p];
-      std::string got;
-      std::string first_error;
-      for (int i = 0; i < puts_per_process; ++i) {
-        const std::string key = key_name("sizes", rng() % 5000);
-        const auto [kind, n] = pick_size(rng, Sizes::any);
-        const std::string value = make_value(key, static_cast<std::uint64_t>(i), kind, n);
-        try {
-          store.put(key, value);
-        } catch (const tcache::Error& e) {
-          if (e.code() != Errc::no_space) throw;
-          if (shm->no_space[p]++ == 0) {
-            first_error = "put #" + std::to_string(i) + " of a " + std::to_string(value.size()) +
-                          "-byte value: " + e.what();
-          }
-          continue;
+  run_workers(kProcesses, 1, {"process", file_, opt}, [&](Store& store, const Worker& me) {
+    std::mt19937_64 rng(me.seed());
+    Tally& t = tally[me];
+    std::atomic<std::uint64_t>& my_no_space = no_space[me];
+    std::string got;
+    std::string first_error;
+    for (int i = 0; i < puts_per_process; ++i) {
+      const std::string key = key_name("sizes", rng() % 5000);
+      const auto [kind, n] = pick_size(rng, Sizes::any);
+      const std::string value = make_value(key, static_cast<std::uint64_t>(i), kind, n);
+      try {
+        store.put(key, value);
+      } catch (const tcache::Error& e) {
+        if (e.code() != Errc::no_space) throw;
+        if (my_no_space++ == 0) {
+          first_error = "put #" + std::to_string(i) + " of a " + std::to_string(value.size()) +
+                        "-byte value: " + e.what();
         }
-        ++t.puts;
-        // In a file this small, the other process's puts evict constantly,
-        // and a new entry that has not been read yet is the first candidate:
-        // a miss right after our own put is a legitimate eviction here. What
-        // is read must still be right.
-        const bool hit = store.get(key, got);
-        if (const int rc = check_get(t, key, hit, got)) return rc;
+        continue;
       }
-      if (shm->no_space[p] != 0) {
-        return report(kExitTcacheError, std::to_string(shm->no_space[p].load()) + " of " +
-                                            std::to_string(puts_per_process) +
-                                            " puts threw no_space; first: " + first_error);
-      }
-      return 0;
-    }));
-  }
-  expect_exited_zero(pids, "process");
+      ++t.puts;
+      // In a file this small, the other process's puts evict constantly,
+      // and a new entry that has not been read yet is the first candidate:
+      // a miss right after our own put is a legitimate eviction here. What
+      // is read must still be right.
+      const bool hit = store.get(key, got);
+      if (const int rc = check_get(t, key, hit, got)) return rc;
+    }
+    if (my_no_space != 0) {
+      return report(kExitTcacheError, std::to_string(my_no_space.load()) + " of " +
+                                          std::to_string(puts_per_process) +
+                                          " puts threw no_space; first: " + first_error);
+    }
+    return 0;
+  }).wait();
 
   Tally total;
-  total.add(shm->tally);
+  total.add_all(tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
   expect_consistent(st);
@@ -475,14 +471,7 @@ TEST_F(MultiprocessTest, ManyValueSizesInASmallFileKeepAcceptingPuts) {
 TEST_F(MultiprocessTest, ValuesOfAFewHundredKiB) {
   constexpr int kWriterProcesses = 2;
   constexpr int kThreads = 2;
-  constexpr int kReaders = 1;
   constexpr int kKeys = 40;
-  const int puts_per_thread = 150 / kSlowdown;
-  struct State {
-    Tally tally[kWriterProcesses + kReaders][kThreads];
-    std::atomic<bool> writers_done{false};
-  };
-  Shared<State> shm;
   StoreOptions opt;
   opt.capacity_bytes = 64ull << 20;
   opt.page_bytes = 1u << 20;
@@ -491,42 +480,13 @@ TEST_F(MultiprocessTest, ValuesOfAFewHundredKiB) {
     ASSERT_GE(create.max_value_bytes(), std::size_t{601} << 10);
   }
 
-  std::vector<pid_t> writers;
-  std::vector<pid_t> readers;
-  for (int p = 0; p < kWriterProcesses; ++p) {
-    writers.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
-      std::mt19937_64 rng(seed_for(p, th));
-      Tally& t = shm->tally[p][th];
-      std::string got;
-      for (int i = 0; i < puts_per_thread; ++i) {
-        const std::uint64_t version = unique_version(p * kThreads + th, i);
-        const int rc = put_and_read_back(store, t, rng, "huge", kKeys, Sizes::huge, version, got);
-        if (rc != 0) return rc;
-      }
-      return 0;
-    }));
-  }
-  for (int r = 0; r < kReaders; ++r) {
-    readers.push_back(spawn_threads(file_, opt, kThreads, [&, r](Store& store, int th) {
-      std::mt19937_64 rng(seed_for(100 + r, th));
-      Tally& t = shm->tally[kWriterProcesses + r][th];
-      std::string got;
-      for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
-        if (const int rc = read_random_key(store, t, rng, "huge", kKeys, got)) return rc;
-      }
-      return 0;
-    }));
-  }
-  expect_exited_zero(writers, "writer");
-  shm->writers_done.store(true);
-  expect_exited_zero(readers, "reader");
+  Tally total;
+  write_while_reading(opt, kWriterProcesses, kThreads, kKeys, "huge", Sizes::huge, 150 / kSlowdown,
+                      total);
   if (HasFailure()) return;
 
-  Tally total;
-  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
-  expect_consistent(st);
   expect_counters_match(st, total);
   EXPECT_GT(total.checked.load(), 0u);
   expect_present_values_well_formed(store, "huge", kKeys);
@@ -539,51 +499,18 @@ TEST_F(MultiprocessTest, LargeValuesEvictConstantly) {
   constexpr int kWriterProcesses = 2;
   constexpr int kThreads = 2;
   constexpr int kKeys = 64;
-  const int puts_per_thread = 120 / kSlowdown;
-  struct State {
-    Tally tally[kWriterProcesses + 1][kThreads];
-    std::atomic<bool> writers_done{false};
-  };
-  Shared<State> shm;
   StoreOptions opt;
   opt.capacity_bytes = 8ull << 20;
   opt.page_bytes = 1u << 20;
   { Store create = Store::open(file_, opt); }
 
-  std::vector<pid_t> writers;
-  for (int p = 0; p < kWriterProcesses; ++p) {
-    writers.push_back(spawn_threads(file_, opt, kThreads, [&, p](Store& store, int th) {
-      std::mt19937_64 rng(seed_for(p, th));
-      Tally& t = shm->tally[p][th];
-      std::string got;
-      for (int i = 0; i < puts_per_thread; ++i) {
-        const std::uint64_t version = unique_version(p * kThreads + th, i);
-        const int rc =
-            put_and_read_back(store, t, rng, "raw", kKeys, Sizes::huge_raw, version, got);
-        if (rc != 0) return rc;
-      }
-      return 0;
-    }));
-  }
-  const pid_t reader = spawn_threads(file_, opt, kThreads, [&](Store& store, int th) {
-    std::mt19937_64 rng(seed_for(100, th));
-    Tally& t = shm->tally[kWriterProcesses][th];
-    std::string got;
-    for (long i = 0; i < 100 / kSlowdown || !shm->writers_done.load(); ++i) {
-      if (const int rc = read_random_key(store, t, rng, "raw", kKeys, got)) return rc;
-    }
-    return 0;
-  });
-  expect_exited_zero(writers, "writer");
-  shm->writers_done.store(true);
-  expect_exited_zero({reader}, "reader");
+  Tally total;
+  write_while_reading(opt, kWriterProcesses, kThreads, kKeys, "raw", Sizes::huge_raw,
+                      120 / kSlowdown, total);
   if (HasFailure()) return;
 
-  Tally total;
-  total.add(shm->tally);
   Store store = Store::open(file_, opt);
   const StoreStats st = store.stats();
-  expect_consistent(st);
   EXPECT_GT(st.evictions, 0u);
   expect_counters_match(st, total);
   EXPECT_LE(st.entries * (300u << 10), st.file_bytes);
@@ -724,48 +651,43 @@ TEST_F(MultiprocessTest, AcknowledgedPutIsVisibleToOtherProcessesAtOnce) {
     std::uint64_t key;
     std::uint64_t version;
   };
-  struct State {
-    Tally tally[kReaders];
-  };
-  Shared<State> shm;
+  SharedArray<Tally> tally(kReaders);
   StoreOptions opt;
   opt.capacity_bytes = 16ull << 20;
   { Store create = Store::open(file_, opt); }
 
   int fds[kReaders][2];
   for (auto& fd : fds) ASSERT_EQ(::pipe(fd), 0) << std::strerror(errno);
-  std::vector<pid_t> readers;
-  for (int r = 0; r < kReaders; ++r) {
-    readers.push_back(spawn([&, r] {
-      for (int o = 0; o < kReaders; ++o) {
-        ::close(fds[o][1]);
-        if (o != r) ::close(fds[o][0]);
+  Workers readers = run_workers(kReaders, 1, {.who = "reader"}, [&](const Worker& me) {
+    const int r = me.process;
+    for (int o = 0; o < kReaders; ++o) {
+      ::close(fds[o][1]);
+      if (o != r) ::close(fds[o][0]);
+    }
+    Store store = Store::open(file_, opt);
+    Tally& t = tally[me];
+    std::string got;
+    Ack ack{};
+    for (;;) {
+      const ssize_t n = ::read(fds[r][0], &ack, sizeof ack);
+      if (n == 0) return 0;  // the writer is done
+      if (n < 0 && errno == EINTR) continue;
+      if (n != static_cast<ssize_t>(sizeof ack)) return report(kExitPipe, "short read");
+      const std::string key = key_name("ack", ack.key);
+      const bool hit = store.get(key, got);
+      if (const int rc = check_get(t, key, hit, got)) return rc;
+      if (!hit) {
+        return report(kExitWrongState, "acknowledged put of '" + key + "' version " +
+                                           std::to_string(ack.version) + " is not visible");
       }
-      Store store = Store::open(file_, opt);
-      Tally& t = shm->tally[r];
-      std::string got;
-      Ack ack{};
-      for (;;) {
-        const ssize_t n = ::read(fds[r][0], &ack, sizeof ack);
-        if (n == 0) return 0;  // the writer is done
-        if (n < 0 && errno == EINTR) continue;
-        if (n != static_cast<ssize_t>(sizeof ack)) return report(kExitPipe, "short read");
-        const std::string key = key_name("ack", ack.key);
-        const bool hit = store.get(key, got);
-        if (const int rc = check_get(t, key, hit, got)) return rc;
-        if (!hit) {
-          return report(kExitWrongState, "acknowledged put of '" + key + "' version " +
-                                             std::to_string(ack.version) + " is not visible");
-        }
-        const std::uint64_t seen = *check_value(key, got);
-        if (seen < ack.version) {
-          return report(kExitWrongState, "'" + key + "': read version " + std::to_string(seen) +
-                                             " after version " + std::to_string(ack.version) +
-                                             " was acknowledged");
-        }
+      const std::uint64_t seen = *check_value(key, got);
+      if (seen < ack.version) {
+        return report(kExitWrongState, "'" + key + "': read version " + std::to_string(seen) +
+                                           " after version " + std::to_string(ack.version) +
+                                           " was acknowledged");
       }
-    }));
-  }
+    }
+  });
   const pid_t writer = spawn([&] {
     for (auto& fd : fds) ::close(fd[0]);
     Store store = Store::open(file_, opt);
@@ -788,7 +710,7 @@ TEST_F(MultiprocessTest, AcknowledgedPutIsVisibleToOtherProcessesAtOnce) {
     ::close(fd[1]);
   }
   expect_exited_zero({writer}, "writer");
-  expect_exited_zero(readers, "reader");
+  readers.wait();
   if (HasFailure()) return;
 
   Store store = Store::open(file_, opt);
@@ -842,52 +764,50 @@ TEST_F(MultiprocessTest, ALateExpiryUnlinkNeverRemovesANewerEntry) {
   opt.capacity_bytes = 16ull << 20;
   { Store s = Store::open(file_, opt); }
   const int rounds = 240 / kSlowdown;
-  std::vector<pid_t> pids;
-  for (int w = 0; w < ExpiryRace::kWriters; ++w) {
-    pids.push_back(spawn([&, w] {
-      Store s = Store::open(file_, opt);
-      const std::string key = "race-" + std::to_string(w);
-      std::string got;
-      for (int i = 1; i <= rounds; ++i) {
-        s.put(key, "short-" + std::to_string(i), std::chrono::milliseconds(1));
-        shm->round[w].store(2 * static_cast<std::uint64_t>(i) - 1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // a TTL to run out
-        s.erase(key);
-        const std::string value = "long-" + std::to_string(i);
-        s.put(key, value);  // acknowledged from here on
-        shm->round[w].store(2 * static_cast<std::uint64_t>(i));
-        // Let every reader finish two passes, so a held one has gone on.
-        std::uint64_t start[ExpiryRace::kReaders];
-        for (int r = 0; r < ExpiryRace::kReaders; ++r) start[r] = shm->passes[r].load();
-        for (int r = 0; r < ExpiryRace::kReaders; ++r) {
-          while (shm->passes[r].load() < start[r] + 2) sched_yield();
-        }
-        if (!s.get(key, got) || got != value) ++shm->lost;
-      }
-      ++shm->writers_done;
-      return 0;
-    }));
-  }
-  for (int r = 0; r < ExpiryRace::kReaders; ++r) {
-    pids.push_back(spawn([&, r] {
-      tcache::detail::set_test_hook(&hold_until_replaced);
-      Store s = Store::open(file_, opt);
-      std::string got;
-      while (shm->writers_done.load() < ExpiryRace::kWriters) {
-        for (int w = 0; w < ExpiryRace::kWriters; ++w) {
-          const std::string key = "race-" + std::to_string(w);
-          const std::uint64_t before = shm->round[w].load();
-          const bool found = s.get(key, got);
-          if (before != 0 && before % 2 == 0 && shm->round[w].load() == before && !found) {
-            ++shm->lost;
+  Workers writers =
+      run_workers(ExpiryRace::kWriters, 1, {"writer", file_, opt}, [&](Store& s, const Worker& me) {
+        const int w = me.process;
+        const std::string key = "race-" + std::to_string(w);
+        std::string got;
+        for (int i = 1; i <= rounds; ++i) {
+          s.put(key, "short-" + std::to_string(i), std::chrono::milliseconds(1));
+          shm->round[w].store(2 * static_cast<std::uint64_t>(i) - 1);
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));  // a TTL to run out
+          s.erase(key);
+          const std::string value = "long-" + std::to_string(i);
+          s.put(key, value);  // acknowledged from here on
+          shm->round[w].store(2 * static_cast<std::uint64_t>(i));
+          // Let every reader finish two passes, so a held one has gone on.
+          std::uint64_t start[ExpiryRace::kReaders];
+          for (int r = 0; r < ExpiryRace::kReaders; ++r) start[r] = shm->passes[r].load();
+          for (int r = 0; r < ExpiryRace::kReaders; ++r) {
+            while (shm->passes[r].load() < start[r] + 2) sched_yield();
           }
+          if (!s.get(key, got) || got != value) ++shm->lost;
         }
-        ++shm->passes[r];
+        ++shm->writers_done;
+        return 0;
+      });
+  Workers readers = run_workers(ExpiryRace::kReaders, 1, {.who = "reader"}, [&](const Worker& me) {
+    const int r = me.process;
+    tcache::detail::set_test_hook(&hold_until_replaced);
+    Store s = Store::open(file_, opt);
+    std::string got;
+    while (shm->writers_done.load() < ExpiryRace::kWriters) {
+      for (int w = 0; w < ExpiryRace::kWriters; ++w) {
+        const std::string key = "race-" + std::to_string(w);
+        const std::uint64_t before = shm->round[w].load();
+        const bool found = s.get(key, got);
+        if (before != 0 && before % 2 == 0 && shm->round[w].load() == before && !found) {
+          ++shm->lost;
+        }
       }
-      return 0;
-    }));
-  }
-  expect_exited_zero(pids, "writer or reader");
+      ++shm->passes[r];
+    }
+    return 0;
+  });
+  writers.wait();
+  readers.wait();
   EXPECT_EQ(shm->lost.load(), 0u) << "acknowledged entries removed by late unlinks ("
                                   << shm->held.load() << " unlinks held in the window)";
   EXPECT_GT(shm->held.load(), 0u) << "the race was never set up";
