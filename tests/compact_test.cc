@@ -50,6 +50,7 @@
 #include "store/store_impl.h"  // one test holds a write open by hand
 #include "support/file_surgery.h"
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/tcache.h"
 
 namespace {
@@ -239,22 +240,21 @@ class CompactTest : public TempDirTest {
     Shared<WriterState> st;
     st->sizes = sizes;
     st->keys = keys;
-    std::vector<pid_t> writers;
-    for (int w = 0; w < kWriters; ++w) {
-      writers.push_back(spawn([&, w] { return run_writer(file_, *st, w, capacity_at_end); }));
-    }
+    Workers writers = run_workers(kWriters, 1, {.who = "writer"}, [&](const Worker& me) {
+      return run_writer(file_, *st, me.process, capacity_at_end);
+    });
     std::uint64_t from[kWriters] = {};
     ops = std::max<std::uint64_t>(ops / kSlowdown, 1);
-    if (wait_for_writers(*st, writers, from, ops)) {
-      between(writers, *st);
+    if (wait_for_writers(*st, writers.pids(), from, ops)) {
+      between(writers.pids(), *st);
       snapshot_ops(*st, from);
       // They carry on (and, after a switch, on the new file).
-      EXPECT_TRUE(wait_for_writers(*st, writers, from, ops)) << "a writer stopped";
+      EXPECT_TRUE(wait_for_writers(*st, writers.pids(), from, ops)) << "a writer stopped";
     } else {
       ADD_FAILURE() << "a writer stopped before the compaction";
     }
     st->stop.store(true);
-    expect_exited_zero(writers, "writer");
+    writers.wait();
     Store s = Store::open(file_);
     const tcache::StoreStats stats = s.stats();
     EXPECT_EQ(stats.evictions, 0u) << "the test's file is too small: evictions void its checks";

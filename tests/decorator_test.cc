@@ -31,6 +31,7 @@
 #include <gtest/gtest.h>
 
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/decorators.h"
 #include "tcache/tcache.h"
 
@@ -440,24 +441,21 @@ TEST_F(DecoratorTest, ForkedProcessesComputeEachArgumentOnce) {
   Shared<Counts> counts;
   constexpr int kProcs = 4;
   constexpr int kArgs = 16;
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcs; ++p) {
-    pids.push_back(tcache::test::spawn([&, p] {
-      auto slow = tcache::bcache(
-          [&](int x) {
-            counts->calls[x].fetch_add(1);
-            std::this_thread::sleep_for(3ms);  // slow, so that processes overlap
-            return x * 10;
-          },
-          {.name = "slow", .path = file_});
-      for (int i = 0; i < 3 * kArgs; ++i) {
-        const int x = (i * 5 + p) % kArgs;
-        if (slow(x) != x * 10) return tcache::test::report(1, "wrong value");
-      }
-      return 0;
-    }));
-  }
-  tcache::test::expect_exited_zero(pids, "worker");
+  tcache::test::run_workers(kProcs, 1, {}, [&](const tcache::test::Worker& me) {
+    const int p = me.process;
+    auto slow = tcache::bcache(
+        [&](int x) {
+          counts->calls[x].fetch_add(1);
+          std::this_thread::sleep_for(3ms);  // slow, so that processes overlap
+          return x * 10;
+        },
+        {.name = "slow", .path = file_});
+    for (int i = 0; i < 3 * kArgs; ++i) {
+      const int x = (i * 5 + p) % kArgs;
+      if (slow(x) != x * 10) return tcache::test::report(1, "wrong value");
+    }
+    return 0;
+  }).wait();
   for (int x = 0; x < kArgs; ++x) EXPECT_EQ(counts->calls[x].load(), 1) << "argument " << x;
 }
 

@@ -15,12 +15,12 @@
 #include <chrono>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include <gtest/gtest.h>
 
 #include "support/stall.h"
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/tcache.h"
 
 namespace {
@@ -90,23 +90,20 @@ TEST_F(LeaseTest, ProcessesComputeOnce) {
   Shared<std::atomic<int>> computed;
   constexpr int kProcs = 4;
   constexpr int kKeys = 30;
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcs; ++p) {
-    pids.push_back(tcache::test::spawn([&, p] {
-      Store s = open();
-      for (int i = 0; i < kKeys; ++i) {
-        const std::string key = "key-" + std::to_string((i * 7 + p) % kKeys);
-        const std::string v = s.get_or_compute(key, [&] {
-          computed->fetch_add(1);
-          std::this_thread::sleep_for(2ms);
-          return "value of " + key;
-        });
-        if (v != "value of " + key) return tcache::test::report(1, "wrong value " + v);
-      }
-      return 0;
-    }));
-  }
-  tcache::test::expect_exited_zero(pids, "worker");
+  tcache::test::run_workers(kProcs, 1, {}, [&](const tcache::test::Worker& me) {
+    const int p = me.process;
+    Store s = open();
+    for (int i = 0; i < kKeys; ++i) {
+      const std::string key = "key-" + std::to_string((i * 7 + p) % kKeys);
+      const std::string v = s.get_or_compute(key, [&] {
+        computed->fetch_add(1);
+        std::this_thread::sleep_for(2ms);
+        return "value of " + key;
+      });
+      if (v != "value of " + key) return tcache::test::report(1, "wrong value " + v);
+    }
+    return 0;
+  }).wait();
   EXPECT_EQ(computed->load(), kKeys);
 }
 
@@ -362,34 +359,31 @@ TEST_F(LeaseTest, NeverTwoLiveHoldersWhileDeadHoldersAreTakenOver) {
   g_holders = &*h;
   constexpr int kProcs = 4;
   const int rounds = 60 / tcache::test::kSlowdown + 4;
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcs; ++p) {
-    pids.push_back(tcache::test::spawn([&, p] {
-      tcache::detail::set_test_hook(&hold_takeover);
-      for (int i = 0; i < rounds; ++i) {
-        if ((i + p) % 2 == 0) {
-          // A holder that dies holding: its lease is left for the others
-          // to take over (it counts itself out first: it is not live).
-          const pid_t mortal = tcache::test::spawn([&] {
-            Store s = open();
-            std::string v;
-            if (s.get_or_lease("k", v, 1h)) return tcache::test::report(1, "a value appeared");
-            hold(*h);
-            std::_Exit(0);
-          });
-          if (tcache::test::wait_for(mortal) != 0) return 1;
-        } else {
+  tcache::test::run_workers(kProcs, 1, {.who = "contender"}, [&](const tcache::test::Worker& me) {
+    const int p = me.process;
+    tcache::detail::set_test_hook(&hold_takeover);
+    for (int i = 0; i < rounds; ++i) {
+      if ((i + p) % 2 == 0) {
+        // A holder that dies holding: its lease is left for the others
+        // to take over (it counts itself out first: it is not live).
+        const pid_t mortal = tcache::test::spawn([&] {
           Store s = open();
           std::string v;
           if (s.get_or_lease("k", v, 1h)) return tcache::test::report(1, "a value appeared");
           hold(*h);
-          s.release_lease("k");
-        }
+          std::_Exit(0);
+        });
+        if (tcache::test::wait_for(mortal) != 0) return 1;
+      } else {
+        Store s = open();
+        std::string v;
+        if (s.get_or_lease("k", v, 1h)) return tcache::test::report(1, "a value appeared");
+        hold(*h);
+        s.release_lease("k");
       }
-      return 0;
-    }));
-  }
-  tcache::test::expect_exited_zero(pids, "contender");
+    }
+    return 0;
+  }).wait();
   EXPECT_EQ(h->most.load(), 1) << "live holders of one lease at once (" << h->takeovers.load()
                                << " takeovers)";
   EXPECT_GT(h->takeovers.load(), 0u) << "no dead holder was taken over";
