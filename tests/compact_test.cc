@@ -141,27 +141,15 @@ int run_writer(const fs::path& file, WriterState& st, int w, std::uint64_t capac
   return 0;
 }
 
-// True once a child of `pids` has exited (without reaping it).
-bool any_exited(const std::vector<pid_t>& pids) {
-  for (const pid_t pid : pids) {
-    siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-        info.si_pid == pid) {
-      return true;
-    }
-  }
-  return false;
-}
-
 // Waits until every writer has done `more` operations beyond `from`. False
 // if a writer exited first (it failed: the caller collects its status).
-bool wait_for_writers(const WriterState& st, const std::vector<pid_t>& writers,
+bool wait_for_writers(const WriterState& st, const Workers& writers,
                       const std::uint64_t (&from)[kWriters], std::uint64_t more) {
   for (;;) {
     bool all = true;
     for (int w = 0; w < kWriters; ++w) all = all && st.ops[w].load() >= from[w] + more;
     if (all) return true;
-    if (any_exited(writers)) return false;
+    if (writers.any_exited()) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));  // polling progress, not a race
   }
 }
@@ -235,7 +223,7 @@ class CompactTest : public TempDirTest {
   // `sizes`, `keys`, `ops`: the writers' values, keys each, and operations
   // each before and after between().
   void with_writers(std::uint64_t capacity_at_end,
-                    const std::function<void(const std::vector<pid_t>&, WriterState&)>& between,
+                    const std::function<void(const Workers&, WriterState&)>& between,
                     Sizes sizes = Sizes::mixed, int keys = kKeys, std::uint64_t ops = 3000) {
     Shared<WriterState> st;
     st->sizes = sizes;
@@ -245,11 +233,11 @@ class CompactTest : public TempDirTest {
     });
     std::uint64_t from[kWriters] = {};
     ops = std::max<std::uint64_t>(ops / kSlowdown, 1);
-    if (wait_for_writers(*st, writers.pids(), from, ops)) {
-      between(writers.pids(), *st);
+    if (wait_for_writers(*st, writers, from, ops)) {
+      between(writers, *st);
       snapshot_ops(*st, from);
       // They carry on (and, after a switch, on the new file).
-      EXPECT_TRUE(wait_for_writers(*st, writers.pids(), from, ops)) << "a writer stopped";
+      EXPECT_TRUE(wait_for_writers(*st, writers, from, ops)) << "a writer stopped";
     } else {
       ADD_FAILURE() << "a writer stopped before the compaction";
     }
@@ -451,7 +439,7 @@ TEST_F(CompactTest, OpenStoresMoveToTheNewFile) {
 
 TEST_F(CompactTest, CompactsWhileTwoProcessesWriteAndRead) {
   make_bloated_file(96ull << 20, 48ull << 20);
-  with_writers(128ull << 20, [&](const std::vector<pid_t>& writers, WriterState& st) {
+  with_writers(128ull << 20, [&](const Workers& writers, WriterState& st) {
     const CompactResult first = tcache::compact(file_);
     EXPECT_LT(first.file_bytes_after, first.file_bytes_before) << "the file did not shrink";
     EXPECT_EQ(first.evicted, 0u);
@@ -520,7 +508,7 @@ TEST_F(CompactTest, CompactsBlobValuesWhileTheyChange) {
   { Store::open(file_, opt); }
   with_writers(
       0,
-      [&](const std::vector<pid_t>&, WriterState&) {
+      [&](const Workers&, WriterState&) {
         for (int i = 0; i < 3; ++i) EXPECT_EQ(tcache::compact(file_).evicted, 0u);
       },
       Sizes::huge, 24, 300);
@@ -550,7 +538,7 @@ TEST_P(KilledCompactorTest, LeavesAWorkingFileAndOthersCarryOn) {
   // need, so that the later compaction must shrink it.
   make_bloated_file(96ull << 20, 48ull << 20);
   const std::uint64_t inode = inode_of(file_);
-  with_writers(0, [&](const std::vector<pid_t>& writers, WriterState&) {
+  with_writers(0, [&](const Workers& writers, WriterState&) {
     int ready[2];
     ASSERT_EQ(::pipe(ready), 0);
     const pid_t compactor = spawn([&] {
@@ -572,7 +560,7 @@ TEST_P(KilledCompactorTest, LeavesAWorkingFileAndOthersCarryOn) {
     ::kill(compactor, SIGKILL);
     const int status = wait_for(compactor);
     EXPECT_TRUE(WIFSIGNALED(status)) << describe_status(status);
-    EXPECT_FALSE(any_exited(writers));
+    EXPECT_FALSE(writers.any_exited());
   });
   EXPECT_EQ(inode_of(file_), inode) << "a killed compactor replaced the file";
   {

@@ -34,6 +34,7 @@
 
 #include "support/redis_server.h"
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/decorators.h"
 #include "tcache/tcache.h"
 
@@ -554,36 +555,33 @@ TEST_F(RedisTest, ForkedProcessesComputeEachArgumentOnceThroughTheRedisLease) {
   constexpr int kProcs = 4;
   constexpr int kArgs = 16;
   const std::string uri = server_->uri();
-  std::vector<pid_t> pids;
-  for (int p = 0; p < kProcs; ++p) {
-    pids.push_back(tcache::test::spawn([&, p] {
-      // Each process is a machine of its own: its own local file.
-      const auto slow = [&](int which) {
-        return [&, which](int x) {
-          counts->calls[which][x].fetch_add(1);
-          std::this_thread::sleep_for(5ms);  // slow, so that processes overlap
-          return x * 10;
-        };
+  tcache::test::run_workers(kProcs, 1, {}, [&](const tcache::test::Worker& me) {
+    const int p = me.process;
+    // Each process is a machine of its own: its own local file.
+    const auto slow = [&](int which) {
+      return [&, which](int x) {
+        counts->calls[which][x].fetch_add(1);
+        std::this_thread::sleep_for(5ms);  // slow, so that processes overlap
+        return x * 10;
       };
-      auto u = tcache::ucache(slow(0), {.name = "sf-u",
-                                        .backend = uri,
-                                        .path = dir_ / ("u" + std::to_string(p) + ".tcache"),
-                                        .logger = [](std::string_view) {}});
-      auto t = tcache::bcache(slow(1), {.name = "sf-t",
-                                        .path = dir_ / ("t" + std::to_string(p) + ".tcache"),
-                                        .remote = uri,
-                                        .logger = [](std::string_view) {}});
-      for (int i = 0; i < 3 * kArgs; ++i) {
-        const int x = (i * 5 + p) % kArgs;
-        if (u(x) != x * 10 || t(x) != x * 10) return tcache::test::report(1, "wrong value");
-      }
-      if (u.cache_info().backend_errors + t.cache_info().backend_errors != 0) {
-        return tcache::test::report(2, "backend errors");
-      }
-      return 0;
-    }));
-  }
-  tcache::test::expect_exited_zero(pids, "worker");
+    };
+    auto u = tcache::ucache(slow(0), {.name = "sf-u",
+                                      .backend = uri,
+                                      .path = dir_ / ("u" + std::to_string(p) + ".tcache"),
+                                      .logger = [](std::string_view) {}});
+    auto t = tcache::bcache(slow(1), {.name = "sf-t",
+                                      .path = dir_ / ("t" + std::to_string(p) + ".tcache"),
+                                      .remote = uri,
+                                      .logger = [](std::string_view) {}});
+    for (int i = 0; i < 3 * kArgs; ++i) {
+      const int x = (i * 5 + p) % kArgs;
+      if (u(x) != x * 10 || t(x) != x * 10) return tcache::test::report(1, "wrong value");
+    }
+    if (u.cache_info().backend_errors + t.cache_info().backend_errors != 0) {
+      return tcache::test::report(2, "backend errors");
+    }
+    return 0;
+  }).wait();
   for (int which = 0; which < 2; ++which) {
     for (int x = 0; x < kArgs; ++x) {
       EXPECT_EQ(counts->calls[which][x].load(), 1)

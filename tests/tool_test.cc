@@ -37,6 +37,7 @@
 #include "dump/stream.h"           // crafted dump streams (internal on purpose)
 #include "support/file_surgery.h"  // verify tests damage files in known ways
 #include "support/test_support.h"
+#include "support/workers.h"
 #include "tcache/tcache.h"
 
 #ifndef TCACHE_TOOL_PATH
@@ -753,21 +754,19 @@ TEST_F(ToolTest, CompactWhileTwoProcessesWriteAndReadLosesNothing) {
   const auto key = [](int w, std::uint64_t i) {
     return "w" + std::to_string(w) + "-" + std::to_string(i % kKeys);
   };
-  std::vector<pid_t> writers;
-  for (int w = 0; w < kWriters; ++w) {
-    writers.push_back(tcache::test::spawn([&, w] {
-      tcache::Store s = tcache::Store::open(file_);
-      for (std::uint64_t i = 0; !st->stop.load(); ++i) {
-        s.put(key(w, i), std::to_string(i));
-        st->acknowledged[w].store(i + 1);
-        if (s.get(key(w, i)) != std::to_string(i)) return 1;
-        // And the other writer's keys hold some value of theirs, or nothing.
-        const auto other = s.get(key(1 - w, i));
-        if (other && other->find_first_not_of("0123456789") != std::string::npos) return 2;
-      }
-      return 0;
-    }));
-  }
+  tcache::test::Workers writers = tcache::test::run_workers(
+      kWriters, 1, {"writer", file_, {}}, [&](tcache::Store& s, const tcache::test::Worker& me) {
+        const int w = me.process;
+        for (std::uint64_t i = 0; !st->stop.load(); ++i) {
+          s.put(key(w, i), std::to_string(i));
+          st->acknowledged[w].store(i + 1);
+          if (s.get(key(w, i)) != std::to_string(i)) return 1;
+          // And the other writer's keys hold some value of theirs, or nothing.
+          const auto other = s.get(key(1 - w, i));
+          if (other && other->find_first_not_of("0123456789") != std::string::npos) return 2;
+        }
+        return 0;
+      });
   // Waits until each writer acknowledged `more` puts beyond now; false if
   // one exited (failed) first.
   const auto progress = [&](std::uint64_t more) {
@@ -775,13 +774,7 @@ TEST_F(ToolTest, CompactWhileTwoProcessesWriteAndReadLosesNothing) {
     for (int w = 0; w < kWriters; ++w) target[w] = st->acknowledged[w].load() + more;
     for (int w = 0; w < kWriters; ++w) {
       while (st->acknowledged[w].load() < target[w]) {
-        for (const pid_t pid : writers) {
-          siginfo_t info{};
-          if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-              info.si_pid == pid) {
-            return false;
-          }
-        }
+        if (writers.any_exited()) return false;
         std::this_thread::yield();
       }
     }
@@ -797,7 +790,7 @@ TEST_F(ToolTest, CompactWhileTwoProcessesWriteAndReadLosesNothing) {
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(progress(1000)) << "a writer stopped";
   st->stop.store(true);
-  tcache::test::expect_exited_zero(writers, "writer");
+  writers.wait();
   tcache::Store s = tcache::Store::open(file_);
   EXPECT_EQ(s.stats().capacity_bytes, 16u << 20);
   EXPECT_EQ(s.stats().evictions, 0u);

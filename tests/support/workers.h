@@ -12,7 +12,8 @@
 //   run_workers     forks `processes` children that each run a body on
 //                   `threads` threads, and returns them as Workers.
 //   Workers         those children: wait() waits for every one and expects
-//                   each to have exited 0.
+//                   each to have exited 0; any_exited() tells, while the test
+//                   waits for their progress, whether one stopped early.
 //
 // A child exits with the first non-zero result of its threads (an exception
 // becomes kExitTcacheError or kExitException, see spawn()); what the workers
@@ -28,6 +29,7 @@
 
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #include <sys/mman.h>
 
@@ -128,6 +130,20 @@ class Workers {
 
   // The children's pids, one per process, until wait().
   const std::vector<pid_t>& pids() const { return pids_; }
+
+  // True once a child has exited (without reaping it: wait() still reports
+  // how). A test polling the workers' progress stops waiting then.
+  bool any_exited() const {
+    for (const pid_t pid : pids_) {
+      siginfo_t info{};
+      if (pid > 0 &&
+          ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == pid) {
+        return true;
+      }
+    }
+    return false;
+  }
 
  private:
   std::string who_;
