@@ -11,8 +11,8 @@
 #include <algorithm>
 #include <string>
 
+#include "store/slab.h"
 #include "store/store_impl.h"
-#include "util/atomic128.h"
 #include "util/fail.h"
 #include "util/proc.h"
 
@@ -151,10 +151,7 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
     // 2. Take the victim's whole free list. Chunks on it are free: nobody
     //    owns them, nothing points at them, and with the list detached
     //    nobody can pop them (a pop that read the old head fails its CAS).
-    std::uint64_t* const head = &classes_[victim].free_head;
-    WordPair h = load128(head);
-    while (!cas128(head, h, WordPair{0, h.hi + 1})) {
-    }
+    std::uint64_t off = slab::take_all(&classes_[victim].free_head);
     // Split it into the page's chunks and the rest, each kept in order.
     struct Chain {
       std::uint64_t first = 0, last = 0, length = 0;
@@ -170,7 +167,6 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
       chain.last = off;
     };
     const std::uint64_t limit = pages * per_page + 1;  // a damaged list may loop
-    std::uint64_t off = head_offset(h.lo);
     for (std::uint64_t n = 0; off != 0 && n < limit; ++n) {
       if (chunk_class(off) != static_cast<int>(victim)) {
         atom<std::uint64_t>(&sb_->needs_recovery).store(1);  // damaged: drop the rest

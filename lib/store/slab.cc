@@ -1,20 +1,20 @@
 // store/slab.cc: the slab allocator's lowest layer. Size classes, the
-// classes' free lists (one 16-byte CAS on a (first chunk, ABA tag) head),
-// claiming the next uncarved page (growing the file to cover it) and carving
-// a page into a class's chunks. Nothing here reads the index or evicts:
-// making room when a class is empty is evict.cc's job.
+// classes' free lists (one 16-byte CAS on a (first chunk, ABA tag) head:
+// the primitives are in slab.h), claiming the next uncarved page (growing
+// the file to cover it) and carving a page into a class's chunks. Nothing
+// here reads the index or evicts: making room when a class is empty is
+// evict.cc's job.
 //
 // Layer 1 (store_impl.h, "Rooms"): calls nothing above it. Every function is
 // safe from any thread of any process (INVARIANTS.md, 4 and 7), except
 // link_free_chunks and carve_owned_page, whose chunks the caller owns.
 
-#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string>
 
+#include "store/slab.h"
 #include "store/store_impl.h"
-#include "util/atomic128.h"
 #include "util/fail.h"
 #include "util/proc.h"
 #include "util/racy.h"
@@ -28,58 +28,29 @@ constexpr std::uint64_t kGrowRetryMs = 1000;
 }  // namespace
 
 std::uint32_t StoreImpl::class_for(std::uint64_t bytes) const noexcept {
-  const auto* end = class_bytes_ + class_count_;
-  return static_cast<std::uint32_t>(std::lower_bound(class_bytes_, end, bytes) - class_bytes_);
+  return slab::class_for(class_bytes_, class_count_, bytes);
 }
 
-// Free-list heads are (link, tag) pairs changed by one 16-byte CAS
-// (util/atomic128.h); a read of the pair may tear, and then the CAS fails
-// and hands back the real pair. The tag is bumped on every change and never
-// wraps (64 bits), so a CAS that succeeds proves the head did not change
-// since the pair was read (INVARIANTS.md, 4).
 std::uint64_t StoreImpl::pop_free(std::uint32_t cls) {
-  std::uint64_t* const head = &classes_[cls].free_head;
-  WordPair h = load128(head);
-  for (;;) {
-    const std::uint64_t off = head_offset(h.lo);
-    if (off == 0) return 0;
-    bool damaged = chunk_class(off) != static_cast<int>(cls);
-    if (!damaged && (atom<std::uint32_t>(chunk(off)).load(std::memory_order_acquire) & 1) == 0) {
-      // Free chunks have odd versions. An even one at the head is either
-      // being reused by whoever popped it after we read the head (then the
-      // head moved on) or a link into live chunks: a damaged list.
-      const WordPair again = load128(head);
-      if (again.lo != h.lo || again.hi != h.hi) {
-        h = again;
-        continue;
-      }
-      damaged = true;
-    }
-    if (damaged) {
-      // Drop the list; its chunks leak until recovery rebuilds it.
-      if (cas128(head, h, WordPair{0, h.hi + 1})) {
-        atom<std::uint64_t>(&sb_->needs_recovery).store(1);
-        log("free list of size class " + std::to_string(cls) + " was damaged; dropped it");
-        return 0;
-      }
-      continue;
-    }
-    // The chunk may be popped and reused by someone else between these two
-    // loads; then `next` is garbage, but the tag makes the CAS fail.
-    const std::uint64_t next =
-        atom<std::uint64_t>(chunk(off) + kChunkMetaOffset).load(std::memory_order_relaxed);
-    if (cas128(head, h, WordPair{next & kAddrMask, h.hi + 1})) return off;
+  std::uint64_t off = 0;
+  const auto is_class = [this, cls](std::uint64_t o) {
+    return chunk_class(o) == static_cast<int>(cls);
+  };
+  switch (slab::pop_free(&classes_[cls].free_head, base_, is_class, &off)) {
+    case slab::Pop::popped:
+      return off;
+    case slab::Pop::empty:
+      return 0;
+    case slab::Pop::damaged:
+      break;
   }
+  atom<std::uint64_t>(&sb_->needs_recovery).store(1);
+  log("free list of size class " + std::to_string(cls) + " was damaged; dropped it");
+  return 0;
 }
 
 void StoreImpl::push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last) {
-  std::uint64_t* const head = &classes_[cls].free_head;
-  WordPair h = load128(head);
-  for (;;) {
-    atom<std::uint64_t>(chunk(last) + kChunkMetaOffset)
-        .store(h.lo & kAddrMask, std::memory_order_relaxed);
-    if (cas128(head, h, WordPair{head_link(first), h.hi + 1})) return;
-  }
+  slab::push_chain(&classes_[cls].free_head, base_, first, last);
 }
 
 StoreImpl::Claim StoreImpl::claim_page(std::uint64_t& page) {
@@ -146,15 +117,7 @@ bool StoreImpl::carve_page(std::uint32_t cls) {
 
 std::uint64_t StoreImpl::link_free_chunks(std::uint64_t first, std::uint32_t size,
                                           std::uint32_t n) {
-  for (std::uint32_t i = 0; i < n; ++i) {
-    char* c = chunk(first + std::uint64_t{i} * size);
-    // Odd, and one past any version a stale reader may hold for this spot.
-    auto version = atom<std::uint32_t>(c);
-    version.store((version.load(std::memory_order_relaxed) | 1) + 2, std::memory_order_relaxed);
-    const std::uint64_t next = i + 1 < n ? (first + std::uint64_t{i + 1} * size) / kChunkAlign : 0;
-    atom<std::uint64_t>(c + kChunkMetaOffset).store(next, std::memory_order_relaxed);
-  }
-  return first + std::uint64_t{n - 1} * size;
+  return slab::link_free_chunks(base_, first, size, n);
 }
 
 void StoreImpl::carve_owned_page(std::uint64_t page, std::uint32_t cls) {
