@@ -86,6 +86,7 @@
 
 #include "format/layout.h"
 #include "region/region.h"
+#include "store/index.h"
 #include "tcache/store.h"
 #include "util/checksum.h"
 #include "util/proc.h"
@@ -463,10 +464,8 @@ inline std::uint64_t StoreImpl::hash(std::string_view key) const noexcept {
 }
 
 inline StoreImpl::Slots StoreImpl::slots_for(std::uint64_t h) const noexcept {
-  std::uint64_t b1 = bucket_of(h, bucket_count_);
-  std::uint64_t b2 = bucket_of(second_hash(h), bucket_count_);
-  if (b2 == b1) b2 = b1 + 1 == bucket_count_ ? 0 : b1 + 1;
-  return Slots{{index_ + b1 * kSlotsPerBucket, index_ + b2 * kSlotsPerBucket}};
+  const BucketPair p = bucket_pair(h, bucket_count_);
+  return Slots{{index_ + p.first * kSlotsPerBucket, index_ + p.second * kSlotsPerBucket}};
 }
 
 inline std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_bytes; }
