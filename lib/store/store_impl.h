@@ -457,15 +457,10 @@ inline int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
   return static_cast<int>(cls);
 }
 
-// Hot: every lookup and every write hashes its key and finds its pair; the
-// rooms that do so are separate files, so these live here to be inlined.
+// Hot: every lookup and every write hashes its key, in several rooms, so it
+// lives here to be inlined (slots_for, in index.cc, is better called).
 inline std::uint64_t StoreImpl::hash(std::string_view key) const noexcept {
   return XXH3_64bits_withSeed(key.data(), key.size(), hash_seed_);
-}
-
-inline StoreImpl::Slots StoreImpl::slots_for(std::uint64_t h) const noexcept {
-  const BucketPair p = bucket_pair(h, bucket_count_);
-  return Slots{{index_ + p.first * kSlotsPerBucket, index_ + p.second * kSlotsPerBucket}};
 }
 
 inline std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_bytes; }
