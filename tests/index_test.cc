@@ -147,80 +147,75 @@ TEST_F(IndexTest, AFullBucketPairEvictsItsColdestEntry) {
   }
 }
 
+// Runs `rounds` rounds. In each, `before(r)` runs on this thread, then
+// `body(t, r)` on each of `threads` threads at once, then `after(r)` on this
+// thread, when every body has returned.
+template <class Before, class Body, class After>
+void in_rounds(int threads, int rounds, Before before, Body body, After after) {
+  std::barrier sync(threads + 1);
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int r = 0; r < rounds; ++r) {
+        sync.arrive_and_wait();  // before(r) is done
+        body(t, r);
+        sync.arrive_and_wait();
+      }
+    });
+  }
+  for (int r = 0; r < rounds; ++r) {
+    before(r);
+    sync.arrive_and_wait();
+    sync.arrive_and_wait();  // every body(t, r) has returned
+    after(r);
+  }
+  for (auto& w : workers) w.join();
+}
+
+std::string round_value(int r) { return "round " + std::to_string(r); }
+
 // Threads put one key at once, again and again after it was erased: each
 // round some of them may publish into different empty slots of the pair,
 // and dedupe must leave one slot holding the key, whose value get() returns.
 TEST_F(IndexTest, ConcurrentPutsOfOneKeyLeaveOneWinner) {
-  constexpr int kThreads = 4;
-  constexpr int kRounds = 300;
   auto s = tcache::Store::open(file_);
   const std::string key = "contended";
-  std::barrier sync(kThreads + 1);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int r = 0; r < kRounds; ++r) {
-        sync.arrive_and_wait();  // the key is absent
-        s.put(key, "round " + std::to_string(r) + " thread " + std::to_string(t));
-        sync.arrive_and_wait();  // every put returned
-        sync.arrive_and_wait();  // checked
-      }
-    });
-  }
-  int bad_rounds = 0;
-  for (int r = 0; r < kRounds; ++r) {
-    s.erase(key);
-    sync.arrive_and_wait();
-    sync.arrive_and_wait();
-    const std::vector<std::uint64_t> slots = slots_holding(key);
-    const auto v = s.get(key);
-    if (slots.size() != 1 || !v || v->rfind("round " + std::to_string(r) + " ", 0) != 0) {
-      ++bad_rounds;
-      ADD_FAILURE() << "round " << r << ": " << slots.size() << " slots hold the key, value "
-                    << (v ? *v : "(none)");
-    }
-    sync.arrive_and_wait();
-    if (bad_rounds > 3) break;
-  }
-  for (auto& t : threads) t.join();
+  in_rounds(
+      4, 300, [&](int) { s.erase(key); },
+      [&](int t, int r) { s.put(key, round_value(r) + " thread " + std::to_string(t)); },
+      [&](int r) {
+        EXPECT_EQ(slots_holding(key).size(), 1u) << "round " << r;
+        const auto v = s.get(key);
+        EXPECT_TRUE(v && v->starts_with(round_value(r) + " ")) << "round " << r;
+      });
 }
 
 // get_or_lease publishes if absent: of threads that miss at once, exactly
 // one becomes the holder (withdraw_if_rival), the others get its value.
 TEST_F(IndexTest, ConcurrentInsertsIfAbsentHaveOneWinner) {
-  constexpr int kThreads = 4;
-  constexpr int kRounds = 200;
   auto s = tcache::Store::open(file_);
   const std::string key = "single";
-  std::barrier sync(kThreads + 1);
   std::atomic<int> holders{0};
   std::atomic<int> wrong_values{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&] {
-      for (int r = 0; r < kRounds; ++r) {
-        const std::string want = "computed " + std::to_string(r);
-        sync.arrive_and_wait();  // the key is absent
+  in_rounds(
+      4, 200,
+      [&](int) {
+        s.erase(key);
+        holders.store(0);
+      },
+      [&](int, int r) {
         std::string v;
-        if (s.get_or_lease(key, v, std::chrono::minutes(10))) {
-          if (v != want) wrong_values.fetch_add(1);
-        } else {
+        if (!s.get_or_lease(key, v, std::chrono::minutes(10))) {
           holders.fetch_add(1);
-          s.put(key, want);
+          s.put(key, round_value(r));
+        } else if (v != round_value(r)) {
+          wrong_values.fetch_add(1);
         }
-        sync.arrive_and_wait();  // every call returned
-      }
-    });
-  }
-  for (int r = 0; r < kRounds; ++r) {
-    s.erase(key);
-    holders.store(0);
-    sync.arrive_and_wait();
-    sync.arrive_and_wait();
-    EXPECT_EQ(holders.load(), 1) << "round " << r;
-    EXPECT_EQ(slots_holding(key).size(), 1u) << "round " << r;
-  }
-  for (auto& t : threads) t.join();
+      },
+      [&](int r) {
+        EXPECT_EQ(holders.load(), 1) << "round " << r;
+        EXPECT_EQ(slots_holding(key).size(), 1u) << "round " << r;
+      });
   EXPECT_EQ(wrong_values.load(), 0);
 }
 
