@@ -5,6 +5,38 @@
 // has the file open (the caller holds the exclusive flock) and that no other
 // thread uses this StoreImpl.
 //
+// Rooms (one job per file), lowest layer first. A room calls only rooms
+// earlier in this list and the inline helpers of this header; StoreImpl's
+// members are declared under the same headings.
+//   0. store_impl.h  inline helpers every room uses: chunk addressing
+//                    (chunk, chunk_class), hash and bucket pair (hash,
+//                    slots_for), counters, log.
+//   1. slab.cc       size classes, free lists (16-byte head with ABA tag),
+//                    page claims, carving a page into chunks.
+//   2. blob.cc       blob files for values larger than a page. The one
+//                    edge that goes up: write_blob's evict_blobs (making
+//                    room for a blob) unlinks index entries (index.cc),
+//                    while index.cc reads and frees blobs.
+//   3. index.cc      bucket pair lookups (find_entry, probe, get, contains,
+//                    get_many), publish / withdraw / dedupe, unlink and
+//                    retire, the slot of a chunk, an entry's liveness.
+//   4. evict.cc      making room: allocate, CLOCK, moving a page between
+//                    classes.
+//   5. write.cc      put, erase, clear.
+//   6. lease.cc      single flight: lease_step, release_lease.
+//   7. walk.cc       for_each and the prefix walks, statistics, class
+//                    statistics, folding a process's counters.
+//   8. verify.cc     checking and repairing (verify, dead_owners_chunks).
+//   9. recovery.cc   rebuilding free lists and the index (uses verify.cc's
+//                    slot_problem).
+//  10. attach.cc     opening, the process table, recovery hand-off,
+//                    open_store_impl.
+//  11. follow.cc     a user's side of compaction: enter/leave_write,
+//                    check_superseded (the public "Compaction" block below),
+//                    Store::follow.
+//  12. compact.cc    the compactor, on top of all the above.
+//  13. store.cc      the public tcache::Store facade over StoreImpl.
+//
 // Invariants (the full argument is in store/INVARIANTS.md):
 //  1. Publish after write: a chunk's contents are complete and its version
 //     even (release) before the slot CAS that makes it reachable.
@@ -49,8 +81,12 @@
 #include <string_view>
 #include <vector>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "format/layout.h"
 #include "region/region.h"
+#include "store/index.h"
 #include "tcache/store.h"
 #include "util/checksum.h"
 #include "util/proc.h"
@@ -64,6 +100,17 @@ inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint6
                                     std::uint64_t meta, std::uint32_t vlen_flags) {
   const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
   return static_cast<std::uint32_t>(checksum64(value, n, seed));
+}
+
+// How often a lookup looks again at a bucket pair or a slot that changed
+// while it looked, before it answers a miss (or gives up on a slot).
+inline constexpr int kMaxProbeRetries = 16;
+
+// Scratch space for compressing (put) and decompressing (probe) a value,
+// one per thread.
+inline std::string& scratch() {
+  thread_local std::string s;
+  return s;
 }
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
@@ -80,6 +127,7 @@ inline void prefetch_chunk(const char* c, std::uint32_t bytes, std::uint32_t lim
 
 class StoreImpl {
  public:
+  // --- attach.cc ---
   // `final_path`: the compactor's new file, opened under a temporary name,
   // keeps its blob files where its final name puts them, never deletes
   // blob files that it does not know (they are the old file's), and throws
@@ -90,20 +138,23 @@ class StoreImpl {
   ~StoreImpl();
   StoreImpl(const StoreImpl&) = delete;
   StoreImpl& operator=(const StoreImpl&) = delete;
+  void flush() { region_.flush(); }
+  const std::filesystem::path& path() const noexcept { return region_.path(); }
+  bool read_only() const noexcept { return region_.read_only(); }
+  std::size_t max_value_bytes() const noexcept;  // inline, below
 
+  // --- index.cc ---
   bool get(std::string_view key, std::string& value);
   void get_many(std::span<const std::string_view> keys, std::span<std::string> values,
                 std::span<bool> found);
   bool contains(std::string_view key);
+
+  // --- write.cc ---
   void put(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
   bool erase(std::string_view key);
   void clear();
-  StoreStats stats() const;
-  std::vector<ClassStats> class_stats() const;
-  std::vector<ProcessInfo> processes() const;
-  // See verify.cc. With repair, unpublishes damaged and duplicate slots and
-  // sets needs_recovery when anything was wrong.
-  VerifyReport verify(bool repair);
+
+  // --- lease.cc ---
   // One step of Store::get_or_lease: hit (value filled), holder (the caller
   // took the lease, or cannot take one: read-only), wait (another holds it;
   // sleep, then step again) or again (step again now).
@@ -111,14 +162,20 @@ class StoreImpl {
   LeaseStep lease_step(std::string_view key, std::string& value,
                        std::chrono::milliseconds lease_timeout);
   void release_lease(std::string_view key) noexcept;
+
+  // --- walk.cc ---
+  StoreStats stats() const;
+  std::vector<ClassStats> class_stats() const;
+  std::vector<ProcessInfo> processes() const;
   std::uint64_t erase_prefix(std::string_view prefix);
   std::uint64_t count_prefix(std::string_view prefix);
   std::uint64_t purge_expired();
   void for_each(std::string_view prefix, const Store::Visitor& visit);
-  void flush() { region_.flush(); }
-  const std::filesystem::path& path() const noexcept { return region_.path(); }
-  bool read_only() const noexcept { return region_.read_only(); }
-  std::size_t max_value_bytes() const noexcept;
+
+  // --- verify.cc, recovery.cc ---
+  // See verify.cc. With repair, unpublishes damaged and duplicate slots and
+  // sets needs_recovery when anything was wrong.
+  VerifyReport verify(bool repair);
 
   // Rebuilds free lists from what the index reaches, drops invalid and
   // duplicate slots, folds dead processes' counters. REQUIRES: exclusive.
@@ -155,6 +212,58 @@ class StoreImpl {
  private:
   friend class Compactor;
 
+  // --- store_impl.h (inline, below the class) ---
+  static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
+  struct Slots {
+    std::uint64_t* b[2];
+    std::uint64_t& at(int i) const { return b[i >> 3][i & 7]; }
+  };
+  std::uint64_t hash(std::string_view key) const noexcept;
+  Slots slots_for(std::uint64_t h) const noexcept;
+  // Returns the chunk's class, or -1 if `off` is not inside a carved page
+  // with room for a whole chunk of that class.
+  int chunk_class(std::uint64_t off) const noexcept;
+  char* chunk(std::uint64_t off) const noexcept { return base_ + off; }
+  void count(Counter c, std::uint64_t n = 1) noexcept {
+    atom<std::uint64_t>(&counters_[c]).fetch_add(n, std::memory_order_relaxed);
+  }
+  void log(const std::string& line) const;
+
+  // --- slab.cc ---
+  std::uint32_t class_for(std::uint64_t bytes) const noexcept;
+  std::uint64_t pop_free(std::uint32_t cls);
+  void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
+  // Takes the next uncarved page (growing the file to cover it) for the
+  // caller alone: claimed (`page` set), raced (another thread or process
+  // took it; look again), or none (the file is full or cannot grow). On a
+  // compaction target a file that cannot grow throws no_space instead.
+  enum class Claim { claimed, raced, none };
+  Claim claim_page(std::uint64_t& page);
+  bool carve_page(std::uint32_t cls);
+  // Makes the `n` chunks of `size` bytes from `first` free chunks (odd
+  // versions), linked in order; returns the last one's offset. REQUIRES:
+  // the caller owns them.
+  std::uint64_t link_free_chunks(std::uint64_t first, std::uint32_t size, std::uint32_t n);
+  // Threads a page we exclusively own into chunks of `cls` and publishes them.
+  void carve_owned_page(std::uint64_t page, std::uint32_t cls);
+
+  // --- blob.cc: blob files (values larger than a page); see FORMAT.md ---
+  std::string blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const;
+  BlobRef write_blob(std::uint64_t h, std::string_view stored);
+  bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
+  void evict_blobs(std::uint64_t need);
+  // False while blob files this file does not know may be another file's
+  // (a compaction in progress, or this is the compactor's new file).
+  bool may_delete_unknown_blobs() const;
+  std::uint32_t ensure_blob_dir();  // returns the mode for blob files
+  // Deletes blob files no live chunk refers to; recounts blob_bytes.
+  // REQUIRES: exclusive (recovery).
+  void sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes);
+  // Frees what a chunk owns outside the file (its blob). REQUIRES: the
+  // caller unpublished the chunk and has not yet bumped its version.
+  void release_payload(std::uint64_t off);
+
+  // --- index.cc ---
   // lease: the key's entry is a lease (out holds its LeaseRecord); a miss
   // for every reader but get_or_lease.
   enum class Probe { hit, miss, retry, lease };
@@ -165,32 +274,6 @@ class StoreImpl {
     std::uint64_t expiry = 0;      // the entry's expiry, Unix ms (0 = never)
     std::uint32_t vlen_flags = 0;  // its chunk's vlen_flags word
   };
-  struct Slots {
-    std::uint64_t* b[2];
-    std::uint64_t& at(int i) const { return b[i >> 3][i & 7]; }
-  };
-  static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
-
-  void open_attach();
-  // In the exclusive open: resets a compaction state and untracked count
-  // that no live user of the file can own (INVARIANTS.md, 10).
-  void reset_compaction_alone();
-  void attach_process();
-  void detach_process() noexcept;
-  // The shared (F_RDLCK) or exclusive (F_WRLCK) lock on kUntrackedLockByte,
-  // or its release (F_UNLCK); `wait`: block until granted. False if not
-  // granted (or OFD locks are unsupported).
-  bool lock_untracked_byte(short type, bool wait) noexcept;
-  void reclaim_dead_processes();
-  void fold_counters(ProcessEntry& e);
-
-  std::uint64_t hash(std::string_view key) const noexcept;
-  Slots slots_for(std::uint64_t h) const noexcept;
-  // Returns the chunk's class, or -1 if `off` is not inside a carved page
-  // with room for a whole chunk of that class.
-  int chunk_class(std::uint64_t off) const noexcept;
-  char* chunk(std::uint64_t off) const noexcept { return base_ + off; }
-
   // A consistent copy (seqlock read: INVARIANTS.md, 2) of the first entry
   // of `key` in pair `s`, as get() finds it: the slot, the word it held,
   // and its chunk's header words; with kCopy, its stored bytes in *stored.
@@ -226,90 +309,72 @@ class StoreImpl {
   // Unlinks whatever word in `slot` still points at chunk `off`, of any
   // incarnation (eviction of a page's entries).
   bool unlink_chunk(std::uint64_t& slot, std::uint64_t off);
-
-  // A chunk of class `cls` for the caller alone (odd version), its meta word
-  // set to this process's owner mark (layout.h) until the caller writes the
-  // entry's. Pops, carves a page, or evicts. Throws Error: no_space.
-  std::uint64_t allocate(std::uint32_t cls);
-  std::uint64_t take_chunk(std::uint32_t cls);  // allocate() without the mark
-  // Chunks whose owner mark names a dead process (leaked: see layout.h),
-  // counted, and with `reclaim` returned to their free lists (a CAS on the
-  // mark each, so safe alongside other processes and other repairers).
-  // O(carved chunks).
-  std::uint64_t dead_owners_chunks(bool reclaim);
-  std::uint64_t pop_free(std::uint32_t cls);
-  // Takes the next uncarved page (growing the file to cover it) for the
-  // caller alone: claimed (`page` set), raced (another thread or process
-  // took it; look again), or none (the file is full or cannot grow). On a
-  // compaction target a file that cannot grow throws no_space instead.
-  enum class Claim { claimed, raced, none };
-  Claim claim_page(std::uint64_t& page);
-  bool carve_page(std::uint32_t cls);
-  std::uint64_t clock_evict(std::uint32_t cls);
+  void retire(std::uint64_t off);
+  // upsert: replace the key's entry or add one. if_absent: add one only if
+  // the key has no live entry (an expired one is replaced).
+  enum class Publish { upsert, if_absent };
+  // `replaced` (upsert only): set to whether the key had an entry (replaced).
+  bool publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode,
+               bool* replaced = nullptr);
+  int choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired);
+  // After an if_absent publish into slot `mine`: if another slot holds the
+  // key, unpublishes ours and returns true.
+  bool withdraw_if_rival(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
+  void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
   // The slot that publishes chunk `off` (of a class of `size` bytes), found
   // through the chunk's own key (copied into `key`; its meta word into
   // `meta`), or nullptr if the chunk is free or no slot points at it now.
   std::uint64_t* slot_of_chunk(std::uint64_t off, std::uint32_t size, std::string& key,
                                std::uint64_t* meta);
-  // Makes the `n` chunks of `size` bytes from `first` free chunks (odd
-  // versions), linked in order; returns the last one's offset. REQUIRES:
-  // the caller owns them.
-  std::uint64_t link_free_chunks(std::uint64_t first, std::uint32_t size, std::uint32_t n);
-  // Threads a page we exclusively own into chunks of `cls` and publishes them.
-  void carve_owned_page(std::uint64_t page, std::uint32_t cls);
+  bool entry_expired(std::uint64_t w) const noexcept;
+  static bool entry_live(std::uint64_t meta, std::uint32_t vf, std::uint64_t now) noexcept;
+
+  // --- evict.cc ---
+  // A chunk of class `cls` for the caller alone (odd version), its meta word
+  // set to this process's owner mark (layout.h) until the caller writes the
+  // entry's. Pops, carves a page, or evicts. Throws Error: no_space.
+  std::uint64_t allocate(std::uint32_t cls);
+  std::uint64_t take_chunk(std::uint32_t cls);  // allocate() without the mark
+  std::uint64_t clock_evict(std::uint32_t cls);
   // In a full file, takes a page from the class with the most pages (after
   // unpublishing its entries) and gives it to `cls`. False if none could be
   // taken now.
   bool steal_page(std::uint32_t cls);
-  void retire(std::uint64_t off);
-  // Frees what a chunk owns outside the file (its blob). REQUIRES: the
-  // caller unpublished the chunk and has not yet bumped its version.
-  void release_payload(std::uint64_t off);
 
-  // Blob files (values larger than a page); see FORMAT.md.
-  std::string blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const;
-  BlobRef write_blob(std::uint64_t h, std::string_view stored);
-  bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
-  void evict_blobs(std::uint64_t need);
-  // False while blob files this file does not know may be another file's
-  // (a compaction in progress, or this is the compactor's new file).
-  bool may_delete_unknown_blobs() const;
-  std::uint32_t ensure_blob_dir();  // returns the mode for blob files
-  // Deletes blob files no live chunk refers to; recounts blob_bytes.
-  // REQUIRES: exclusive (recovery).
-  void sweep_blobs(const std::vector<std::uint64_t>& live_ids, std::uint64_t live_bytes);
-  void push_chain(std::uint32_t cls, std::uint64_t first, std::uint64_t last);
-  // upsert: replace the key's entry or add one. if_absent: add one only if
-  // the key has no live entry (an expired one is replaced).
-  enum class Publish { upsert, if_absent };
+  // --- write.cc ---
   // Writes a chunk for (key, stored) and publishes it. False (and the chunk
   // freed) if `mode` is if_absent and the key has a live entry.
   bool store_entry(std::string_view key, std::uint64_t h, std::string_view stored,
                    std::uint32_t flags, std::uint64_t expiry, Publish mode);
-  // `replaced` (upsert only): set to whether the key had an entry (replaced).
-  bool publish(std::string_view key, std::uint64_t h, std::uint64_t off, Publish mode,
-               bool* replaced = nullptr);
-  // After an if_absent publish into slot `mine`: if another slot holds the
-  // key, unpublishes ours and returns true.
-  bool withdraw_if_rival(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
-  bool entry_expired(std::uint64_t w) const noexcept;
-  void dedupe(std::string_view key, const Slots& s, int mine, std::uint64_t my_word);
-  int choose_victim(const Slots& s, int start, std::uint64_t* word, bool* expired);
 
+  // --- walk.cc ---
   // Calls fn(slot, word, key, meta, vlen_flags, now) for each published
   // entry, with a consistent copy of its key and header.
-  static bool entry_live(std::uint64_t meta, std::uint32_t vf, std::uint64_t now) noexcept;
   template <class Fn>
   void for_each_entry(Fn&& fn);
+  void fold_counters(ProcessEntry& e);
 
+  // --- verify.cc ---
+  // Chunks whose owner mark names a dead process (leaked: see layout.h),
+  // counted, and with `reclaim` returned to their free lists (a CAS on the
+  // mark each, so safe alongside other processes and other repairers).
+  // O(carved chunks).
+  std::uint64_t dead_owners_chunks(bool reclaim);
   // What is wrong with slot i holding w, or nullptr; copies its key.
   const char* slot_problem(std::uint64_t i, std::uint64_t w, std::string& key);
 
-  std::uint32_t class_for(std::uint64_t bytes) const noexcept;
-  void count(Counter c, std::uint64_t n = 1) noexcept {
-    atom<std::uint64_t>(&counters_[c]).fetch_add(n, std::memory_order_relaxed);
-  }
-  void log(const std::string& line) const;
+  // --- attach.cc ---
+  void open_attach();
+  // In the exclusive open: resets a compaction state and untracked count
+  // that no live user of the file can own (INVARIANTS.md, 10).
+  void reset_compaction_alone();
+  void attach_process();
+  void detach_process() noexcept;
+  // The shared (F_RDLCK) or exclusive (F_WRLCK) lock on kUntrackedLockByte,
+  // or its release (F_UNLCK); `wait`: block until granted. False if not
+  // granted (or OFD locks are unsupported).
+  bool lock_untracked_byte(short type, bool wait) noexcept;
+  void reclaim_dead_processes();
 
   Region region_;
   StoreOptions options_;
@@ -390,6 +455,20 @@ inline int StoreImpl::chunk_class(std::uint64_t off) const noexcept {
     return -1;
   }
   return static_cast<int>(cls);
+}
+
+// Hot: every lookup and every write hashes its key, in several rooms, so it
+// lives here to be inlined (slots_for, in index.cc, is better called).
+inline std::uint64_t StoreImpl::hash(std::string_view key) const noexcept {
+  return XXH3_64bits_withSeed(key.data(), key.size(), hash_seed_);
+}
+
+inline std::size_t StoreImpl::max_value_bytes() const noexcept { return sb_->capacity_bytes; }
+
+inline void StoreImpl::log(const std::string& line) const {
+  if (!options_.logger) return;
+  std::lock_guard<std::mutex> lock(log_mutex_);
+  options_.logger("tcache: " + region_.path().string() + ": " + line);
 }
 
 }  // namespace tcache::detail
