@@ -1,7 +1,6 @@
 // The pieces of the _tcache extension module. python/src/module.cc calls each
 // bind_* once, in this order, from PYBIND11_MODULE(_tcache, m); each is
-// defined in the file named beside it. See /python_contract.md of issue 14
-// for who owns which file.
+// defined, at global scope, in the file named beside it.
 //
 // Thread safety: the bind_* functions run once, with the GIL held, while the
 // interpreter imports the module; they are not meant to be called again.
@@ -9,10 +8,8 @@
 
 #include <pybind11/pybind11.h>
 
-namespace tcache::py {
-
 // python/src/errors.cc: tcache::Error -> the tcache.errors class of its Errc
-// (imports tcache.errors; registers the exception translator).
+// (imports tcache.errors and registers the exception translator).
 void bind_errors(pybind11::module_& m);
 
 // python/src/store.cc: _tcache.Store and _tcache.compact.
@@ -25,12 +22,3 @@ void bind_function(pybind11::module_& m);
 // python/src/codec*.cc (pycodec): encode_key, encode_value, decode_value,
 // cpp_encode, cpp_decode, cpp_fingerprint.
 void bind_codec(pybind11::module_& m);
-
-}  // namespace tcache::py
-
-// The contract names these functions unqualified; module.cc calls them
-// through this namespace.
-using tcache::py::bind_codec;
-using tcache::py::bind_errors;
-using tcache::py::bind_function;
-using tcache::py::bind_store;
