@@ -111,7 +111,9 @@ def memory_key(bound: tuple) -> Hashable:
     Typed like ``functools.lru_cache(typed=True)``: ``f(1)``, ``f(True)`` and
     ``f(1.0)`` are three keys. One int, str or bytes argument is its own key,
     a tuple of them the tuple; other hashable arguments are the tuple with
-    their types; unhashable ones (lists, dicts) their canonical bytes
+    their types (objects by their own ``__eq__``/``__hash__``, by default
+    their identity: right within one process); unhashable ones (lists,
+    dicts) and objects with ``__tcache_key__`` their canonical bytes
     (``_tcache.encode_key``). The three forms never compare equal.
     """
     for value in bound:
@@ -119,6 +121,8 @@ def memory_key(bound: tuple) -> Hashable:
             break
     else:
         return bound[0] if len(bound) == 1 else bound
+    if any(hasattr(type(value), "__tcache_key__") for value in bound):
+        return (_CANONICAL, native().encode_key(bound))
     try:
         hash(bound)
     except TypeError:
