@@ -115,7 +115,7 @@ def make_function(kind: str, func: Callable[..., Any], name: str,
         kind, name, options.get("version", ""), path=options.get("path"),
         folder=options.get("folder_name"), ttl=options.get("ttl"),
         maxsize=options.get("maxsize"), remote=options.get("remote"),
-        backend=options.get("backend"), compress=options.get("compress", kind == "fcache"),
+        backend=options.get("backend"), compress=options.get("compress"),
         lease_timeout=options.get("lease_timeout") or 60.0, arg_specs=arg_specs,
         result_spec=result_spec, allow_pickle=_allow_pickle(options), logger=_warn)
 
