@@ -33,7 +33,7 @@ void raise_error(const Error& e) {
 
 void bind_errors(pybind11::module_& m) {
   pybind11::object errors = pybind11::module_::import("tcache.errors");
-  tcache::py::g_error_class = errors.attr("error_class").release().ptr();
+  tcache::py::g_error_class = pybind11::object(errors.attr("error_class")).release().ptr();
   pybind11::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
