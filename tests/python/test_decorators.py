@@ -298,7 +298,7 @@ def test_persists_across_wrappers_of_one_name(deco):
     assert calls == [(1, [2])]
 
 
-@pytest.mark.parametrize("deco", PERSISTENT, ids=names)
+@pytest.mark.parametrize("deco", SYNC, ids=names)
 def test_invalidate_and_cache_clear(deco):
     calls = []
 
