@@ -92,6 +92,24 @@ def _build(func: Callable[..., Any], name: str, binder: Binder,
         put(key, value)
         return value
 
+    table = store.lru_table()
+    if binder.plain and binder.arity == 1 and table is not None:
+        fast = FAST_TYPES
+        move = table.move_to_end
+
+        def lru_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not kwargs and len(args) == 1 and type(args[0]) in fast and not scope[0]:
+                try:
+                    value = table[args[0]]
+                    move(args[0])
+                except KeyError:
+                    return slow(args, kwargs)
+                next(hits)
+                return value
+            return slow(args, kwargs)
+
+        return cache, lru_wrapper
+
     if binder.plain and binder.arity == 1:
         fast = FAST_TYPES
 

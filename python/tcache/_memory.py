@@ -78,6 +78,15 @@ class MemoryStore:
 
         return get_fifo
 
+    def lru_table(self) -> "OrderedDict | None":
+        """The LRU table itself when entries are stored bare (lru, no TTL), else None.
+
+        For a caller's inlined hit path: ``value = table[key];
+        table.move_to_end(key)``, a KeyError from either being a miss (the
+        same as ``get``, without its call).
+        """
+        return self._data if self.policy == "lru" and not self._expiring else None
+
     def _unwrap(self, key: Hashable, stored: Any) -> Any:
         """The value of a stored (value, deadline) pair, or MISS (and drops it) if expired."""
         value, deadline = stored
