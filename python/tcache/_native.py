@@ -35,7 +35,3 @@ def native() -> types.ModuleType:
             ) from e
     return _module
 
-
-def loaded() -> types.ModuleType | None:
-    """The extension if it has been imported already, else None (never imports)."""
-    return _module

@@ -104,7 +104,7 @@ class _Persistent:
         return self.function.invalidate(bound)
 
     def after_fork_child(self) -> None:
-        pass  # the extension reopens its stores (_registry calls at_fork_child)
+        pass  # the extension reopens its stores itself (its own at-fork handler)
 
 
 def make_function(kind: str, func: Callable[..., Any], name: str,

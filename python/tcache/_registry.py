@@ -5,9 +5,10 @@ Each decorator registers its cache object (anything with ``name``,
 registry holds weak references: a wrapper that is garbage collected leaves.
 
 Fork: ``os.register_at_fork(after_in_child=...)`` gives every registered
-cache a fresh lock and lets the extension reopen its stores and functions in
-the child (``_tcache.at_fork_child``), so a ``multiprocessing`` child made
-with fork uses its inherited wrappers as they are.
+cache a fresh lock (one a parent thread held at fork would stay held); the
+extension registers its own handler (``_tcache.at_fork_child``), which makes
+its stores and functions reopen in the child, so a ``multiprocessing`` child
+made with fork uses its inherited wrappers as they are.
 
 Thread safety: all functions may be called from any thread.
 """
@@ -19,8 +20,6 @@ import os
 import threading
 import weakref
 from typing import Any
-
-from ._native import loaded
 
 log = logging.getLogger("tcache")
 
@@ -63,9 +62,6 @@ def clear_cache(name: str | None = None) -> int:
 def _after_fork_in_child() -> None:
     global _lock
     _lock = threading.Lock()
-    extension = loaded()
-    if extension is not None and hasattr(extension, "at_fork_child"):
-        extension.at_fork_child()
     for cache in list(_caches):
         cache.after_fork_child()
 
