@@ -51,14 +51,14 @@ def cpp_specs(func: Callable[..., Any], binder_options: dict[str, Any]) -> tuple
         return None, None
     if binder_options.get("serializer") not in (None, "pickle"):
         return None, None
-    from ._cpp_types import spec_of
     try:
         hints = typing.get_type_hints(func)
     except Exception:  # unresolvable forward references: no mapping
         return None, None
-    params = inspect.signature(func).parameters.values()
     if "return" not in hints:
         return None, None
+    from ._cpp_types import spec_of
+    params = inspect.signature(func).parameters.values()
     specs = []
     for p in params:
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.name not in hints:
