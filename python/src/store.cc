@@ -151,6 +151,9 @@ PyObject* value_or(PyObject* self, PyObject* key, PyObject* dflt) {
   } catch (pyb::error_already_set& e) {
     e.restore();
     return nullptr;
+  } catch (const pyb::builtin_exception& e) {  // ValueError: closed
+    e.set_error();
+    return nullptr;
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
   }
@@ -271,6 +274,12 @@ std::vector<std::string> keys_with(PyStore& s, pyb::handle prefix) {
   return keys;
 }
 
+pyb::list keys_list(PyStore& s, pyb::handle prefix) {
+  pyb::list out;
+  for (const std::string& k : keys_with(s, prefix)) out.append(bytes_of(k));
+  return out;
+}
+
 }  // namespace
 }  // namespace tcache::py
 
@@ -364,16 +373,9 @@ floats.)");
           },
           arg("key"))
       .def("__len__", [](PyStore& s) { return s.live().count_prefix({}); })
-      .def(
-          "keys",
-          [](PyStore& s, pyb::handle prefix) {
-            pyb::list out;
-            for (const std::string& k : keys_with(s, prefix)) out.append(bytes_of(k));
-            return out;
-          },
-          arg("prefix") = pyb::bytes(),
-          "The keys (bytes) of the live entries starting with prefix, in index order.")
-      .def("__iter__", [](PyStore& s) { return pyb::iter(pyb::cast(keys_with(s, pyb::bytes()))); })
+      .def("keys", &keys_list, arg("prefix") = pyb::bytes(),
+           "The keys (bytes) of the live entries starting with prefix, in index order.")
+      .def("__iter__", [](PyStore& s) { return pyb::iter(keys_list(s, pyb::bytes())); })
       .def(
           "get_many",
           [](PyStore& s, pyb::iterable keys) {
