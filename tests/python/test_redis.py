@@ -89,4 +89,4 @@ def test_bad_redis_uri_is_a_configuration_error():
 @pytest.fixture
 def redis_uri(redis_server):
     """The URI of conftest's redis-server."""
-    return redis_server.uri
+    return redis_server.url
