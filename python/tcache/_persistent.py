@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import typing
 from typing import Any, Callable
 
 from . import _config, _options
@@ -45,32 +44,15 @@ def _warn(line: str) -> None:
     log.warning("%s", line)
 
 
-def cpp_specs(func: Callable[..., Any], binder_options: dict[str, Any]) -> tuple[Any, Any]:
-    """(arg_specs, result_spec) when the signature maps to C++ types, else (None, None)."""
-    if binder_options.get("key") is not None or binder_options.get("ignore"):
+def cpp_specs(func: Callable[..., Any], options: dict[str, Any]) -> tuple[Any, Any]:
+    """(arg_specs, result_spec) when the keyed signature maps to C++ types, else (None, None)."""
+    if options.get("key") is not None or options.get("serializer") not in (None, "pickle"):
         return None, None
-    if binder_options.get("serializer") not in (None, "pickle"):
+    if not getattr(func, "__annotations__", None):
         return None, None
-    try:
-        hints = typing.get_type_hints(func)
-    except Exception:  # unresolvable forward references: no mapping
-        return None, None
-    if "return" not in hints:
-        return None, None
-    from ._cpp_types import spec_of
-    params = inspect.signature(func).parameters.values()
-    specs = []
-    for p in params:
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.name not in hints:
-            return None, None
-        spec = spec_of(hints[p.name])
-        if spec is None:
-            return None, None
-        specs.append(spec)
-    result = spec_of(hints["return"])
-    if result is None:
-        return None, None
-    return specs, result
+    from ._cpp_types import specs_of_function
+    specs = specs_of_function(func, options.get("ignore", ()))
+    return (None, None) if specs is None else specs
 
 
 def _allow_pickle(options: dict[str, Any]) -> bool | None:
