@@ -336,3 +336,106 @@ def test_keys_do_not_depend_on_pythonhashseed(cache_dir):
                               text=True, check=True)
         outputs.append(done.stdout.strip())
     assert outputs == ["1", "0"]
+
+
+def test_fcache_numpy_arrays_round_trip():
+    np = pytest.importorskip("numpy")
+    calls = []
+
+    @tcache.fcache(name="matrix", compress=True)
+    def matrix(n: int):
+        calls.append(n)
+        return np.arange(n * n, dtype=np.float64).reshape(n, n)
+
+    first = matrix(300)
+    again = tcache.fcache(name="matrix", compress=True)(matrix.__wrapped__)(300)
+    assert calls == [300]
+    assert again.dtype == np.float64 and again.shape == (300, 300)
+    assert np.array_equal(first, again)
+
+
+def test_bcache_ttl_in_float_seconds(tmp_cache_dir):
+    import time
+    calls = []
+
+    @tcache.bcache(name="ttl.b", ttl=0.05)
+    def f(x):
+        calls.append(x)
+        return x
+
+    f(1)
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() <= deadline:
+        time.sleep(0.01)
+    f(1)
+    assert calls == [1, 1]
+
+
+class Opaque:
+    def __init__(self, v):
+        self.v = v
+
+
+def test_values_pickle_only_where_allowed(tmp_cache_dir):
+    @tcache.bcache(name="values.pickled", serializer="pickle")
+    def pickled(v):
+        return Opaque(v)
+
+    @tcache.bcache(name="values.secure", secure=True)
+    def secure(v):
+        return Opaque(v)
+
+    assert pickled(1).v == 1 and pickled(1).v == 1
+    assert pickled.cache_info().hits == 1
+    with pytest.raises(TypeError, match="serializer="):
+        secure(1)
+    with pytest.raises(tcache.ConfigurationError, match="secure"):
+        tcache.bcache(name="values.both", serializer="pickle", secure=True)(lambda v: v)
+
+
+def test_serializer_object_replaces_the_value_codec():
+    import json
+
+    class Json:
+        dumps = staticmethod(lambda v: json.dumps(v).encode())
+        loads = staticmethod(lambda b: json.loads(b.decode()))
+
+    @tcache.bcache(name="values.json", serializer=Json())
+    def f(x):
+        return {"x": x, "list": [1, 2]}
+
+    assert f(1) == f(1) == {"x": 1, "list": [1, 2]}
+    assert f.cache_info().hits == 1
+
+
+def test_ucache_falls_back_to_memory_on_an_unusable_directory(tmp_path, caplog):
+    import logging
+    blocker = tmp_path / "a-file"  # a directory below a file cannot be made, even by root
+    blocker.write_text("")
+    calls = []
+    with caplog.at_level(logging.WARNING, logger="tcache"):
+        with tcache.config(dir=str(blocker / "sub")):
+            @tcache.ucache(name="fallback.u")
+            def f(x):
+                calls.append(x)
+                return x
+
+        f(1), f(1)
+    assert calls == [1]
+    assert f.cache_info()["backend"] == "memory"
+    assert any("fallback.u" in r.getMessage() for r in caplog.records if r.name == "tcache")
+
+
+def test_corrupt_file_bcache_raises_ucache_falls_back(tmp_cache_dir, caplog):
+    import logging
+    path = tmp_cache_dir / "corrupt.tcache"
+    path.write_bytes(b"\x00" * 4096 + b"not a cache file" * 1000)
+    path.chmod(0o600)
+    with pytest.raises(tcache.CacheError) as raised:
+        tcache.bcache(name="corrupt.b", path=str(path))(lambda x: x)
+    assert raised.value.code in ("corrupt_file", "not_a_cache_file")
+    with caplog.at_level(logging.WARNING, logger="tcache"):
+        u = tcache.ucache(name="corrupt.u", path=str(path))(lambda x: x + 1)
+        assert u(1) == 2 and u(1) == 2
+    assert u.cache_info()["backend"] == "memory"
+    assert u.cache_info().hits == 1
