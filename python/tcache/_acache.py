@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from . import _config
 from ._binding import Binder, memory_key
-from ._decorate import decorate
+from ._decorate import decorate, options_of
 from ._persistent import _Persistent, make_function
 
 _FIRST_BACKOFF = 0.001  # seconds between looks while another holder computes
@@ -92,8 +92,4 @@ def acache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
 
     Options as ucache; the backend defaults to TCACHE_BACKEND, else memory.
     """
-    return decorate("acache", _build, func, {
-        "name": name, "version": version, "maxsize": maxsize, "ttl": ttl,
-        "folder_name": folder_name, "preferred_engine": preferred_engine, "backend": backend,
-        "path": path, "key": key, "ignore": ignore, "serializer": serializer,
-        "secure": secure, "lease_timeout": lease_timeout})
+    return decorate("acache", _build, func, options_of(locals()))

@@ -48,6 +48,11 @@ def default_name(func: Callable[..., Any]) -> str:
     return f"{func.__module__}.{func.__qualname__}"
 
 
+def options_of(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A public decorator's keyword options: its ``locals()`` less ``func``."""
+    return {name: value for name, value in arguments.items() if name != "func"}
+
+
 def decorate(kind: str, build: Callable[..., tuple[Any, Callable[..., Any]]],
              func: Any, options: dict[str, Any]) -> Any:
     """Applies decorator ``kind`` to ``func``, or returns the decorator when func is None."""

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from . import _config
 from ._binding import FAST_TYPES, Binder, memory_key
-from ._decorate import decorate
+from ._decorate import decorate, options_of
 from ._memory import MISS, MemoryStore
 
 DEFAULT_MAXSIZE = 4096  # as C++ McacheOptions
@@ -140,5 +140,4 @@ def mcache(func: Callable[..., Any] | None = None, /, *, maxsize: int | None = D
     argument names left out of the key; name: for get_stats/clear_cache
     (default module.qualname). Raises ConfigurationError for a bad option.
     """
-    return decorate("mcache", _build, func, {"maxsize": maxsize, "ttl": ttl, "policy": policy,
-                                            "key": key, "ignore": ignore, "name": name})
+    return decorate("mcache", _build, func, options_of(locals()))

@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from . import _config, _options
 from ._binding import Binder
-from ._decorate import decorate
+from ._decorate import decorate, options_of
 from ._native import native
 
 log = logging.getLogger("tcache")
@@ -157,10 +157,7 @@ def bcache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
     level. Raises ConfigurationError for a bad option, and what opening the
     file raises (UnsafePermissionsError, CorruptFileError, ...).
     """
-    return decorate("bcache", _build_bcache, func, {
-        "name": name, "version": version, "folder_name": folder_name, "path": path,
-        "ttl": ttl, "maxsize": maxsize, "remote": remote, "key": key, "ignore": ignore,
-        "serializer": serializer, "secure": secure, "lease_timeout": lease_timeout})
+    return decorate("bcache", _build_bcache, func, options_of(locals()))
 
 
 def fcache(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
@@ -170,10 +167,7 @@ def fcache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
            serializer: Any = None, secure: bool = False,
            lease_timeout: float | None = None) -> Any:
     """As bcache, for large values (numpy arrays): LZ4 when compress, blob files."""
-    return decorate("fcache", _build_fcache, func, {
-        "name": name, "version": version, "folder_name": folder_name, "path": path,
-        "ttl": ttl, "compress": compress, "key": key, "ignore": ignore,
-        "serializer": serializer, "secure": secure, "lease_timeout": lease_timeout})
+    return decorate("fcache", _build_fcache, func, options_of(locals()))
 
 
 def ucache(func: Callable[..., Any] | None = None, /, *, name: str | None = None,
@@ -190,8 +184,4 @@ def ucache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
     cannot be used falls back (Redis > file > memory), warning once per
     cause through logging.getLogger("tcache").
     """
-    return decorate("ucache", _build_ucache, func, {
-        "name": name, "version": version, "maxsize": maxsize, "ttl": ttl,
-        "folder_name": folder_name, "preferred_engine": preferred_engine, "backend": backend,
-        "path": path, "key": key, "ignore": ignore, "serializer": serializer,
-        "secure": secure, "lease_timeout": lease_timeout})
+    return decorate("ucache", _build_ucache, func, options_of(locals()))
