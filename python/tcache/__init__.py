@@ -15,7 +15,8 @@ library, and its decorators.
     s = tcache.Store("c.tcache", capacity_bytes=256 << 20); s["k"] = b"v"
 
 Logging: warnings (a backend that fell back, once per cause) go to
-``logging.getLogger("tcache")``.
+``logging.getLogger("tcache")``; with logging unconfigured, Python prints
+them to stderr, as C++ does without a logger.
 
 Fork: a child made with fork() uses the wrappers and stores it inherited;
 the package reopens them in the child (os.register_at_fork).
@@ -26,7 +27,6 @@ number of threads; the files are shared by any number of processes.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from . import _options
@@ -40,8 +40,6 @@ from ._persistent import bcache, fcache, ucache
 from ._registry import clear_cache, get_stats
 from .errors import *  # noqa: F401,F403  (CacheError and one class per code)
 from .errors import __all__ as _error_names
-
-logging.getLogger("tcache").addHandler(logging.NullHandler())
 
 __all__ = [
     "mcache", "bcache", "fcache", "acache", "ucache", "config", "CacheContext", "CacheInfo",
