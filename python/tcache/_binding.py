@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable, Iterable
 from ._native import native
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_EMPTY = inspect.Parameter.empty
 
 
 def class_name(cls: type) -> str:
@@ -37,7 +38,7 @@ class Binder:
     """Maps a call ``(args, kwargs)`` of ``func`` to the tuple its key encodes."""
 
     __slots__ = ("_sig", "_names", "_ignore", "_key", "_first_is_class", "_n", "_defaults",
-                 "_fast", "plain")
+                 "_fast", "plain", "_by_name", "_positional", "_all_defaults", "_keep")
 
     def __init__(self, func: Callable[..., Any], *, ignore: Iterable[str] = (),
                  key: Callable[..., Any] | None = None, first_is_class: bool = False) -> None:
@@ -62,6 +63,15 @@ class Binder:
                                if p.default is not inspect.Parameter.empty)
         # True when a call with exactly n positional arguments is its own key.
         self.plain = self._fast
+        # Keyword binding without inspect (no *args/**kwargs in the signature):
+        # the slot of each name a keyword may fill, how many parameters take
+        # positions, each parameter's default (or _EMPTY), and the slots kept.
+        simple = all(p.kind in _POSITIONAL or p.kind == p.KEYWORD_ONLY for p in params)
+        self._by_name = ({p.name: i for i, p in enumerate(params)
+                          if p.kind != p.POSITIONAL_ONLY} if simple else None)
+        self._positional = sum(p.kind in _POSITIONAL for p in params)
+        self._all_defaults = [p.default for p in params]
+        self._keep = [i for i, p in enumerate(params) if p.name not in self._ignore]
 
     @property
     def arity(self) -> int:
@@ -83,18 +93,37 @@ class Binder:
                 return args + self._defaults[len(self._defaults) - missing:]
         if self._key is not None:
             return (self._key(*args, **kwargs),)
-        bound = self._sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        values = bound.arguments
-        out = []
-        for i, name in enumerate(self._names):
-            if name in self._ignore:
-                continue
-            value = values[name]
-            if i == 0 and self._first_is_class and isinstance(value, type):
-                value = class_name(value)
-            out.append(value)
-        return tuple(out)
+        values = self._slots(args, kwargs)
+        if values is None:  # *args/**kwargs, or a call that does not fit: inspect's way
+            bound = self._sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            values = [bound.arguments[name] for name in self._names]
+        if self._first_is_class and isinstance(values[0], type):
+            values[0] = class_name(values[0])
+        if len(self._keep) == self._n:
+            return tuple(values)
+        return tuple(values[i] for i in self._keep)
+
+    def _slots(self, args: tuple, kwargs: dict) -> list | None:
+        """Each parameter's value for a call of a signature without *args/**kwargs.
+
+        None when the signature has them or the call does not fit it (too
+        many arguments, an unknown or repeated name, a missing one): the
+        caller then binds with inspect, which raises the right TypeError.
+        """
+        by_name = self._by_name
+        if by_name is None or len(args) > self._positional:
+            return None
+        values = list(args)
+        values.extend(self._all_defaults[len(args):])
+        for name, value in kwargs.items():
+            i = by_name.get(name)
+            if i is None or i < len(args):
+                return None
+            values[i] = value
+        if any(value is _EMPTY for value in values):  # identity: values may be arrays
+            return None
+        return values
 
 
 # Argument types whose equality implies equal types among themselves (1 ==

@@ -439,3 +439,29 @@ def test_corrupt_file_bcache_raises_ucache_falls_back(tmp_cache_dir, caplog):
         assert u(1) == 2 and u(1) == 2
     assert u.cache_info()["backend"] == "memory"
     assert u.cache_info().hits == 1
+
+
+@pytest.mark.parametrize("deco", SYNC, ids=names)
+def test_calls_that_do_not_fit_raise_type_error_as_the_function_would(deco):
+    @deco
+    def f(a, b=2, *, c=3):
+        return a
+
+    for args, kwargs, message in [((1, 2, 3), {}, "positional"), ((), {}, "'a'"),
+                                  ((1,), {"a": 1}, "multiple values"),
+                                  ((1,), {"z": 1}, "unexpected keyword")]:
+        with pytest.raises(TypeError, match=message):
+            f(*args, **kwargs)
+
+
+@pytest.mark.parametrize("deco", SYNC, ids=names)
+def test_ignore_leaves_keyword_only_arguments_out(deco):
+    calls = []
+
+    @deco(ignore="verbose")
+    def f(a, b=2, *, verbose=False):
+        calls.append((a, b, verbose))
+        return a * b
+
+    assert f(3, verbose=True) == f(3, 2, verbose=False) == f(a=3) == 6
+    assert calls == [(3, 2, True)]
