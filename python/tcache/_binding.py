@@ -5,7 +5,10 @@ with defaults applied, so ``f(5)`` and ``f(5, y=1)`` are one key. Binding
 with ``inspect.Signature.bind`` costs microseconds, so a plain positional
 call (no keywords, no ``key=``/``ignore=``, a signature of positional
 parameters only) takes a fast path: its arguments, completed with the
-defaults of the parameters it leaves out, are the key as they are.
+defaults of the parameters it leaves out, are the key as they are. Other
+calls of a signature without ``*args``/``**kwargs`` fill one slot per
+parameter by name; only the rest (and calls that do not fit, so that the
+TypeError is inspect's) go through ``inspect.Signature.bind``.
 
 The bound tuple lists the parameters in signature order, each once:
 positional and keyword-only parameters as their value, ``*args`` as a tuple,
