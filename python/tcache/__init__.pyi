@@ -71,7 +71,7 @@ def bcache(*, name: str | None = ..., version: int | str | None = ...,
            ttl: float | None = ..., maxsize: int | None = ..., remote: str | None = ...,
            key: KeyFunction | None = ..., ignore: Ignore = ...,
            serializer: Literal["pickle"] | Serializer | None = ..., secure: bool = ...,
-           lease_timeout: float | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+           lease_timeout: float | None = ..., capacity_bytes: int | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
 @overload
@@ -82,7 +82,7 @@ def fcache(*, name: str | None = ..., version: int | str | None = ...,
            ttl: float | None = ..., compress: bool = ..., key: KeyFunction | None = ...,
            ignore: Ignore = ..., serializer: Literal["pickle"] | Serializer | None = ...,
            secure: bool = ...,
-           lease_timeout: float | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+           lease_timeout: float | None = ..., capacity_bytes: int | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
 @overload
@@ -94,7 +94,7 @@ def ucache(*, name: str | None = ..., version: int | str | None = ..., maxsize: 
            path: str | os.PathLike[str] | None = ..., key: KeyFunction | None = ...,
            ignore: Ignore = ..., serializer: Literal["pickle"] | Serializer | None = ...,
            secure: bool = ...,
-           lease_timeout: float | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
+           lease_timeout: float | None = ..., capacity_bytes: int | None = ...) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
 
 @overload
@@ -107,8 +107,8 @@ def acache(*, name: str | None = ..., version: int | str | None = ..., maxsize: 
            preferred_engine: str | None = ..., backend: str | None = ...,
            path: str | os.PathLike[str] | None = ..., key: KeyFunction | None = ...,
            ignore: Ignore = ..., serializer: Literal["pickle"] | Serializer | None = ...,
-           secure: bool = ..., lease_timeout: float | None = ...
-           ) -> Callable[[Callable[P, Awaitable[R]]], AsyncCachedFunction[P, R]]: ...
+           secure: bool = ..., lease_timeout: float | None = ...,
+           capacity_bytes: int | None = ...) -> Callable[[Callable[P, Awaitable[R]]], AsyncCachedFunction[P, R]]: ...
 
 
 def config(dir: str | os.PathLike[str] | None = ..., default_ttl: float | None = ...,

@@ -87,7 +87,7 @@ def acache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
            preferred_engine: str | None = None, backend: str | None = None,
            path: str | None = None, key: Callable[..., Any] | None = None,
            ignore: tuple[str, ...] | str = (), serializer: Any = None, secure: bool = False,
-           lease_timeout: float | None = None) -> Any:
+           lease_timeout: float | None = None, capacity_bytes: int | None = None) -> Any:
     """Memoizes an async function; concurrent awaits of equal calls share one run.
 
     Options as ucache; the backend defaults to TCACHE_BACKEND, else memory.

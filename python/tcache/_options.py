@@ -21,7 +21,7 @@ POLICIES = ("lru", "lfu", "fifo")
 KNOWN = frozenset({
     "name", "version", "maxsize", "ttl", "policy", "folder_name", "path", "remote",
     "preferred_engine", "backend", "compress", "secure", "serializer", "lease_timeout",
-    "key", "ignore",
+    "key", "ignore", "capacity_bytes",
 })
 
 
@@ -55,6 +55,16 @@ def maxsize(value: Any) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise configuration_error(f"option 'maxsize' must be a positive number of entries or "
                                   f"None, not {value!r}")
+    return value
+
+
+def capacity_bytes(value: Any) -> int | None:
+    """A file's size in bytes (the extension checks its range, 1 MiB to 1 TiB)."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise configuration_error(f"option 'capacity_bytes' must be a positive number of bytes "
+                                  f"or None, not {value!r}")
     return value
 
 
@@ -145,6 +155,8 @@ def check(kind: str, options: dict[str, Any]) -> dict[str, Any]:
         out["version"] = version(out["version"])
     if "maxsize" in out:
         out["maxsize"] = maxsize(out["maxsize"])
+    if "capacity_bytes" in out:
+        out["capacity_bytes"] = capacity_bytes(out["capacity_bytes"])
     if "ttl" in out:
         out["ttl"] = seconds("ttl", out["ttl"])
     if "lease_timeout" in out:

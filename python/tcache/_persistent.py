@@ -99,7 +99,8 @@ def make_function(kind: str, func: Callable[..., Any], name: str,
         maxsize=options.get("maxsize"), remote=options.get("remote"),
         backend=options.get("backend"), compress=options.get("compress"),
         lease_timeout=options.get("lease_timeout") or 60.0, arg_specs=arg_specs,
-        result_spec=result_spec, allow_pickle=_allow_pickle(options), logger=_warn)
+        result_spec=result_spec, allow_pickle=_allow_pickle(options), logger=_warn,
+        capacity_bytes=options.get("capacity_bytes"))
 
 
 def _build(kind: str) -> Callable[..., tuple[_Persistent, Callable[..., Any]]]:
@@ -147,14 +148,14 @@ def bcache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
            path: str | None = None, ttl: float | None = None, maxsize: int | None = None,
            remote: str | None = None, key: Callable[..., Any] | None = None,
            ignore: tuple[str, ...] | str = (), serializer: Any = None, secure: bool = False,
-           lease_timeout: float | None = None) -> Any:
+           lease_timeout: float | None = None, capacity_bytes: int | None = None) -> Any:
     """Memoizes ``func`` in the shared cache file (and Redis with ``remote=``).
 
     name: the entries' identity (default module.qualname); version: change
     it when the function's meaning changes (an int is its decimal string);
     folder_name: the directory under the cache root (or one, when absolute);
     path: the file; ttl: float seconds; remote: a Redis URI for a second
-    level. Raises ConfigurationError for a bad option, and what opening the
+    level; capacity_bytes: the size of a file it creates (default 256 MiB). Raises ConfigurationError for a bad option, and what opening the
     file raises (UnsafePermissionsError, CorruptFileError, ...).
     """
     return decorate("bcache", _build_bcache, func, options_of(locals()))
@@ -165,7 +166,7 @@ def fcache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
            path: str | None = None, ttl: float | None = None, compress: bool = True,
            key: Callable[..., Any] | None = None, ignore: tuple[str, ...] | str = (),
            serializer: Any = None, secure: bool = False,
-           lease_timeout: float | None = None) -> Any:
+           lease_timeout: float | None = None, capacity_bytes: int | None = None) -> Any:
     """As bcache, for large values (numpy arrays): LZ4 when compress, blob files."""
     return decorate("fcache", _build_fcache, func, options_of(locals()))
 
@@ -176,7 +177,7 @@ def ucache(func: Callable[..., Any] | None = None, /, *, name: str | None = None
            preferred_engine: str | None = None, backend: str | None = None,
            path: str | None = None, key: Callable[..., Any] | None = None,
            ignore: tuple[str, ...] | str = (), serializer: Any = None, secure: bool = False,
-           lease_timeout: float | None = None) -> Any:
+           lease_timeout: float | None = None, capacity_bytes: int | None = None) -> Any:
     """Memoizes ``func`` on the best backend available, always working.
 
     backend (or the original's preferred_engine): "memory", "file", a file

@@ -40,6 +40,7 @@ def test_create_cache_config_normalises_and_feeds_decorators():
     ({"key": 5}, "key"),
     ({"ignore": [1]}, "ignore"),
     ({"maxsizee": 3}, "maxsizee"),
+    ({"capacity_bytes": 0}, "capacity_bytes"),
 ])
 def test_create_cache_config_rejects_bad_options(options, option):
     with pytest.raises(tcache.ConfigurationError, match=option) as raised:

@@ -465,3 +465,19 @@ def test_ignore_leaves_keyword_only_arguments_out(deco):
 
     assert f(3, verbose=True) == f(3, 2, verbose=False) == f(a=3) == 6
     assert calls == [(3, 2, True)]
+
+
+def test_ucache_memory_maxsize_and_bcache_capacity_bytes():
+    @tcache.ucache(name="bounds.u", preferred_engine="memory", maxsize=10)
+    def u(x):
+        return x
+
+    for i in range(30):
+        u(i)
+    assert u.cache_info().currsize == 10 and u.cache_info()["backend"] == "memory"
+    with pytest.raises(tcache.ConfigurationError, match="capacity_bytes"):
+        tcache.bcache(name="bounds.b", capacity_bytes=1000)(lambda x: x)
+    with pytest.raises(tcache.ConfigurationError, match="capacity_bytes"):
+        tcache.bcache(name="bounds.b", maxsize=10)(lambda x: x)  # a file is bounded by bytes
+    b = tcache.bcache(name="bounds.b", capacity_bytes=2 << 20)(lambda x: x)
+    assert b(1) == 1
