@@ -19,6 +19,8 @@ packages=(
   cmake g++ clang libclang-rt-14-dev libboost1.81-dev libxxhash-dev liblz4-dev libfmt-dev
   libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
   libhiredis-dev redis-server pkg-config
+  pybind11-dev python3-pybind11 python3-dev python3-pytest python3-pytest-asyncio python3-numpy
+  python3-setuptools python3-wheel python3-pip  # the Python package (python/) and its tests
   prometheus  # promtool: tool_test checks stats --prometheus with Prometheus's own linter
 )
 jobs=${JOBS:-$(nproc)}
@@ -198,7 +200,8 @@ stage_fuzz() {
     return 3
   fi
   configure build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-    -DTCACHE_BUILD_FUZZ=ON -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_TESTS=OFF -DTCACHE_SANITIZE=
+    -DTCACHE_BUILD_FUZZ=ON -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_TESTS=OFF -DTCACHE_SANITIZE= \
+    -DTCACHE_BUILD_PYTHON=OFF
   build build-fuzz
   local targets=() target
   mapfile -t targets < <(cmake --build "$root/build-fuzz" --target help \

@@ -15,9 +15,11 @@ void bind_errors(pybind11::module_& m);
 // python/src/store.cc: _tcache.Store and _tcache.compact.
 void bind_store(pybind11::module_& m);
 
-// python/src/function.cc: _tcache.Function, push_config/pop_config/
-// current_config and at_fork_child.
+// python/src/function.cc: _tcache.Function and its lease tokens.
 void bind_function(pybind11::module_& m);
+
+// python/src/config.cc: push_config/pop_config/current_config.
+void bind_config(pybind11::module_& m);
 
 // python/src/codec*.cc (pycodec): encode_key, encode_value, decode_value,
 // cpp_encode, cpp_decode, cpp_fingerprint.

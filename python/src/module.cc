@@ -10,5 +10,6 @@ PYBIND11_MODULE(_tcache, m) {
   bind_errors(m);
   bind_store(m);
   bind_function(m);
+  bind_config(m);
   bind_codec(m);
 }

@@ -21,8 +21,8 @@
 #include "bindings.h"
 #include "convert.h"
 #include "errors.h"
-#include "fork.h"
 #include "tcache/compact.h"
+#include "tcache/detail/async_state.h"  // detail::fork_generation()
 #include "tcache/store.h"
 
 namespace pyb = pybind11;
@@ -40,12 +40,12 @@ class PyStore {
       : path_(std::move(path)),
         options_(std::move(options)),
         store_(std::make_shared<Store>(Store::open(path_, options_))),
-        generation_(fork_generation()) {}
+        generation_(detail::fork_generation()) {}
 
   // The store to use now. Throws ValueError once closed; reopens the file in
   // a child of fork() (the parent's Store cannot be used there).
   Store& live() {
-    if (generation_ != fork_generation() || !store_) [[unlikely]]
+    if (generation_ != detail::fork_generation() || !store_) [[unlikely]]
       reopen();
     return *store_;
   }
@@ -68,7 +68,7 @@ class PyStore {
     // parent (store.h, Caveat fork()).
     store_.reset();
     store_ = std::make_shared<Store>(Store::open(path_, options_));
-    generation_ = fork_generation();
+    generation_ = detail::fork_generation();
   }
 
   std::filesystem::path path_;
@@ -132,20 +132,17 @@ PyStore* store_of(PyObject* self) {
   return static_cast<PyStore*>(p);
 }
 
-// Store.get(key, default=None): the value's bytes, or default on a miss.
-// Raw CPython (METH_FASTCALL): this is the call programs make most.
-PyObject* store_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs < 1 || nargs > 2) {
-    PyErr_SetString(PyExc_TypeError, "Store.get(key, default=None) takes 1 or 2 arguments");
-    return nullptr;
-  }
+// The value of key as bytes; on a miss `dflt` (a new reference), or KeyError
+// when dflt is null. Raw CPython: Store.get and s[key] are the calls
+// programs make most.
+PyObject* value_or(PyObject* self, PyObject* key, PyObject* dflt) {
   PyStore* s = store_of(self);
   if (s == nullptr) return nullptr;
-  std::string_view key;
-  if (!key_of(args[0], key)) return nullptr;
+  std::string_view k;
+  if (!key_of(key, k)) return nullptr;
   static thread_local std::string value;
   try {
-    if (s->live().get(key, value)) {
+    if (s->live().get(k, value)) {
       return PyBytes_FromStringAndSize(value.data(), static_cast<Py_ssize_t>(value.size()));
     }
   } catch (const Error& e) {
@@ -154,13 +151,31 @@ PyObject* store_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
   } catch (pyb::error_already_set& e) {
     e.restore();
     return nullptr;
+  } catch (const pyb::builtin_exception& e) {  // ValueError: closed
+    e.set_error();
+    return nullptr;
   } catch (const std::bad_alloc&) {
     return PyErr_NoMemory();
   }
-  PyObject* dflt = nargs == 2 ? args[1] : Py_None;
+  if (dflt == nullptr) {
+    PyErr_SetObject(PyExc_KeyError, key);
+    return nullptr;
+  }
   Py_INCREF(dflt);
   return dflt;
 }
+
+// Store.get(key, default=None) (METH_FASTCALL).
+PyObject* store_get(PyObject* self, PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs < 1 || nargs > 2) {
+    PyErr_SetString(PyExc_TypeError, "Store.get(key, default=None) takes 1 or 2 arguments");
+    return nullptr;
+  }
+  return value_or(self, args[0], nargs == 2 ? args[1] : Py_None);
+}
+
+// s[key] (mp_subscript): KeyError on a miss.
+PyObject* store_subscript(PyObject* self, PyObject* key) { return value_or(self, key, nullptr); }
 
 pyb::object bytes_of(const std::string& v) { return pyb::bytes(v.data(), v.size()); }
 
@@ -259,6 +274,12 @@ std::vector<std::string> keys_with(PyStore& s, pyb::handle prefix) {
   return keys;
 }
 
+pyb::list keys_list(PyStore& s, pyb::handle prefix) {
+  pyb::list out;
+  for (const std::string& k : keys_with(s, prefix)) out.append(bytes_of(k));
+  return out;
+}
+
 }  // namespace
 }  // namespace tcache::py
 
@@ -266,7 +287,6 @@ void bind_store(pybind11::module_& m) {
   using namespace tcache;
   using namespace tcache::py;
   using pyb::arg;
-  install_fork_handler(m);
 
   pyb::class_<PyStore> cls(m, "Store", R"(A tcache cache file: bytes keyed by str or bytes.
 
@@ -309,12 +329,14 @@ floats.)");
       "a miss (absent, expired, damaged)."};
   cls.attr("get") = pyb::reinterpret_steal<pyb::object>(PyDescr_NewMethod(g_store_type, &get_def));
 
+  // s[key] calls the raw slot; the __getitem__ attribute (for explicit
+  // calls) answers the same through pybind11.
   cls.def(
          "__getitem__",
-         [](PyStore& s, pyb::handle key) {
-           std::string v;
-           if (!s.live().get(key_arg(key), v)) throw pyb::key_error(pyb::repr(key));
-           return bytes_of(v);
+         [](pyb::handle self, pyb::handle key) {
+           PyObject* v = store_subscript(self.ptr(), key.ptr());
+           if (v == nullptr) throw pyb::error_already_set();
+           return pyb::reinterpret_steal<pyb::object>(v);
          },
          arg("key"))
       .def(
@@ -351,16 +373,9 @@ floats.)");
           },
           arg("key"))
       .def("__len__", [](PyStore& s) { return s.live().count_prefix({}); })
-      .def(
-          "keys",
-          [](PyStore& s, pyb::handle prefix) {
-            pyb::list out;
-            for (const std::string& k : keys_with(s, prefix)) out.append(bytes_of(k));
-            return out;
-          },
-          arg("prefix") = pyb::bytes(),
-          "The keys (bytes) of the live entries starting with prefix, in index order.")
-      .def("__iter__", [](PyStore& s) { return pyb::iter(pyb::cast(keys_with(s, pyb::bytes()))); })
+      .def("keys", &keys_list, arg("prefix") = pyb::bytes(),
+           "The keys (bytes) of the live entries starting with prefix, in index order.")
+      .def("__iter__", [](PyStore& s) { return pyb::iter(keys_list(s, pyb::bytes())); })
       .def(
           "get_many",
           [](PyStore& s, pyb::iterable keys) {
@@ -444,6 +459,11 @@ floats.)");
       .def("__repr__", [](PyStore& s) {
         return "<tcache.Store '" + s.path().string() + "'" + (s.closed() ? " closed>" : ">");
       });
+
+  // After __getitem__ is defined (which set the slot to a generic lookup of
+  // the attribute): s[key] goes straight to the raw function.
+  g_store_type->tp_as_mapping->mp_subscript = &store_subscript;
+  PyType_Modified(g_store_type);
 
   m.def(
       "compact",
