@@ -478,18 +478,15 @@ CPP_CASES = {
 SPECS = {name: spec for name, (_, spec) in CPP_CASES.items()}
 
 
-def _peer_path():
-    explicit = os.environ.get("TCACHE_CPP_CODEC_PEER")
-    return Path(explicit) if explicit else Path(_tcache.__file__).resolve().parent.parent / "cpp_codec_peer"
-
-
 @pytest.fixture(scope="module")
-def cpp_table():
-    peer = _peer_path()
+def cpp_table(build_dir):
+    peer = build_dir / "python" / "cpp_codec_peer"
     if not peer.exists():
-        pytest.skip(f"cpp_codec_peer is not built (looked at {peer}; set TCACHE_CPP_CODEC_PEER)")
+        pytest.fail(f"cpp_codec_peer is not built at {peer}: build it with "
+                    f"`cmake --build {build_dir} --target cpp_codec_peer` (needs TCACHE_BUILD_TESTS)")
     rows = {}
-    for line in subprocess.run([str(peer)], check=True, capture_output=True, text=True).stdout.splitlines():
+    out = subprocess.run([str(peer)], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
         name, data, fingerprint = line.split()
         rows[name] = (bytes.fromhex("" if data == "-" else data), int(fingerprint, 16))
     return rows
