@@ -29,6 +29,7 @@
 #include "codec.h"
 #include "convert.h"
 #include "errors.h"
+#include "raw_call.h"
 #include "tcache/config.h"
 #include "tcache/decorators.h"
 #include "tcache/detail/async_state.h"
@@ -134,6 +135,7 @@ class Function {
   Setup setup_;
   std::uint64_t generation_ = 0;
   bool allow_pickle_ = false;
+  bool local_ = false;  // no server behind the backend: a get never waits on the network
   std::atomic<std::uint64_t> hits_{0}, misses_{0}, decode_errors_{0}, errors_{0};
   std::mutex pending_mutex_;
   std::unordered_map<std::string, std::shared_ptr<Pending>> pending_;
@@ -306,6 +308,7 @@ void Function::resolve() {
   // group/other-writable and foreign files), never Redis.
   const bool shared = s->backend->name().find("redis") != std::string::npos;
   allow_pickle_ = allow_pickle_option_.value_or(!shared);
+  local_ = !shared;
   setup_ = std::move(s);
   generation_ = detail::fork_generation();
 }
@@ -378,8 +381,14 @@ pyb::tuple Function::lookup(pyb::handle bound) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool have = false;
     try {
-      pyb::gil_scoped_release nogil;
-      have = s->backend->get_or_lease(k, stored, s->lease_timeout);
+      // A hit in a local backend takes no wait: answered with the GIL held
+      // (releasing it costs more than the lookup). Misses, and backends that
+      // talk to a server, wait for the lease with the GIL released.
+      if (local_ && attempt == 0) have = s->backend->get(k, stored);
+      if (!have) {
+        pyb::gil_scoped_release nogil;
+        have = s->backend->get_or_lease(k, stored, s->lease_timeout);
+      }
     } catch (const Error& e) {
       return computed_without_cache(s, k, e);
     }
@@ -525,8 +534,14 @@ pyb::dict Function::info() {
   return d;
 }
 
-}  // namespace
+// Function.lookup as a raw METH_O method: the call a cached hit makes.
+PyObject* function_lookup(PyObject* self, PyObject* bound) {
+  Function* f = raw_self<Function>(self);
+  if (f == nullptr) return nullptr;
+  return raw_call([&] { return f->lookup(bound).release().ptr(); });
+}
 
+}  // namespace
 }  // namespace tcache::py
 
 void bind_function(pybind11::module_& m) {
@@ -537,52 +552,55 @@ void bind_function(pybind11::module_& m) {
                      "Function.store(lease, value) or Function.abandon(lease).")
       .def_property_readonly("held", [](const Lease& l) { return l.held; });
 
-  pyb::class_<Function>(m, "Function", R"(The C++ core of bcache/fcache/ucache/acache.
+  pyb::class_<Function> cls(m, "Function", R"(The C++ core of bcache/fcache/ucache/acache.
 
 Function(kind, name, version="", *, path=None, folder=None, ttl=None,
 maxsize=None, remote=None, backend=None, compress=None, lease_timeout=60.0,
 arg_specs=None, result_spec=None, allow_pickle=None, logger=None,
 capacity_bytes=None): resolved exactly as the C++ decorator of that kind.
-compress=None is the kind's C++ default (fcache: LZ4; others: none).)")
-      .def(pyb::init([](std::string kind, std::string name, pyb::object version,
-                        std::optional<std::filesystem::path> path,
-                        std::optional<std::filesystem::path> folder, pyb::object ttl,
-                        pyb::object maxsize, pyb::object remote, pyb::object backend,
-                        pyb::object compress, double lease_timeout, pyb::object arg_specs,
-                        pyb::object result_spec, pyb::object allow_pickle, pyb::object logger,
-                        pyb::object capacity_bytes) {
-             Function::Args a;
-             a.kind = std::move(kind);
-             a.name = std::move(name);
-             // version is a string as in C++; an int is its decimal string.
-             if (!version.is_none()) {
-               a.version = PyLong_Check(version.ptr()) ? std::string(pyb::str(version))
-                                                       : pyb::cast<std::string>(version);
-             }
-             a.path = std::move(path);
-             a.folder = std::move(folder);
-             a.ttl = std::move(ttl);
-             a.maxsize = std::move(maxsize);
-             a.remote = std::move(remote);
-             a.backend = std::move(backend);
-             a.compress = std::move(compress);
-             a.lease_timeout = lease_timeout;
-             a.arg_specs = std::move(arg_specs);
-             a.result_spec = std::move(result_spec);
-             a.allow_pickle = std::move(allow_pickle);
-             a.logger = std::move(logger);
-             a.capacity_bytes = std::move(capacity_bytes);
-             return std::make_unique<Function>(a);
-           }),
-           arg("kind"), arg("name"), arg("version") = "", pyb::kw_only(), arg("path") = pyb::none(),
-           arg("folder") = pyb::none(), arg("ttl") = pyb::none(), arg("maxsize") = pyb::none(),
-           arg("remote") = pyb::none(), arg("backend") = pyb::none(), arg("compress") = pyb::none(),
-           arg("lease_timeout") = 60.0, arg("arg_specs") = pyb::none(),
-           arg("result_spec") = pyb::none(), arg("allow_pickle") = pyb::none(),
-           arg("logger") = pyb::none(), arg("capacity_bytes") = pyb::none())
-      .def("lookup", &Function::lookup, arg("bound_args"),
-           "(True, value) on a hit; else (False, lease): compute, then store(lease, value) or "
-           "abandon(lease). Waits for another holder's value with the GIL released.")
+compress=None is the kind's C++ default (fcache: LZ4; others: none).)");
+  static PyMethodDef lookup_def = {
+      "lookup", &function_lookup, METH_O,
+      "lookup(bound_args) -> (True, value) on a hit; else (False, lease): compute, then "
+      "store(lease, value) or abandon(lease). Waits for another holder's value with the GIL "
+      "released."};
+  add_raw_method(cls, &lookup_def);
+  cls.def(pyb::init([](std::string kind, std::string name, pyb::object version,
+                       std::optional<std::filesystem::path> path,
+                       std::optional<std::filesystem::path> folder, pyb::object ttl,
+                       pyb::object maxsize, pyb::object remote, pyb::object backend,
+                       pyb::object compress, double lease_timeout, pyb::object arg_specs,
+                       pyb::object result_spec, pyb::object allow_pickle, pyb::object logger,
+                       pyb::object capacity_bytes) {
+            Function::Args a;
+            a.kind = std::move(kind);
+            a.name = std::move(name);
+            // version is a string as in C++; an int is its decimal string.
+            if (!version.is_none()) {
+              a.version = PyLong_Check(version.ptr()) ? std::string(pyb::str(version))
+                                                      : pyb::cast<std::string>(version);
+            }
+            a.path = std::move(path);
+            a.folder = std::move(folder);
+            a.ttl = std::move(ttl);
+            a.maxsize = std::move(maxsize);
+            a.remote = std::move(remote);
+            a.backend = std::move(backend);
+            a.compress = std::move(compress);
+            a.lease_timeout = lease_timeout;
+            a.arg_specs = std::move(arg_specs);
+            a.result_spec = std::move(result_spec);
+            a.allow_pickle = std::move(allow_pickle);
+            a.logger = std::move(logger);
+            a.capacity_bytes = std::move(capacity_bytes);
+            return std::make_unique<Function>(a);
+          }),
+          arg("kind"), arg("name"), arg("version") = "", pyb::kw_only(), arg("path") = pyb::none(),
+          arg("folder") = pyb::none(), arg("ttl") = pyb::none(), arg("maxsize") = pyb::none(),
+          arg("remote") = pyb::none(), arg("backend") = pyb::none(), arg("compress") = pyb::none(),
+          arg("lease_timeout") = 60.0, arg("arg_specs") = pyb::none(),
+          arg("result_spec") = pyb::none(), arg("allow_pickle") = pyb::none(),
+          arg("logger") = pyb::none(), arg("capacity_bytes") = pyb::none())
       .def("lookup_nowait", &Function::lookup_nowait, arg("bound_args"),
            "As lookup, never blocking: (False, None) while another holder computes or the lease "
            "is being taken (on tcache's pool): look again later.")

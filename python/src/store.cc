@@ -1,8 +1,7 @@
 // _tcache.Store (a tcache::Store with Python's mapping manners) and
 // _tcache.compact.
 //
-// The hot call, Store.get, is a raw METH_FASTCALL function: pybind11's
-// argument dispatch costs more than the lookup itself (README, Python speed).
+// The hot calls, Store.get and s[key], are raw CPython (raw_call.h).
 // Calls that may wait or walk the file (get_or_lease, verify, repair,
 // keys, compact, large puts) release the GIL and hold the tcache::Store by a
 // shared_ptr meanwhile, so a close() from another thread cannot free it
@@ -21,6 +20,7 @@
 #include "bindings.h"
 #include "convert.h"
 #include "errors.h"
+#include "raw_call.h"
 #include "tcache/compact.h"
 #include "tcache/detail/async_state.h"  // detail::fork_generation()
 #include "tcache/store.h"
@@ -121,48 +121,25 @@ std::string_view value_arg(pyb::handle value, pyb::buffer_info& keep) {
 
 PyTypeObject* g_store_type = nullptr;
 
-PyStore* store_of(PyObject* self) {
-  auto* inst = reinterpret_cast<pyb::detail::instance*>(self);
-  void* p =
-      inst->simple_layout ? inst->simple_value_holder[0] : pyb::cast<PyStore*>(pyb::handle(self));
-  if (p == nullptr) {
-    PyErr_SetString(PyExc_TypeError, "tcache: Store.__init__ was not called");
-    return nullptr;
-  }
-  return static_cast<PyStore*>(p);
-}
-
 // The value of key as bytes; on a miss `dflt` (a new reference), or KeyError
-// when dflt is null. Raw CPython: Store.get and s[key] are the calls
-// programs make most.
+// when dflt is null.
 PyObject* value_or(PyObject* self, PyObject* key, PyObject* dflt) {
-  PyStore* s = store_of(self);
+  PyStore* s = raw_self<PyStore>(self);
   if (s == nullptr) return nullptr;
   std::string_view k;
   if (!key_of(key, k)) return nullptr;
   static thread_local std::string value;
-  try {
+  return raw_call([&]() -> PyObject* {
     if (s->live().get(k, value)) {
       return PyBytes_FromStringAndSize(value.data(), static_cast<Py_ssize_t>(value.size()));
     }
-  } catch (const Error& e) {
-    raise_error(e);
-    return nullptr;
-  } catch (pyb::error_already_set& e) {
-    e.restore();
-    return nullptr;
-  } catch (const pyb::builtin_exception& e) {  // ValueError: closed
-    e.set_error();
-    return nullptr;
-  } catch (const std::bad_alloc&) {
-    return PyErr_NoMemory();
-  }
-  if (dflt == nullptr) {
-    PyErr_SetObject(PyExc_KeyError, key);
-    return nullptr;
-  }
-  Py_INCREF(dflt);
-  return dflt;
+    if (dflt == nullptr) {
+      PyErr_SetObject(PyExc_KeyError, key);
+      return nullptr;
+    }
+    Py_INCREF(dflt);
+    return dflt;
+  });
 }
 
 // Store.get(key, default=None) (METH_FASTCALL).
@@ -327,7 +304,7 @@ floats.)");
       "get", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&store_get)), METH_FASTCALL,
       "get(key, default=None) -> bytes | None: the value of key (str or bytes), or default on "
       "a miss (absent, expired, damaged)."};
-  cls.attr("get") = pyb::reinterpret_steal<pyb::object>(PyDescr_NewMethod(g_store_type, &get_def));
+  add_raw_method(cls, &get_def);
 
   // s[key] calls the raw slot; the __getitem__ attribute (for explicit
   // calls) answers the same through pybind11.
