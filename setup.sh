@@ -2,7 +2,8 @@
 # setup.sh: install what tcache needs, build it, and run the demo or the tests.
 #
 #   ./setup.sh demo   build (Release, build/), run tcache-demo on a fresh file,
-#                     then show that file with `tcache-tool stats`
+#                     then a Python process (tools/demo.py) memoizing the same
+#                     function on it, then show it with `tcache-tool stats`
 #   ./setup.sh test   build and run the test suite (build/), then again under
 #                     ASan+UBSan (build-asan/) and TSan (build-tsan/), then run
 #                     every fuzz target briefly on its seed corpus (build-fuzz/)
@@ -22,6 +23,7 @@ packages=(
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-pytest-asyncio python3-numpy
   python3-setuptools python3-wheel python3-pip  # the Python package (python/) and its tests
   prometheus  # promtool: tool_test checks stats --prometheus with Prometheus's own linter
+  python3-lmdb python3-diskcache python3-cachetools python3-joblib  # bench/python's peers
 )
 jobs=${JOBS:-$(nproc)}
 fuzz_seconds=${FUZZ_SECONDS:-20}
@@ -84,11 +86,13 @@ run_demo() {
   install_packages
   log "building (Release, build/)"
   configure build -DCMAKE_BUILD_TYPE=Release -DTCACHE_BUILD_TOOLS=ON
-  build build tcache-demo tcache-tool
+  build build tcache-demo tcache-tool _tcache
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/tcache-demo.XXXXXX")
   log "running tcache-demo on $dir/demo.tcache"
   "$root/build/tools/tcache-demo" "$dir/demo.tcache"
+  log "a Python process memoizes the same function on $dir/demo.tcache"
+  PYTHONPATH="$root/build/python" /usr/bin/python3 "$root/tools/demo.py" "$dir/demo.tcache"
   log "tcache-tool stats $dir/demo.tcache"
   "$root/build/tools/tcache-tool" stats "$dir/demo.tcache"
   printf '\nsetup.sh demo: PASSED (the cache file stays at %s)\n' "$dir/demo.tcache"

@@ -10,31 +10,11 @@
 
 #include "bindings.h"
 #include "codec.h"
-#include "errors.h"
-#include "tcache/error.h"
+#include "raw_call.h"
 
 namespace tcache::py {
 namespace {
 namespace pyb = pybind11;
-
-// Runs body, turning a C++ exception into the Python error it stands for.
-template <class F>
-PyObject* guarded(F&& body) noexcept {
-  try {
-    return body();
-  } catch (pyb::error_already_set& e) {
-    e.restore();
-  } catch (const pyb::builtin_exception& e) {
-    e.set_error();
-  } catch (const Error& e) {
-    raise_error(e);
-  } catch (const std::bad_alloc&) {
-    PyErr_NoMemory();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-  }
-  return nullptr;
-}
 
 PyObject* to_bytes(const std::string& s) {
   return PyBytes_FromStringAndSize(s.data(), static_cast<Py_ssize_t>(s.size()));
@@ -71,7 +51,7 @@ PyObject* encode_key_fn(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     PyErr_Format(PyExc_TypeError, "encode_key() takes 1 argument (%zd given)", nargs);
     return nullptr;
   }
-  return guarded([&] {
+  return raw_call([&] {
     std::string out;  // local: encoding may call __tcache_key__, which may encode
     encode_key(args[0], out);
     return to_bytes(out);
@@ -82,7 +62,7 @@ PyObject* encode_value_fn(PyObject*, PyObject* const* args, Py_ssize_t nargs, Py
   PyObject* obj = nullptr;
   bool allow_pickle = false;
   if (!parse_args("encode_value", args, nargs, kwnames, &obj, &allow_pickle)) return nullptr;
-  return guarded([&] {
+  return raw_call([&] {
     std::string out;
     encode_value(obj, allow_pickle, out);
     return to_bytes(out);
@@ -93,7 +73,7 @@ PyObject* decode_value_fn(PyObject*, PyObject* const* args, Py_ssize_t nargs, Py
   PyObject* obj = nullptr;
   bool allow_pickle = false;
   if (!parse_args("decode_value", args, nargs, kwnames, &obj, &allow_pickle)) return nullptr;
-  return guarded([&]() -> PyObject* {
+  return raw_call([&]() -> PyObject* {
     if (PyBytes_Check(obj)) {
       const std::string_view b(PyBytes_AS_STRING(obj),
                                static_cast<std::size_t>(PyBytes_GET_SIZE(obj)));

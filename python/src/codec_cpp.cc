@@ -297,7 +297,9 @@ pyb::object steal(PyObject* o) {
   return pyb::reinterpret_steal<pyb::object>(o);
 }
 
-pyb::object decode(std::string_view& in, const CppSpec& spec) {
+// `hashable`: the value is (part of) a map key, so a vector becomes a tuple
+// (which cpp_encode takes for a vector too).
+pyb::object decode(std::string_view& in, const CppSpec& spec, bool hashable) {
   switch (spec.kind) {
     case Kind::int64:
       return steal(PyLong_FromLongLong(Codec<std::int64_t>::decode(in)));
@@ -321,39 +323,45 @@ pyb::object decode(std::string_view& in, const CppSpec& spec) {
     case Kind::optional: {
       const auto tag = detail::get_uint<std::uint8_t>(in, "optional tag");
       if (tag > 1) detail::decode_fail("optional tag is " + std::to_string(tag) + ", not 0 or 1");
-      return tag == 0 ? pyb::none() : decode(in, spec.parts[0]);
+      return tag == 0 ? pyb::none() : decode(in, spec.parts[0], hashable);
     }
     case Kind::tuple: {
       pyb::tuple t(spec.parts.size());
       for (std::size_t i = 0; i < spec.parts.size(); ++i) {
         PyTuple_SET_ITEM(t.ptr(), static_cast<Py_ssize_t>(i),
-                         decode(in, spec.parts[i]).release().ptr());
+                         decode(in, spec.parts[i], hashable).release().ptr());
       }
       return t;
     }
     case Kind::vector: {
       // Every element takes at least one byte (min_size >= 1 in codec.h).
       const std::size_t n = detail::get_count(in, 1, "vector");
-      pyb::list l(n);
+      pyb::object seq = steal(hashable ? PyTuple_New(static_cast<Py_ssize_t>(n))
+                                       : PyList_New(static_cast<Py_ssize_t>(n)));
       for (std::size_t i = 0; i < n; ++i) {
-        PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i),
-                        decode(in, spec.parts[0]).release().ptr());
+        PyObject* e = decode(in, spec.parts[0], hashable).release().ptr();
+        if (hashable) {
+          PyTuple_SET_ITEM(seq.ptr(), static_cast<Py_ssize_t>(i), e);
+        } else {
+          PyList_SET_ITEM(seq.ptr(), static_cast<Py_ssize_t>(i), e);
+        }
       }
-      return l;
+      return seq;
     }
     case Kind::map: {
+      if (hashable) detail::decode_fail("a std::map inside a map key has no Python dict key");
       const std::size_t n = detail::get_count(in, 2, "map");
       pyb::dict d;
       std::string_view prev;
       for (std::size_t i = 0; i < n; ++i) {
         const char* start = in.data();
-        pyb::object k = decode(in, spec.parts[0]);
+        pyb::object k = decode(in, spec.parts[0], true);
         const std::string_view key(start, static_cast<std::size_t>(in.data() - start));
         if (i > 0 && compare_bytes(spec.parts[0], prev, key) >= 0) {
           detail::decode_fail("map keys are not strictly increasing");
         }
         prev = key;
-        pyb::object v = decode(in, spec.parts[1]);
+        pyb::object v = decode(in, spec.parts[1], false);
         if (PyDict_SetItem(d.ptr(), k.ptr(), v.ptr()) != 0) throw pyb::error_already_set();
       }
       return d;
@@ -397,7 +405,7 @@ void cpp_encode_args(pyb::handle args_tuple, const std::vector<CppSpec>& specs, 
 }
 
 pyb::object cpp_decode(std::string_view bytes, const CppSpec& spec) {
-  pyb::object v = decode(bytes, spec);
+  pyb::object v = decode(bytes, spec, false);
   if (!bytes.empty()) {
     detail::decode_fail(std::to_string(bytes.size()) + " trailing bytes after the value");
   }

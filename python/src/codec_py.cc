@@ -612,8 +612,10 @@ class Encoder {
 
   void put_ndarray(pyb::handle obj) {
     const std::string dtype = dtype_str(obj);
-    pyb::module_ np = pyb::module_::import("numpy");
-    pyb::object a = np.attr("ascontiguousarray")(obj);
+    // (ascontiguousarray would make a 0-d array 1-d)
+    pyb::object a = pyb::bool_(obj.attr("flags").attr("c_contiguous"))
+                        ? pyb::reinterpret_borrow<pyb::object>(obj)
+                        : obj.attr("copy")("C");
     pyb::tuple shape = a.attr("shape");
     put_tag(kNdarray);
     put_chunk(dtype, out_);
@@ -851,15 +853,26 @@ class Decoder {
                           "decoding never imports)");
     }
     pyb::object obj = pyb::reinterpret_steal<pyb::object>(mod);
+    // Each part from the __dict__ of the module, then of the class: no
+    // module __getattr__ (which may import) and no descriptors run.
     std::size_t at = 0;
     while (at <= qualname.size()) {
       const std::size_t dot = std::min(qualname.find('.', at), qualname.size());
-      const std::string part = qualname.substr(at, dot - at);
-      PyObject* next = PyObject_GetAttrString(obj.ptr(), part.c_str());
-      if (next == nullptr) {
-        python_failed(std::string(what) + " class " + module.cast<std::string>() + "." + qualname);
+      PyObject* dict = PyModule_Check(obj.ptr()) ? PyModule_GetDict(obj.ptr())
+                       : PyType_Check(obj.ptr())
+                           ? reinterpret_cast<PyTypeObject*>(obj.ptr())->tp_dict
+                           : nullptr;
+      PyObject* next = nullptr;
+      if (dict != nullptr) {
+        const pyb::str part(qualname.substr(at, dot - at));
+        next = PyDict_GetItemWithError(dict, part.ptr());  // borrowed
+        if (next == nullptr && PyErr_Occurred()) python_failed(what);
       }
-      obj = pyb::reinterpret_steal<pyb::object>(next);
+      if (next == nullptr) {
+        detail::decode_fail(std::string(what) + " class " + module.cast<std::string>() + "." +
+                            qualname + " is not defined in this process");
+      }
+      obj = pyb::reinterpret_borrow<pyb::object>(next);
       at = dot + 1;
     }
     require(PyType_Check(obj.ptr()), "the name of a class is not a class");
