@@ -112,7 +112,23 @@ class Function {
   Setup live();
   [[gnu::cold]] void resolve();
   detail::ByteSetup setup_for_kind() const;
+  // The options every kind's C++ options struct shares, from this Function's.
+  template <class Options>
+  Options common_options(const std::filesystem::path& path) const {
+    Options o;
+    o.name = name_;
+    o.version = version_;
+    o.path = path;
+    o.ttl = ttl_;
+    o.lease_timeout = lease_timeout_;
+    o.logger = logger_;
+    return o;
+  }
   void key_of(pyb::handle bound, const detail::ByteSetup& s, char (&key)[detail::kKeyBytes]) const;
+  // False when caching is off now (TCACHE_DISABLE, a disabling config
+  // scope): the call computes without a lease. Else writes the call's key.
+  bool caching_key(pyb::handle bound, const detail::ByteSetup& s,
+                   char (&key)[detail::kKeyBytes]) const;
   // The value in a stored frame; throws on any decode failure.
   pyb::object decode(std::string_view stored) const;
   // (True, value) for a stored frame that decodes; else erases it, counts a
@@ -181,6 +197,11 @@ Function::Function(const Args& a)
     maxsize_ = static_cast<std::uint64_t>(n);
   }
   if (!a.capacity_bytes.is_none()) {
+    if (kind_ == "acache") {
+      bad_option(kind_, name_,
+                 "option 'capacity_bytes' is not acache's (its file, if any, "
+                 "is sized as ucache's default)");
+    }
     capacity_bytes_ = to_count(pyb::cast<std::int64_t>(a.capacity_bytes), "capacity_bytes");
   }
   if (!remote_.empty() && kind_ != "bcache") {
@@ -244,52 +265,32 @@ detail::ByteSetup Function::setup_for_kind() const {
   }
   const std::filesystem::path path = path_.value_or(std::filesystem::path());
   if (kind_ == "bcache") {
-    BcacheOptions o{.name = name_,
-                    .version = version_,
-                    .path = path,
-                    .remote = remote_,
-                    .ttl = ttl_,
-                    .lease_timeout = lease_timeout_,
-                    .logger = logger_};
+    auto o = common_options<BcacheOptions>(path);
+    o.remote = remote_;
     if (capacity_bytes_) o.capacity_bytes = *capacity_bytes_;
     detail::ByteSetup s = detail::bcache_setup(o);
     if (compress_.value_or(false)) s.compression = 1;
     return s;
   }
   if (kind_ == "fcache") {
-    FcacheOptions o{.name = name_,
-                    .version = version_,
-                    .path = path,
-                    .ttl = ttl_,
-                    .compress = compress_.value_or(true),
-                    .lease_timeout = lease_timeout_,
-                    .logger = logger_};
+    auto o = common_options<FcacheOptions>(path);
+    o.compress = compress_.value_or(true);
     if (capacity_bytes_) o.capacity_bytes = *capacity_bytes_;
     return detail::fcache_setup(o);
   }
+  detail::ByteSetup s;
   if (kind_ == "ucache") {
-    UcacheOptions o{.name = name_,
-                    .version = version_,
-                    .backend = backend_,
-                    .path = path,
-                    .ttl = ttl_,
-                    .lease_timeout = lease_timeout_,
-                    .logger = logger_};
+    auto o = common_options<UcacheOptions>(path);
+    o.backend = backend_;
     if (maxsize_) o.maxsize = *maxsize_;
     if (capacity_bytes_) o.capacity_bytes = *capacity_bytes_;
-    detail::ByteSetup s = detail::ucache_setup(o);
-    if (compress_) s.compression = *compress_ ? 1 : 0;
-    return s;
+    s = detail::ucache_setup(o);
+  } else {
+    auto o = common_options<AcacheOptions>(path);
+    o.backend = backend_;
+    if (maxsize_) o.maxsize = *maxsize_;
+    s = detail::acache_setup(o).bytes;
   }
-  AcacheOptions o{.name = name_,
-                  .version = version_,
-                  .backend = backend_,
-                  .path = path,
-                  .ttl = ttl_,
-                  .lease_timeout = lease_timeout_,
-                  .logger = logger_};
-  if (maxsize_) o.maxsize = *maxsize_;
-  detail::ByteSetup s = detail::acache_setup(o).bytes;
   if (compress_) s.compression = *compress_ ? 1 : 0;
   return s;
 }
@@ -369,13 +370,17 @@ pyb::tuple Function::computed_without_cache(const Setup& s, std::string_view key
   return pyb::make_tuple(false, lease_object(s, key, false));
 }
 
+bool Function::caching_key(pyb::handle bound, const detail::ByteSetup& s,
+                           char (&key)[detail::kKeyBytes]) const {
+  if (s.disabled || detail::disabled_by_scope()) return false;
+  key_of(bound, s, key);
+  return true;
+}
+
 pyb::tuple Function::lookup(pyb::handle bound) {
   const Setup s = live();
-  if (s->disabled || detail::disabled_by_scope()) {
-    return pyb::make_tuple(false, lease_object(s, {}, false));
-  }
   char key[detail::kKeyBytes];
-  key_of(bound, *s, key);
+  if (!caching_key(bound, *s, key)) return pyb::make_tuple(false, lease_object(s, {}, false));
   const std::string_view k(key, detail::kKeyBytes);
   static thread_local std::string stored;
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -404,11 +409,8 @@ pyb::tuple Function::lookup(pyb::handle bound) {
 
 pyb::tuple Function::lookup_nowait(pyb::handle bound) {
   const Setup s = live();
-  if (s->disabled || detail::disabled_by_scope()) {
-    return pyb::make_tuple(false, lease_object(s, {}, false));
-  }
   char key[detail::kKeyBytes];
-  key_of(bound, *s, key);
+  if (!caching_key(bound, *s, key)) return pyb::make_tuple(false, lease_object(s, {}, false));
   const std::string k(key, detail::kKeyBytes);
   std::shared_ptr<Pending> p;
   {

@@ -121,6 +121,8 @@ def test_option_errors_name_the_option(tmp_cache_dir: pathlib.Path) -> None:
         Function("bcache", "f", lease_timeout=0)
     with pytest.raises(errors.ConfigurationError, match="capacity_bytes"):
         Function("bcache", "f", capacity_bytes=10)
+    with pytest.raises(errors.ConfigurationError, match="capacity_bytes"):
+        Function("acache", "f", capacity_bytes=1 << 30)
     with pytest.raises(errors.ConfigurationError, match="arg_specs"):
         Function("bcache", "f", arg_specs=[("int64",)])
 
