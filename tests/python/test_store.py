@@ -276,11 +276,19 @@ def test_killed_lease_holder_is_taken_over(store: Store) -> None:
     assert store["k"] == b"v"
 
 
-def test_logger_gets_lines(tmp_path: pathlib.Path) -> None:
-    lines: list[str] = []
+def test_logger_gets_the_stores_diagnostics(tmp_path: pathlib.Path) -> None:
     p = tmp_path / "c.tcache"
-    s = Store(p, capacity_bytes=MiB, logger=lines.append)
-    for i in range(2000):  # far more than fits: evictions, maybe a diagnostic
-        s[f"k{i}"] = b"x" * 2000
-    assert s.stats()["evictions"] > 0
-    assert all(isinstance(line, str) for line in lines)
+    pid = os.fork()
+    if pid == 0:  # attaches, writes, and dies without detaching
+        try:
+            attached = Store(p, capacity_bytes=MiB)
+            attached["k"] = b"v"
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    lines: list[str] = []
+    s = Store(p, logger=lines.append)  # the next exclusive open reclaims
+    assert s["k"] == b"v"
+    assert any("reclaimed" in line and str(p) in line for line in lines), lines
