@@ -35,33 +35,40 @@ std::uint64_t to_count(std::int64_t value, const char* what) {
   return static_cast<std::uint64_t>(value);
 }
 
-Logger to_logger(pybind11::object callable) {
-  if (callable.is_none()) return {};
+HeldCallable hold_callable(pybind11::object callable, const char* what) {
+  if (callable.is_none()) return nullptr;
   if (!PyCallable_Check(callable.ptr())) {
-    throw Error(Errc::invalid_option, "tcache: logger must be a callable taking one str, or None");
+    throw Error(Errc::invalid_option,
+                std::string("tcache: ") + what + " must be a callable, or None");
   }
-  // The callable is released with the GIL held, whichever thread drops the
-  // last copy of the logger.
-  std::shared_ptr<pybind11::object> held(new pybind11::object(std::move(callable)),
-                                         [](pybind11::object* p) {
-                                           pybind11::gil_scoped_acquire gil;
-                                           delete p;
-                                         });
-  return [held](std::string_view line) {
+  // Released with the GIL held, whichever thread drops the last copy.
+  return HeldCallable(new pybind11::object(std::move(callable)), [](pybind11::object* p) {
     pybind11::gil_scoped_acquire gil;
-    PyObject* text =
-        PyUnicode_DecodeUTF8(line.data(), static_cast<Py_ssize_t>(line.size()), "replace");
-    if (text == nullptr) {
-      PyErr_WriteUnraisable(held->ptr());
-      return;
-    }
-    PyObject* r = PyObject_CallOneArg(held->ptr(), text);
-    Py_DECREF(text);
-    if (r == nullptr) {
-      PyErr_WriteUnraisable(held->ptr());
-    } else {
-      Py_DECREF(r);
-    }
+    delete p;
+  });
+}
+
+void call_held(const HeldCallable& f, const std::function<PyObject*()>& make_args) {
+  pybind11::gil_scoped_acquire gil;
+  PyObject* args = make_args();
+  PyObject* r = args == nullptr ? nullptr : PyObject_Call(f->ptr(), args, nullptr);
+  Py_XDECREF(args);
+  if (r == nullptr) {
+    PyErr_WriteUnraisable(f->ptr());
+  } else {
+    Py_DECREF(r);
+  }
+}
+
+Logger to_logger(pybind11::object callable) {
+  HeldCallable held = hold_callable(std::move(callable), "logger (a callable taking one str)");
+  if (!held) return {};
+  return [held](std::string_view line) {
+    call_held(held, [line] {
+      return Py_BuildValue(
+          "(N)",
+          PyUnicode_DecodeUTF8(line.data(), static_cast<Py_ssize_t>(line.size()), "replace"));
+    });
   };
 }
 

@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string_view>
 
 #include "tcache/backend.h"
@@ -27,9 +29,18 @@ double to_seconds(std::chrono::milliseconds ms);
 // for a negative one.
 std::uint64_t to_count(std::int64_t value, const char* what);
 
-// A Python callable taking one str -> a tcache::Logger (empty for None). The
-// logger takes the GIL to call it; exceptions it raises are printed as
-// unraisable (a logger must not break the cache).
+// A Python callable kept by C++ callbacks that may run on any thread: the
+// last copy drops it with the GIL held. Null for None; Error(invalid_option)
+// naming `what` for an object that is not callable.
+using HeldCallable = std::shared_ptr<pybind11::object>;
+HeldCallable hold_callable(pybind11::object callable, const char* what);
+
+// Calls f with the argument tuple make_args() returns (a new reference, or
+// null with an error set), taking the GIL. What it raises is printed as
+// unraisable: a callback must not break the cache.
+void call_held(const HeldCallable& f, const std::function<PyObject*()>& make_args);
+
+// A Python callable taking one str -> a tcache::Logger (empty for None).
 Logger to_logger(pybind11::object callable);
 
 }  // namespace tcache::py

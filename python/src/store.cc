@@ -454,11 +454,13 @@ floats.)");
         o.threads = static_cast<unsigned>(to_count(threads, "threads"));
         o.drain_timeout = to_ms(drain_timeout, "drain_timeout");
         o.logger = to_logger(std::move(logger));
-        if (!progress.is_none()) {
-          Logger call = to_logger(std::move(progress));
-          o.progress = [call](const CompactProgress& p) {
-            call(std::string(phase_name(p.phase)) + " " + std::to_string(p.done) + " " +
-                 std::to_string(p.total));
+        if (HeldCallable f = hold_callable(std::move(progress), "progress")) {
+          o.progress = [f](const CompactProgress& p) {
+            call_held(f, [&p] {
+              return Py_BuildValue("(sKK)", phase_name(p.phase),
+                                   static_cast<unsigned long long>(p.done),
+                                   static_cast<unsigned long long>(p.total));
+            });
           };
         }
         CompactResult r;
@@ -473,5 +475,6 @@ floats.)");
       arg("progress") = pyb::none(), arg("logger") = pyb::none(),
       R"(Rewrites the cache file at path without its dead space, while others use it.
 Options are the C++ CompactOptions (seconds as floats); progress, if given, is
-called with one str "<phase> <done> <total>". Returns the CompactResult as a dict.)");
+called as progress(phase, done, total): phase "copying", "switching",
+"final_copy" or "syncing", done/total counts (total 0 when the phase has none). Returns the CompactResult as a dict.)");
 }

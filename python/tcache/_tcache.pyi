@@ -72,7 +72,7 @@ def compact(
     sync: bool = True,
     threads: int = 0,
     drain_timeout: float = 10.0,
-    progress: Callable[[str], object] | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
     logger: Callable[[str], object] | None = None,
 ) -> dict[str, int | float]: ...
 
