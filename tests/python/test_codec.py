@@ -674,3 +674,25 @@ def test_specs_of_function():
     assert specs_of_function(star) is None
     assert specs_of_function(Model.predict) is None
     assert specs_of_function(Model.predict, ignore=("self",)) == ([("vector", F64)], F64)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Strict:
+    a: int
+    b: list = dataclasses.field(default_factory=list)
+    c: int = dataclasses.field(init=False, default=3)
+
+    def __post_init__(self):
+        if self.a < 0:
+            raise ValueError("a < 0")
+
+
+def test_dataclass_with_slots_frozen_and_init_false_fields_round_trips_without_init():
+    value = Strict(1, [2])
+    back = _tcache.decode_value(_tcache.encode_value(value))
+    assert back == value and back.c == 3 and type(back) is Strict
+    # a stored value is rebuilt as it was, not validated again by __post_init__
+    forged = object.__new__(Strict)
+    for name, v in (("a", -1), ("b", []), ("c", 3)):
+        object.__setattr__(forged, name, v)
+    assert _tcache.decode_value(_tcache.encode_value(forged)).a == -1
