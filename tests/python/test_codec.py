@@ -570,6 +570,11 @@ def test_cpp_decode_rejects_what_cpp_rejects():
         _tcache.cpp_decode(one + b"\xff", STR)
     with pytest.raises(DecodeError, match="trailing"):
         _tcache.cpp_decode(bytes(9), I64)
+    # counts are checked against the bytes left before anything is built
+    with pytest.raises(DecodeError, match="claims 2 elements"):
+        _tcache.cpp_decode(two + bytes(9), ("vector", I64))
+    with pytest.raises(DecodeError, match="claims 2 elements"):
+        _tcache.cpp_decode(two + bytes(31), ("map", STR, ("tuple", I64, F64)))
 
 
 def test_cpp_encode_refuses_wrong_types_and_ranges():
