@@ -35,7 +35,8 @@ namespace tcache::py {
 // float (every NaN alike; -0.0 distinct from 0.0), complex, str, bytes,
 // bytearray, tuple, list, dict (order-independent), set, frozenset, Enum
 // members, datetime (naive and aware differ), date, time, timedelta,
-// Decimal (equal values, e.g. 1.0 and 1.00, are one key), pathlib paths,
+// Decimal (equal values, e.g. 1.0 and 1.00, are one key; the sign of zero
+// counts, as for floats), pathlib paths,
 // dataclass instances (class + compared fields), NamedTuples, numpy arrays
 // (dtype, shape, C-order bytes) and numpy scalars, and any object with a
 // __tcache_key__() method (class + the encoding of what it returns, which
@@ -56,7 +57,11 @@ void encode_value(pybind11::handle obj, bool allow_pickle, std::string& out);
 // tcache::Error(Errc::decode_error) for any malformed input (lengths are
 // checked against the bytes that remain, nesting is bounded), for a pickled
 // part when !allow_pickle, and for a class (Enum, dataclass, NamedTuple)
-// that is not loaded in this interpreter (decoding never imports a module).
+// that is not loaded in this interpreter (decoding never imports a module
+// of a class; it may import decimal, pathlib, zoneinfo, pickle and numpy).
+// Dataclasses are rebuilt field by field (__new__, then object.__setattr__),
+// without running __init__ or __post_init__; a class whose fields changed
+// is a decode error.
 pybind11::object decode_value(std::string_view bytes, bool allow_pickle);
 
 // The fingerprint the decorators store with Python-codec values.

@@ -292,6 +292,23 @@ void encode(pyb::handle obj, const CppSpec& spec, std::string& out) {
 
 // ---- decoding -----------------------------------------------------------------
 
+// A lower bound on the encoded size of a value of spec (detail::min_size_v
+// of the C++ type), at least 1: bounds the element counts decode accepts.
+std::size_t min_size(const CppSpec& spec) {
+  switch (spec.kind) {
+    case Kind::boolean:
+    case Kind::optional:
+      return 1;
+    case Kind::tuple: {
+      std::size_t n = 0;
+      for (const auto& part : spec.parts) n += min_size(part);
+      return std::max<std::size_t>(n, 1);
+    }
+    default:
+      return 8;  // int64, double, and the u64 length of string, bytes, vector, map
+  }
+}
+
 pyb::object steal(PyObject* o) {
   if (o == nullptr) throw pyb::error_already_set();
   return pyb::reinterpret_steal<pyb::object>(o);
@@ -334,8 +351,7 @@ pyb::object decode(std::string_view& in, const CppSpec& spec, bool hashable) {
       return t;
     }
     case Kind::vector: {
-      // Every element takes at least one byte (min_size >= 1 in codec.h).
-      const std::size_t n = detail::get_count(in, 1, "vector");
+      const std::size_t n = detail::get_count(in, min_size(spec.parts[0]), "vector");
       pyb::object seq = steal(hashable ? PyTuple_New(static_cast<Py_ssize_t>(n))
                                        : PyList_New(static_cast<Py_ssize_t>(n)));
       for (std::size_t i = 0; i < n; ++i) {
@@ -350,7 +366,8 @@ pyb::object decode(std::string_view& in, const CppSpec& spec, bool hashable) {
     }
     case Kind::map: {
       if (hashable) detail::decode_fail("a std::map inside a map key has no Python dict key");
-      const std::size_t n = detail::get_count(in, 2, "map");
+      const std::size_t n =
+          detail::get_count(in, min_size(spec.parts[0]) + min_size(spec.parts[1]), "map");
       pyb::dict d;
       std::string_view prev;
       for (std::size_t i = 0; i < n; ++i) {

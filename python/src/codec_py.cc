@@ -715,22 +715,10 @@ class Decoder {
         const std::string_view b = get_chunk(in_, "bytearray");
         return steal(PyByteArray_FromStringAndSize(b.data(), static_cast<Py_ssize_t>(b.size())));
       }
-      case kTuple: {
-        const std::size_t n = get_length(in_, 1, "tuple");
-        pyb::tuple t(n);
-        for (std::size_t i = 0; i < n; ++i) {
-          PyTuple_SET_ITEM(t.ptr(), static_cast<Py_ssize_t>(i), value(depth + 1).release().ptr());
-        }
-        return t;
-      }
-      case kList: {
-        const std::size_t n = get_length(in_, 1, "list");
-        pyb::list l(n);
-        for (std::size_t i = 0; i < n; ++i) {
-          PyList_SET_ITEM(l.ptr(), static_cast<Py_ssize_t>(i), value(depth + 1).release().ptr());
-        }
-        return l;
-      }
+      case kTuple:
+        return items(kTuple, get_length(in_, 1, "tuple"), depth);
+      case kList:
+        return items(kList, get_length(in_, 1, "list"), depth);
       case kDict: {
         const std::size_t n = get_length(in_, 2, "dict");
         pyb::dict d;
@@ -801,6 +789,21 @@ class Decoder {
       default:
         detail::decode_fail("unknown tag " + std::to_string(tag));
     }
+  }
+
+  // A tuple or list of n values.
+  pyb::object items(Tag t, std::size_t n, int depth) {
+    pyb::object seq = steal(t == kTuple ? PyTuple_New(static_cast<Py_ssize_t>(n))
+                                        : PyList_New(static_cast<Py_ssize_t>(n)));
+    for (std::size_t i = 0; i < n; ++i) {
+      PyObject* v = value(depth + 1).release().ptr();
+      if (t == kTuple) {
+        PyTuple_SET_ITEM(seq.ptr(), static_cast<Py_ssize_t>(i), v);
+      } else {
+        PyList_SET_ITEM(seq.ptr(), static_cast<Py_ssize_t>(i), v);
+      }
+    }
+    return seq;
   }
 
   static void require(bool ok, const char* what) {
@@ -969,11 +972,7 @@ class Decoder {
             "a NamedTuple value's class is not a NamedTuple");
     const std::size_t n = get_length(in_, 1, "NamedTuple");
     require(n == pyb::len(cls.attr("_fields")), "the NamedTuple has other fields now");
-    pyb::tuple items(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      PyTuple_SET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i), value(depth + 1).release().ptr());
-    }
-    pyb::tuple args = pyb::make_tuple(items);
+    pyb::tuple args = pyb::make_tuple(items(kTuple, n, depth));
     return checked(
         PyTuple_Type.tp_new(reinterpret_cast<PyTypeObject*>(cls.ptr()), args.ptr(), nullptr),
         "NamedTuple");

@@ -570,6 +570,11 @@ def test_cpp_decode_rejects_what_cpp_rejects():
         _tcache.cpp_decode(one + b"\xff", STR)
     with pytest.raises(DecodeError, match="trailing"):
         _tcache.cpp_decode(bytes(9), I64)
+    # counts are checked against the bytes left before anything is built
+    with pytest.raises(DecodeError, match="claims 2 elements"):
+        _tcache.cpp_decode(two + bytes(9), ("vector", I64))
+    with pytest.raises(DecodeError, match="claims 2 elements"):
+        _tcache.cpp_decode(two + bytes(31), ("map", STR, ("tuple", I64, F64)))
 
 
 def test_cpp_encode_refuses_wrong_types_and_ranges():
@@ -674,3 +679,25 @@ def test_specs_of_function():
     assert specs_of_function(star) is None
     assert specs_of_function(Model.predict) is None
     assert specs_of_function(Model.predict, ignore=("self",)) == ([("vector", F64)], F64)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Strict:
+    a: int
+    b: list = dataclasses.field(default_factory=list)
+    c: int = dataclasses.field(init=False, default=3)
+
+    def __post_init__(self):
+        if self.a < 0:
+            raise ValueError("a < 0")
+
+
+def test_dataclass_with_slots_frozen_and_init_false_fields_round_trips_without_init():
+    value = Strict(1, [2])
+    back = _tcache.decode_value(_tcache.encode_value(value))
+    assert back == value and back.c == 3 and type(back) is Strict
+    # a stored value is rebuilt as it was, not validated again by __post_init__
+    forged = object.__new__(Strict)
+    for name, v in (("a", -1), ("b", []), ("c", 3)):
+        object.__setattr__(forged, name, v)
+    assert _tcache.decode_value(_tcache.encode_value(forged)).a == -1
