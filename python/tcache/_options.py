@@ -49,22 +49,13 @@ def seconds(option: str, value: Any, *, positive: bool = False) -> float | None:
     return float(value)
 
 
-def maxsize(value: Any) -> int | None:
+def positive_int(option: str, value: Any, unit: str) -> int | None:
+    """A positive int count of ``unit`` (not a bool), or None."""
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise configuration_error(f"option 'maxsize' must be a positive number of entries or "
+        raise configuration_error(f"option '{option}' must be a positive number of {unit} or "
                                   f"None, not {value!r}")
-    return value
-
-
-def capacity_bytes(value: Any) -> int | None:
-    """A file's size in bytes (the extension checks its range, 1 MiB to 1 TiB)."""
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise configuration_error(f"option 'capacity_bytes' must be a positive number of bytes "
-                                  f"or None, not {value!r}")
     return value
 
 
@@ -154,9 +145,10 @@ def check(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     if "version" in out:
         out["version"] = version(out["version"])
     if "maxsize" in out:
-        out["maxsize"] = maxsize(out["maxsize"])
+        out["maxsize"] = positive_int("maxsize", out["maxsize"], "entries")
     if "capacity_bytes" in out:
-        out["capacity_bytes"] = capacity_bytes(out["capacity_bytes"])
+        # the extension checks the range: 1 MiB to 1 TiB
+        out["capacity_bytes"] = positive_int("capacity_bytes", out["capacity_bytes"], "bytes")
     if "ttl" in out:
         out["ttl"] = seconds("ttl", out["ttl"])
     if "lease_timeout" in out:
