@@ -2,7 +2,8 @@
 # setup.sh: install what tcache needs, build it, and run the demo or the tests.
 #
 #   ./setup.sh demo   build (Release, build/), run tcache-demo on a fresh file,
-#                     then show that file with `tcache-tool stats`
+#                     then a Python process (tools/demo.py) memoizing the same
+#                     function on it, then show it with `tcache-tool stats`
 #   ./setup.sh test   build and run the test suite (build/), then again under
 #                     ASan+UBSan (build-asan/) and TSan (build-tsan/), then run
 #                     every fuzz target briefly on its seed corpus (build-fuzz/)
@@ -19,7 +20,10 @@ packages=(
   cmake g++ clang libclang-rt-14-dev libboost1.81-dev libxxhash-dev liblz4-dev libfmt-dev
   libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev liblmdb-dev
   libhiredis-dev redis-server pkg-config
+  pybind11-dev python3-pybind11 python3-dev python3-pytest python3-pytest-asyncio python3-numpy
+  python3-setuptools python3-wheel python3-pip  # the Python package (python/) and its tests
   prometheus  # promtool: tool_test checks stats --prometheus with Prometheus's own linter
+  python3-lmdb python3-diskcache python3-cachetools python3-joblib  # bench/python's peers
 )
 jobs=${JOBS:-$(nproc)}
 fuzz_seconds=${FUZZ_SECONDS:-20}
@@ -82,11 +86,13 @@ run_demo() {
   install_packages
   log "building (Release, build/)"
   configure build -DCMAKE_BUILD_TYPE=Release -DTCACHE_BUILD_TOOLS=ON
-  build build tcache-demo tcache-tool
+  build build tcache-demo tcache-tool _tcache
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/tcache-demo.XXXXXX")
   log "running tcache-demo on $dir/demo.tcache"
   "$root/build/tools/tcache-demo" "$dir/demo.tcache"
+  log "a Python process memoizes the same function on $dir/demo.tcache"
+  PYTHONPATH="$root/build/python" /usr/bin/python3 "$root/tools/demo.py" "$dir/demo.tcache"
   log "tcache-tool stats $dir/demo.tcache"
   "$root/build/tools/tcache-tool" stats "$dir/demo.tcache"
   printf '\nsetup.sh demo: PASSED (the cache file stays at %s)\n' "$dir/demo.tcache"
@@ -198,7 +204,8 @@ stage_fuzz() {
     return 3
   fi
   configure build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-    -DTCACHE_BUILD_FUZZ=ON -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_TESTS=OFF -DTCACHE_SANITIZE=
+    -DTCACHE_BUILD_FUZZ=ON -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_TESTS=OFF -DTCACHE_SANITIZE= \
+    -DTCACHE_BUILD_PYTHON=OFF
   build build-fuzz
   local targets=() target
   mapfile -t targets < <(cmake --build "$root/build-fuzz" --target help \

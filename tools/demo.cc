@@ -104,18 +104,20 @@ struct MemoShared {
   std::atomic<std::uint64_t> wrong;
 };
 
-double slow_answer(int x) { return x * x + 0.5; }
+// std::int64_t and double: the types Python's int and float map to, so the
+// Python process of `./setup.sh demo` (tools/demo.py) shares these entries.
+double slow_answer(std::int64_t x) { return static_cast<double>(x * x) + 0.5; }
 
 int run_memo_worker(int id, const std::filesystem::path& file, MemoShared* shared) {
   auto slow = tcache::bcache(
-      [shared](int x) {
+      [shared](std::int64_t x) {
         shared->runs[x].fetch_add(1);
         std::this_thread::sleep_for(kMemoCost);  // the expensive part
         return slow_answer(x);
       },
       {.name = "demo.slow_answer", .path = file});
   for (int i = 0; i < kMemoCallsPerWorker; ++i) {
-    const int x = (i * 7 + id * 5) % kMemoArgs;  // each worker its own order
+    const std::int64_t x = (i * 7 + id * 5) % kMemoArgs;  // each worker its own order
     if (slow(x) != slow_answer(x)) shared->wrong.fetch_add(1);
   }
   const tcache::CacheInfo info = slow.cache_info();

@@ -1,0 +1,53 @@
+"""`cmake --install` puts the package where Debian's Python imports it."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+
+PYTHON = "/usr/bin/python3"
+
+
+def cache_value(build_dir: pathlib.Path, name: str) -> str:
+    text = (build_dir / "CMakeCache.txt").read_text()
+    m = re.search(rf"^{name}:[A-Z]+=(.*)$", text, re.MULTILINE)
+    assert m is not None, f"{name} is not in {build_dir}/CMakeCache.txt"
+    return m.group(1)
+
+
+def test_install_dir_is_on_debians_path_for_the_configured_prefix(
+        build_dir: pathlib.Path) -> None:
+    prefix = cache_value(build_dir, "CMAKE_INSTALL_PREFIX")
+    subdir = cache_value(build_dir, "TCACHE_PYTHON_INSTALL_DIR")
+    if prefix not in ("/usr/local", "/usr"):
+        return  # another prefix is reached through PYTHONPATH (README)
+    # Debian's site.py: /usr/lib/python3/dist-packages for /usr,
+    # /usr/local/lib/python3.X/dist-packages for /usr/local.
+    path = subprocess.run([PYTHON, "-c", "import sys; print('\\n'.join(sys.path))"],
+                          check=True, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]}).stdout.split()
+    assert os.path.join(prefix, subdir) in path
+
+
+def test_cmake_install_into_a_prefix_imports(build_dir: pathlib.Path,
+                                             tmp_path: pathlib.Path) -> None:
+    prefix = tmp_path / "prefix"
+    subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix),
+                    "--component", "python"], check=True, capture_output=True)
+    site = prefix / cache_value(build_dir, "TCACHE_PYTHON_INSTALL_DIR")
+    installed = sorted(p.name for p in (site / "tcache").iterdir())
+    assert "errors.py" in installed and "_tcache.pyi" in installed
+    assert any(n.startswith("_tcache.") and n.endswith(".so") for n in installed)
+    probe = (
+        "import os, tempfile, tcache._tcache as t, tcache.errors as e\n"
+        "s = t.Store(os.path.join(tempfile.mkdtemp(), 'c.tcache'), capacity_bytes=1 << 20)\n"
+        "s['k'] = b'v'\n"
+        "assert s['k'] == b'v'\n"
+        "print(t.__file__)\n"
+    )
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(site)}
+    out = subprocess.run([PYTHON, "-c", probe], check=True, capture_output=True, text=True,
+                         env=env, cwd=tmp_path).stdout.strip()
+    assert out.startswith(str(site)), out
