@@ -36,7 +36,7 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include "tcache/backend.h"
-#include "tcache/memory_cache.h"
+#include "tcache/detail/memory_cache.h"
 #include "util/fail.h"
 
 namespace tcache {
