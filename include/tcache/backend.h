@@ -174,6 +174,10 @@ struct RedisOptions {
 // down, stalls past command_timeout, or restarts; the pool reconnects with
 // backoff. Thread-safe; its connections are not shared with a child after
 // fork() (the child connects anew).
+// A tcache built without the Redis tier (-DTCACHE_WITH_REDIS=OFF:
+// TCACHE_WITH_REDIS is 0 in tcache/version.h) has this function too, and it
+// always throws Error(invalid_option) saying to rebuild with
+// -DTCACHE_WITH_REDIS=ON.
 std::shared_ptr<Backend> make_redis_backend(const std::string& uri,
                                             const RedisOptions& options = {});
 
