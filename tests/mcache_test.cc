@@ -1,4 +1,4 @@
-// mcache_test: tcache::mcache and the MemoryCache under it (memory_cache.h):
+// mcache_test: tcache::mcache and the MemoryCache under it (detail/memory_cache.h):
 // eviction order of every policy (checked against a simple model), TTLs,
 // the size bound and shards, cache_info/cache_clear/invalidate, exceptions,
 // recursion through the wrapper, the kinds of callables, option checks,
@@ -28,7 +28,7 @@
 #include "support/test_support.h"
 #include "tcache/config.h"
 #include "tcache/decorators.h"
-#include "tcache/memory_cache.h"
+#include "tcache/detail/memory_cache.h"
 
 namespace {
 

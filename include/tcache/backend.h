@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "tcache/error.h"
+#include "tcache/export.h"
 #include "tcache/store.h"
 
 namespace tcache {
@@ -40,7 +41,7 @@ using Logger = std::function<void(std::string_view)>;
 // Cache replacement policies of in-memory caches.
 enum class Policy { lru, lfu, fifo };
 
-class Backend {
+class TCACHE_API Backend {
  public:
   virtual ~Backend() = default;
 
@@ -91,12 +92,12 @@ class Backend {
 
 // In-process memory, holding up to max_entries entries (evicting by
 // `policy`), shared by whoever holds the pointer.
-std::shared_ptr<Backend> make_memory_backend(std::uint64_t max_entries = 100'000,
-                                             Policy policy = Policy::lru);
+TCACHE_API std::shared_ptr<Backend> make_memory_backend(std::uint64_t max_entries = 100'000,
+                                                        Policy policy = Policy::lru);
 
 // The persistent store at `file` (see Store::open for the errors it throws).
-std::shared_ptr<Backend> make_file_backend(const std::filesystem::path& file,
-                                           const StoreOptions& options = {});
+TCACHE_API std::shared_ptr<Backend> make_file_backend(const std::filesystem::path& file,
+                                                      const StoreOptions& options = {});
 
 // Tries tiers in order; the last one should be memory, which does not fail.
 // When a tier throws tcache::Error, the call goes on to the next tier and
@@ -111,8 +112,8 @@ std::shared_ptr<Backend> make_file_backend(const std::filesystem::path& file,
 // operations. Erases go to every tier that is in use, so that an entry
 // kept below (during an outage, or too large) cannot outlive invalidate().
 // Throws Error(invalid_option) if tiers is empty or holds a null.
-std::shared_ptr<Backend> make_tiered_backend(std::vector<std::shared_ptr<Backend>> tiers,
-                                             Logger logger = {});
+TCACHE_API std::shared_ptr<Backend> make_tiered_backend(std::vector<std::shared_ptr<Backend>> tiers,
+                                                        Logger logger = {});
 
 // Options of make_redis_backend. Every field may also be set by a query
 // parameter of the URI ("?command_timeout=100ms&pool_size=4"), which wins.
@@ -174,7 +175,11 @@ struct RedisOptions {
 // down, stalls past command_timeout, or restarts; the pool reconnects with
 // backoff. Thread-safe; its connections are not shared with a child after
 // fork() (the child connects anew).
-std::shared_ptr<Backend> make_redis_backend(const std::string& uri,
-                                            const RedisOptions& options = {});
+// A tcache built without the Redis tier (-DTCACHE_WITH_REDIS=OFF:
+// TCACHE_WITH_REDIS is 0 in tcache/version.h) has this function too, and it
+// always throws Error(invalid_option) saying to rebuild with
+// -DTCACHE_WITH_REDIS=ON.
+TCACHE_API std::shared_ptr<Backend> make_redis_backend(const std::string& uri,
+                                                       const RedisOptions& options = {});
 
 }  // namespace tcache

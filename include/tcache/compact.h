@@ -86,6 +86,7 @@
 #include <string_view>
 
 #include "tcache/error.h"
+#include "tcache/export.h"
 
 namespace tcache {
 
@@ -152,6 +153,7 @@ struct CompactResult {
 
 // Compacts the cache file at `file` (see the top of this header). Safe to
 // call from any thread and process while others use the file.
-CompactResult compact(const std::filesystem::path& file, const CompactOptions& options = {});
+TCACHE_API CompactResult compact(const std::filesystem::path& file,
+                                 const CompactOptions& options = {});
 
 }  // namespace tcache

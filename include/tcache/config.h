@@ -32,6 +32,8 @@
 #include <optional>
 #include <string>
 
+#include "tcache/export.h"
+
 namespace tcache {
 
 struct Config {
@@ -54,7 +56,7 @@ struct ConfigOverride {
 // the decorators that need a directory then throw Error(invalid_option)
 // saying so (mcache never needs one). Throws Error(invalid_option) naming
 // the variable if TCACHE_DEFAULT_TTL or TCACHE_DISABLE cannot be parsed.
-Config config();
+TCACHE_API Config config();
 
 // Overrides configuration fields until destroyed. Decorators made while it
 // lives use its defaults; `disable = true` also makes decorators made
@@ -63,7 +65,7 @@ Config config();
 // decorator made while caching is disabled calls through for good (it opened
 // no file). Throws Error(invalid_option) for a
 // negative default_ttl or an empty dir.
-class ScopedConfig {
+class TCACHE_API ScopedConfig {
  public:
   explicit ScopedConfig(ConfigOverride override);
   ~ScopedConfig();
@@ -76,7 +78,7 @@ class ScopedConfig {
 
 namespace detail {
 // What the innermost live ScopedConfig that sets `disable` says (config.cc).
-extern std::atomic<bool> g_disabled_by_scope;
+extern TCACHE_API std::atomic<bool> g_disabled_by_scope;
 // True while the innermost live ScopedConfig that sets `disable` sets it
 // true. One relaxed load: it is on every cached call's path.
 inline bool disabled_by_scope() noexcept {

@@ -76,7 +76,9 @@
 // remote), counted in cache_info().backend_errors, warned once per cause,
 // and Redis is used again once it answers. A malformed URI, or credentials
 // or a database number that a reachable server refuses, throw
-// Error(invalid_option) when the wrapper is made.
+// Error(invalid_option) when the wrapper is made. So does any Redis URI
+// (bcache's `remote`, a redis:// backend or TCACHE_BACKEND) in a tcache
+// built without the Redis tier (TCACHE_WITH_REDIS is 0 in tcache/version.h).
 //
 // Thread safety: a wrapper (and its copies) may be called from any number of
 // threads at once. Process safety: bcache/fcache/ucache files are shared by

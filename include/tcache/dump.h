@@ -18,6 +18,7 @@
 #include <istream>
 #include <ostream>
 
+#include "tcache/export.h"
 #include "tcache/store.h"
 
 namespace tcache {
@@ -34,7 +35,7 @@ using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 // Writes every live entry of `store` (key, value, remaining TTL) to `out`.
 // Entries put or erased meanwhile may or may not be included; each one
 // included is complete. Throws Error(io_error) if `out` fails.
-DumpResult dump(Store& store, std::ostream& out, const Progress& progress = {});
+TCACHE_API DumpResult dump(Store& store, std::ostream& out, const Progress& progress = {});
 
 struct LoadOptions {
   // false: the whole stream is checked first and nothing is loaded if any
@@ -52,10 +53,10 @@ struct LoadOptions {
 // (Errc::value_too_large otherwise), so a refused stream loads nothing.
 // Throws Error: corrupt_file (offset and cause), version_mismatch,
 // value_too_large, io_error, and what Store::put throws.
-DumpResult load(Store& store, std::istream& in, const LoadOptions& options = {});
+TCACHE_API DumpResult load(Store& store, std::istream& in, const LoadOptions& options = {});
 
 // Checks a stream without loading it: what load() checks first. Returns
 // the number of entries; throws as load() does.
-std::uint64_t verify_dump(std::istream& in);
+TCACHE_API std::uint64_t verify_dump(std::istream& in);
 
 }  // namespace tcache

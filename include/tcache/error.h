@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "tcache/export.h"
 namespace tcache {
 
 // Stable error codes. The numeric values are part of the ABI and appear in
@@ -37,10 +38,10 @@ enum class Errc : std::uint32_t {
 };
 
 // Returns the code's stable name, e.g. "corrupt_file". Never null.
-const char* error_code_name(Errc code) noexcept;
+TCACHE_API const char* error_code_name(Errc code) noexcept;
 
 // The exception thrown by every tcache function that can fail.
-class Error : public std::runtime_error {
+class TCACHE_API Error : public std::runtime_error {
  public:
   Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
   Errc code() const noexcept { return code_; }

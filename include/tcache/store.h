@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "tcache/error.h"
+#include "tcache/export.h"
 
 namespace tcache {
 
@@ -169,7 +170,7 @@ struct EntryInfo {
   std::uint64_t expires_at_ms = 0;  // Unix ms; 0 = never
 };
 
-class Store {
+class TCACHE_API Store {
  public:
   using Visitor = std::function<bool(const EntryInfo& info, std::string_view value)>;
 

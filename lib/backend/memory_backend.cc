@@ -36,12 +36,12 @@
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include "tcache/backend.h"
-#include "tcache/memory_cache.h"
+#include "tcache/detail/memory_cache.h"
 #include "util/fail.h"
 
 namespace tcache {
 namespace detail {
-std::uint64_t fork_generation() noexcept;  // decorators/pool.cc
+TCACHE_API std::uint64_t atfork_generation() noexcept;  // decorators/pool.cc
 }  // namespace detail
 namespace {
 
@@ -104,13 +104,13 @@ class MemoryBackend final : public Backend {
         auto flight = std::make_shared<Flight>();
         flight->holder = std::this_thread::get_id();
         flight->expires = now + timeout;
-        flight->generation = detail::fork_generation();
+        flight->generation = detail::atfork_generation();
         flights_.emplace(std::string(key), std::move(flight));
         flight_count_.store(flights_.size(), std::memory_order_relaxed);
         return false;
       }
       const std::shared_ptr<Flight> flight = it->second;
-      const std::uint64_t generation = detail::fork_generation();
+      const std::uint64_t generation = detail::atfork_generation();
       if (flight->holder == std::this_thread::get_id() || now >= flight->expires ||
           flight->generation != generation) {
         // Ours already (asked again before putting), expired, or a parent
@@ -137,7 +137,7 @@ class MemoryBackend final : public Backend {
     std::condition_variable ended;
     std::thread::id holder;
     Clock::time_point expires;
-    std::uint64_t generation = 0;  // detail::fork_generation() of the holder's process
+    std::uint64_t generation = 0;  // detail::atfork_generation() of the holder's process
   };
 
   // Ends the flight of `key` (if holder_only, only when this thread holds

@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "tcache/backend.h"
+#include "util/redact_uri.h"
 
 namespace tcache::detail {
 
@@ -32,11 +33,6 @@ struct RedisEndpoint {
   // as "***@" ("redis://***@host:6379/0"): never print a password.
   std::string display;
 };
-
-// `uri` as messages may show it: never its user information. Everything
-// from the scheme's "://" to the last '@' becomes "***@" (a password with an
-// unencoded '@' or '/' included); a URI without '@' is shown as it is.
-std::string redact_uri(std::string_view uri);
 
 // Parses `uri` and applies its query options to `options`. Throws
 // Error(invalid_option) saying what is malformed; its message never quotes

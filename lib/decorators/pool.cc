@@ -89,11 +89,11 @@ namespace {
 std::atomic<std::uint64_t> g_fork_generation{0};
 void count_fork_in_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
 // Registered when this file's statics are initialised: before any state
-// that fork_generation() guards can exist (it lives in the same library).
+// that atfork_generation() guards can exist (it lives in the same library).
 const int g_atfork_registered = ::pthread_atfork(nullptr, nullptr, &count_fork_in_child);
 }  // namespace
 
-std::uint64_t fork_generation() noexcept {
+std::uint64_t atfork_generation() noexcept {
   (void)g_atfork_registered;
   return g_fork_generation.load(std::memory_order_relaxed);
 }

@@ -8,7 +8,8 @@
 // decorator's name and version (its keys are "tcache:{<name>}:<version>:
 // <hex>", backend/redis_backend.h) and does not need the server to be up
 // at creation: it reconnects with backoff, and the tiers below answer
-// meanwhile.
+// meanwhile. The Redis tier is reached through redis_tier.h only (a build
+// without it swaps that seam's implementation).
 //
 // Thread safety: the setup functions are safe from any thread (they open
 // stores, which is safe concurrently); make_key, pack_value and
@@ -25,11 +26,11 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "backend/redis_backend.h"
-#include "backend/redis_uri.h"
+#include "decorators/redis_tier.h"
 #include "tcache/decorators.h"
 #include "util/fail.h"
 #include "util/private_dir.h"
+#include "util/redact_uri.h"
 
 namespace tcache::detail {
 namespace {
@@ -151,43 +152,6 @@ bool is_redis_uri(const std::string& spec) {
          spec.starts_with("rediss://");
 }
 
-// Rethrows a Redis backend's error with the decorator and option it
-// concerns: "tcache: ucache 'price': option 'backend': <what>".
-[[noreturn]] void rethrow_for(const std::string& kind, const std::string& name, const char* option,
-                              const Error& e) {
-  std::string what = e.what();
-  if (what.starts_with("tcache: ")) what.erase(0, 8);
-  throw Error(e.code(), "tcache: " + kind + " '" + name + "': option '" + option + "': " + what);
-}
-
-// Checks a Redis URI and its query options without connecting.
-void check_redis_uri(const std::string& kind, const std::string& name, const char* option,
-                     const std::string& uri) {
-  try {
-    RedisOptions scratch;
-    parse_redis_uri(uri, scratch);
-  } catch (const Error& e) {
-    rethrow_for(kind, name, option, e);
-  }
-}
-
-// The Redis backend of a decorator: its keys under "tcache:{<name>}:<version>:"
-// (redis_backend.h). A server that cannot be reached now is no error (the
-// backend reconnects with backoff); refused credentials or database are.
-std::shared_ptr<RedisBackend> open_redis_for(const std::string& kind, const ByteSetup& s,
-                                             const std::string& version, const char* option,
-                                             const std::string& uri, const Logger& logger) {
-  RedisOptions ro;
-  ro.fail_if_unreachable = false;
-  ro.logger = logger;
-  const RedisNaming naming{s.name, version, s.prefix};
-  try {
-    return open_redis_backend(uri, ro, &naming);
-  } catch (const Error& e) {
-    rethrow_for(kind, s.name, option, e);
-  }
-}
-
 }  // namespace
 
 void Warner::warn(std::uint32_t cause, const std::string& line) {
@@ -299,9 +263,8 @@ ByteSetup bcache_setup(const BcacheOptions& o) {
     s.backend = std::move(local);
     return s;
   }
-  s.backend = make_two_level_backend(
-      std::move(local), open_redis_for("bcache", s, o.version, "remote", o.remote, o.logger),
-      o.logger);
+  s.backend =
+      make_two_level_tier(std::move(local), "bcache", s, o.version, "remote", o.remote, o.logger);
   return s;
 }
 
@@ -385,7 +348,7 @@ ByteSetup ucache_setup_as(const std::string& kind, const UcacheOptions& o) {
   }
   std::vector<std::shared_ptr<Backend>> tiers;
   if (!choice.redis.empty()) {
-    tiers.push_back(open_redis_for(kind, s, o.version, "backend", choice.redis, o.logger));
+    tiers.push_back(open_redis_tier(kind, s, o.version, "backend", choice.redis, o.logger));
   }
   try {
     const auto file = resolve_path(choice.path, cfg_checked, o.name, large ? ".fcache" : ".tcache");

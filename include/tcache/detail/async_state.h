@@ -22,7 +22,7 @@
 //     than the pool or a bounded executor cannot deadlock.
 //  3. inflight_ belongs to one process: a child after fork() (whose
 //     inherited futures would be fulfilled only in the parent) finds a new
-//     fork_generation() and starts with an empty table.
+//     atfork_generation() and starts with an empty table.
 //  4. Every task submitted ends its flight exactly once: by running, or,
 //     if every copy of it is destroyed unrun, by its Completion, which
 //     also fails the future with Error(unavailable).
@@ -41,6 +41,7 @@
 #include <utility>
 
 #include "tcache/detail/byte_state.h"
+#include "tcache/export.h"
 
 namespace tcache {
 
@@ -53,21 +54,21 @@ struct AsyncSetup {
   std::function<void(std::function<void()>)> executor;  // empty = the shared pool
 };
 
-AsyncSetup acache_setup(const AcacheOptions& options);
+TCACHE_API AsyncSetup acache_setup(const AcacheOptions& options);
 
 // Runs `task` on tcache's shared pool (2..8 threads, started on first use;
 // a child process after fork() gets a pool of its own). Thread-safe.
-void submit_to_pool(std::function<void()> task);
+TCACHE_API void submit_to_pool(std::function<void()> task);
 // True on one of the shared pool's threads.
-bool on_pool_thread() noexcept;
+TCACHE_API bool on_pool_thread() noexcept;
 // How many times this process's ancestors and itself were forked into
 // being: 0 in the process that started, incremented in a child by fork()
 // (pthread_atfork). Lets state inherited from a parent be recognised.
-std::uint64_t fork_generation() noexcept;
+TCACHE_API std::uint64_t atfork_generation() noexcept;
 
 // True while this thread runs an acache task (on any executor): a call made
 // then runs inline (invariant 2).
-inline thread_local bool t_in_acache_task = false;
+TCACHE_API inline thread_local bool t_in_acache_task = false;
 
 // What a deferred call keeps of an argument of type A: a value that owns its
 // bytes. Views (std::string_view, const char*) become std::string (a null
@@ -126,7 +127,7 @@ class AsyncState<F, R(A...), KeyFn>
     result_type future = promise->get_future().share();
     {
       std::lock_guard lock(mutex_);
-      if (const std::uint64_t g = fork_generation(); g != generation_) {  // invariant 3
+      if (const std::uint64_t g = atfork_generation(); g != generation_) {  // invariant 3
         inflight_.clear();
         generation_ = g;
       }
@@ -233,7 +234,7 @@ class AsyncState<F, R(A...), KeyFn>
   KeyFn key_fn_;
   mutable std::mutex mutex_;
   std::unordered_map<std::string, result_type> inflight_;
-  std::uint64_t generation_ = fork_generation();  // of the process inflight_ belongs to
+  std::uint64_t generation_ = atfork_generation();  // of the process inflight_ belongs to
   std::uint64_t coalesced_ = 0;
 };
 

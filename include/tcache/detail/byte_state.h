@@ -24,6 +24,7 @@
 #include "tcache/config.h"
 #include "tcache/detail/callable.h"
 #include "tcache/error.h"
+#include "tcache/export.h"
 
 namespace tcache {
 
@@ -36,7 +37,7 @@ namespace detail {
 inline constexpr std::size_t kKeyBytes = 24;  // 8-byte name prefix + xxh3-128
 
 // Reports each cause once through a logger (default: a line on stderr).
-class Warner {
+class TCACHE_API Warner {
  public:
   explicit Warner(Logger logger) : logger_(std::move(logger)) {}
   // Thread-safe. `cause` groups warnings: the first of each cause is shown.
@@ -65,14 +66,14 @@ struct ByteSetup {
 
 // Each throws Error(invalid_option) naming a bad option; bcache_setup and
 // fcache_setup also throw what opening the file throws.
-ByteSetup bcache_setup(const BcacheOptions& options);
-ByteSetup fcache_setup(const FcacheOptions& options);
-ByteSetup ucache_setup(const UcacheOptions& options);
+TCACHE_API ByteSetup bcache_setup(const BcacheOptions& options);
+TCACHE_API ByteSetup fcache_setup(const FcacheOptions& options);
+TCACHE_API ByteSetup ucache_setup(const UcacheOptions& options);
 
 // Writes the key of a call whose arguments encode to `args`: the name's
 // 8-byte prefix, then xxh3-128 of `args` seeded with key_seed (which hashes
 // the name and version), so that name, version and arguments all decide it.
-void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyBytes]);
+TCACHE_API void make_key(const ByteSetup& setup, std::string_view args, char (&out)[kKeyBytes]);
 
 // The value frame: every value bcache, fcache, ucache and acache store is
 //
@@ -91,17 +92,18 @@ inline constexpr unsigned char kValueFrameVersion = 1;
 inline constexpr std::size_t kValueFrameHeader = 10;
 
 // Sets `out` to the header of a method-0 frame; append the codec's bytes.
-void begin_value_frame(std::uint64_t fingerprint, std::string& out);
+TCACHE_API void begin_value_frame(std::uint64_t fingerprint, std::string& out);
 // Sets `out` to a frame of `raw` (the codec's bytes), compressed with
 // `compression` (0 none, 1 LZ4, 2 LZ4HC) unless that does not make it
 // smaller or raw is too large for LZ4 (then method 0).
-void pack_value(int compression, std::uint64_t fingerprint, std::string_view raw, std::string& out);
+TCACHE_API void pack_value(int compression, std::uint64_t fingerprint, std::string_view raw,
+                           std::string& out);
 // Returns the codec's bytes of the value framed in `stored` (a view into
 // stored, or into `scratch` when decompressed). Throws Error(decode_error)
 // for a malformed frame, another frame version or method, or a fingerprint
 // other than `fingerprint`.
-std::string_view open_value_frame(std::string_view stored, std::uint64_t fingerprint,
-                                  std::string& scratch);
+TCACHE_API std::string_view open_value_frame(std::string_view stored, std::uint64_t fingerprint,
+                                             std::string& scratch);
 
 template <class F, class Sig, class KeyFn>
 class ByteState;

@@ -45,8 +45,8 @@
 #include "tcache/backend.h"
 #include "tcache/config.h"
 #include "tcache/detail/callable.h"
+#include "tcache/detail/memory_cache.h"
 #include "tcache/error.h"
-#include "tcache/memory_cache.h"
 
 namespace tcache {
 

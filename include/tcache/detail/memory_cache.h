@@ -1,4 +1,4 @@
-// tcache/memory_cache.h: a bounded, sharded, thread-safe in-process cache of
+// tcache/detail/memory_cache.h: a bounded, sharded, thread-safe in-process cache of
 // typed values: the engine of tcache::mcache and of the "memory" Backend.
 //
 //   detail::MemoryCache<int, double> c(/*maxsize=*/10'000, /*default_ttl=*/0s, Policy::lru);
