@@ -311,11 +311,11 @@ void Function::resolve() {
   allow_pickle_ = allow_pickle_option_.value_or(!shared);
   local_ = !shared;
   setup_ = std::move(s);
-  generation_ = detail::fork_generation();
+  generation_ = detail::atfork_generation();
 }
 
 Setup Function::live() {
-  if (generation_ != detail::fork_generation()) [[unlikely]]
+  if (generation_ != detail::atfork_generation()) [[unlikely]]
     resolve();
   return setup_;
 }

@@ -22,7 +22,7 @@
 #include "errors.h"
 #include "raw_call.h"
 #include "tcache/compact.h"
-#include "tcache/detail/async_state.h"  // detail::fork_generation()
+#include "tcache/detail/async_state.h"  // detail::atfork_generation()
 #include "tcache/store.h"
 
 namespace pyb = pybind11;
@@ -40,12 +40,12 @@ class PyStore {
       : path_(std::move(path)),
         options_(std::move(options)),
         store_(std::make_shared<Store>(Store::open(path_, options_))),
-        generation_(detail::fork_generation()) {}
+        generation_(detail::atfork_generation()) {}
 
   // The store to use now. Throws ValueError once closed; reopens the file in
   // a child of fork() (the parent's Store cannot be used there).
   Store& live() {
-    if (generation_ != detail::fork_generation() || !store_) [[unlikely]]
+    if (generation_ != detail::atfork_generation() || !store_) [[unlikely]]
       reopen();
     return *store_;
   }
@@ -68,7 +68,7 @@ class PyStore {
     // parent (store.h, Caveat fork()).
     store_.reset();
     store_ = std::make_shared<Store>(Store::open(path_, options_));
-    generation_ = detail::fork_generation();
+    generation_ = detail::atfork_generation();
   }
 
   std::filesystem::path path_;
