@@ -269,7 +269,9 @@ TEST_F(DecoratorTest, BcacheTtl) {
   f("A", 1);
   f("A", 1);
   const int calls = g_calls.load();
-  if (tcache::test::before_expiry(start, 30ms)) EXPECT_EQ(calls, 1);  // else too slow to tell
+  if (tcache::test::before_expiry(start, 30ms)) {  // else too slow to tell
+    EXPECT_EQ(calls, 1);
+  }
   std::this_thread::sleep_for(60ms);                                  // past the TTL
   f("A", 1);
   EXPECT_EQ(g_calls.load(), calls + 1);

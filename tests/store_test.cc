@@ -132,7 +132,9 @@ TEST_F(StoreTest, TtlExpiresEntries) {
   s.put("long", "v", 1h);
   s.put("forever", "v");
   const std::optional<std::string> short_now = s.get("short");
-  if (tcache::test::before_expiry(start, 30ms)) EXPECT_EQ(short_now, "v");  // else too slow to tell
+  if (tcache::test::before_expiry(start, 30ms)) {  // else too slow to tell
+    EXPECT_EQ(short_now, "v");
+  }
   std::this_thread::sleep_for(60ms);  // waits out a TTL; no race involved
   EXPECT_FALSE(s.get("short").has_value());
   EXPECT_EQ(s.get("long"), "v");
