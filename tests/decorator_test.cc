@@ -272,7 +272,7 @@ TEST_F(DecoratorTest, BcacheTtl) {
   if (tcache::test::before_expiry(start, 30ms)) {  // else too slow to tell
     EXPECT_EQ(calls, 1);
   }
-  std::this_thread::sleep_for(60ms);                                  // past the TTL
+  std::this_thread::sleep_for(60ms);  // past the TTL
   f("A", 1);
   EXPECT_EQ(g_calls.load(), calls + 1);
 }
