@@ -1,0 +1,59 @@
+// tcache/detail/lease_holder.h: who holds a lease, for the backends whose
+// leases belong to one caller inside this process (the memory backend's
+// flights; the Redis backend's tokens). The file store's leases belong to
+// the process (its pid) and do not use this.
+//
+// By default a caller is its thread: a thread that takes a lease is the one
+// whose put() or release_lease() ends it, and a lease it asks for again is
+// its own. A caller that takes a lease on behalf of another, or that leaves
+// it to be completed on another thread (the Python acache takes it on
+// tcache's pool and completes it on the event loop's thread), gives the
+// lease a holder of its own with new_lease_holder() and makes every call
+// about it (get_or_lease, put, release_lease) under an ActAsLeaseHolder of
+// that holder, on whatever thread.
+//
+// Thread safety: every function may be called from any thread; an
+// ActAsLeaseHolder affects only the thread it lives on.
+
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace tcache::detail {
+
+// Names a lease holder: never 0, never reused within the process.
+using LeaseHolder = std::uint64_t;
+
+// A holder no thread or earlier call has been given.
+inline LeaseHolder new_lease_holder() noexcept {
+  static std::atomic<LeaseHolder> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+// The holder this thread's lease calls act for (0 = its own).
+inline thread_local LeaseHolder t_acting_lease_holder = 0;
+
+// The holder of the leases this thread takes, puts and releases now: the
+// innermost ActAsLeaseHolder's on this thread, else the thread's own.
+inline LeaseHolder current_lease_holder() noexcept {
+  if (t_acting_lease_holder != 0) return t_acting_lease_holder;
+  thread_local const LeaseHolder own = new_lease_holder();
+  return own;
+}
+
+// While alive, this thread's lease calls act for `holder` (scopes nest).
+class ActAsLeaseHolder {
+ public:
+  explicit ActAsLeaseHolder(LeaseHolder holder) noexcept : outer_(t_acting_lease_holder) {
+    t_acting_lease_holder = holder;
+  }
+  ~ActAsLeaseHolder() { t_acting_lease_holder = outer_; }
+  ActAsLeaseHolder(const ActAsLeaseHolder&) = delete;
+  ActAsLeaseHolder& operator=(const ActAsLeaseHolder&) = delete;
+
+ private:
+  LeaseHolder outer_;
+};
+
+}  // namespace tcache::detail
