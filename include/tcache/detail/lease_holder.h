@@ -14,6 +14,10 @@
 //
 // Thread safety: every function may be called from any thread; an
 // ActAsLeaseHolder affects only the thread it lives on.
+// Process safety: a holder names a caller within one process. A child after
+// fork() goes on numbering from its parent's count, so a number may name a
+// holder in each; the backends tell a parent's leases apart by the fork
+// generation (memory) or the pid in the token (Redis).
 
 #pragma once
 
