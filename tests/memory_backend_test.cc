@@ -1,11 +1,13 @@
 // memory_backend_test: the "memory" Backend (make_memory_backend): get, put,
 // erase, TTLs, the entry bound, prefix operations, and single flight among
 // threads (one computation per key, a released lease passes to a waiter, an
-// expired lease is taken over).
+// expired lease is taken over, a lease taken as a detail::LeaseHolder is
+// completed on another thread acting as it).
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <latch>
 #include <memory>
 #include <string>
@@ -16,6 +18,7 @@
 
 #include "support/test_support.h"
 #include "tcache/backend.h"
+#include "tcache/detail/lease_holder.h"
 
 namespace {
 
@@ -208,6 +211,94 @@ TEST(MemoryBackend, PutWakesAllWaiters) {
   b->put("k", "done", 0ms);
   for (auto& t : waiters) t.join();
   EXPECT_EQ(ok.load(), kWaiters);
+}
+
+// True if a new thread's get_or_lease of `key` (lease_timeout an hour)
+// takes the lease. A put after a backstop of minutes ends a wait that a
+// lease nobody completes would make last the hour, and fails.
+bool another_thread_takes_the_lease(tcache::Backend& b, const std::string& key) {
+  std::promise<bool> taken;
+  std::future<bool> result = taken.get_future();
+  std::thread caller([&] {
+    std::string v;
+    taken.set_value(!b.get_or_lease(key, v, std::chrono::hours(1)));
+  });
+  if (result.wait_for(std::chrono::minutes(5)) != std::future_status::ready) {
+    ADD_FAILURE() << "still waiting for the lease of " << key << " after 5 minutes";
+    b.put(key, "backstop", 0ms);
+  }
+  caller.join();
+  return result.get();
+}
+
+// A lease taken on one thread as a LeaseHolder (as the Python acache takes
+// it on tcache's pool) is released on another thread acting as that holder:
+// the flight ends there, and the next caller takes the lease at once.
+TEST(MemoryBackend, AHandedOverLeaseIsReleasedOnAnotherThread) {
+  auto b = tcache::make_memory_backend(16);
+  const tcache::detail::LeaseHolder holder = tcache::detail::new_lease_holder();
+  std::thread([&] {
+    tcache::detail::ActAsLeaseHolder as(holder);
+    std::string v;
+    EXPECT_FALSE(b->get_or_lease("k", v, std::chrono::hours(1)));
+  }).join();
+  b->release_lease("k");  // this thread as itself: not the holder, ignored
+  {
+    tcache::detail::ActAsLeaseHolder as(holder);
+    b->release_lease("k");
+  }
+  EXPECT_TRUE(another_thread_takes_the_lease(*b, "k"));
+  b->put("k", "v", 0ms);
+}
+
+// The same holder asking again finds the lease its own, on any thread.
+TEST(MemoryBackend, AHolderMayAskAgainOnAnotherThread) {
+  auto b = tcache::make_memory_backend(16);
+  const tcache::detail::LeaseHolder holder = tcache::detail::new_lease_holder();
+  std::string v;
+  {
+    tcache::detail::ActAsLeaseHolder as(holder);
+    ASSERT_FALSE(b->get_or_lease("k", v, std::chrono::hours(1)));
+  }
+  std::thread([&] {
+    tcache::detail::ActAsLeaseHolder as(holder);
+    std::string w;
+    EXPECT_FALSE(b->get_or_lease("k", w, std::chrono::hours(1)));
+    b->put("k", "v", 0ms);
+  }).join();
+  ASSERT_TRUE(b->get_or_lease("k", v, std::chrono::hours(1)));
+  EXPECT_EQ(v, "v");
+}
+
+// A holder whose lease expired and was taken over by another holder is
+// stale: its release (on any thread, acting as it) leaves the new holder's
+// flight alone, which that holder's release then ends.
+TEST(MemoryBackend, AStaleHoldersReleaseLeavesTheNewHoldersLease) {
+  auto b = tcache::make_memory_backend(16);
+  const tcache::detail::LeaseHolder stale = tcache::detail::new_lease_holder();
+  const tcache::detail::LeaseHolder fresh = tcache::detail::new_lease_holder();
+  std::string v;
+  {
+    tcache::detail::ActAsLeaseHolder as(stale);
+    ASSERT_FALSE(b->get_or_lease("k", v, 0ms));  // expires at once
+  }
+  {
+    tcache::detail::ActAsLeaseHolder as(fresh);
+    ASSERT_FALSE(b->get_or_lease("k", v, std::chrono::hours(1)));  // takes it over
+  }
+  {
+    tcache::detail::ActAsLeaseHolder as(stale);
+    b->release_lease("k");  // ignored
+    // Still fresh's for the hour: the stale holder asking again waits for
+    // fresh's put (made below, on another thread).
+    std::thread putter([&] {
+      tcache::detail::ActAsLeaseHolder as_fresh(fresh);
+      b->put("k", "fresh", 0ms);
+    });
+    EXPECT_TRUE(b->get_or_lease("k", v, std::chrono::hours(1)));
+    EXPECT_EQ(v, "fresh");
+    putter.join();
+  }
 }
 
 TEST(MemoryBackend, AForkedChildTakesOverItsParentsLeases) {

@@ -11,7 +11,10 @@
 //  1. A key is in flights_ exactly while a caller holds its lease: from the
 //     get_or_lease that returned false until a put of the key (by anyone:
 //     the value is then there for the waiters) or a release_lease by the
-//     holder's thread. flight_count_ is the size of flights_.
+//     holder. flight_count_ is the size of flights_. The holder is
+//     detail::current_lease_holder() of the caller that took the lease:
+//     its thread, or the holder it acts for (detail/lease_holder.h), so a
+//     lease taken on one thread can be released on another.
 //  2. put stores the value before it ends the flight, and get_or_lease
 //     looks in the cache under flights_mutex_ before it takes a lease; so a
 //     waiter that finds no flight either finds the value or computes it.
@@ -31,11 +34,11 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include <boost/unordered/unordered_flat_map.hpp>
 
 #include "tcache/backend.h"
+#include "tcache/detail/lease_holder.h"
 #include "tcache/detail/memory_cache.h"
 #include "util/fail.h"
 
@@ -102,7 +105,7 @@ class MemoryBackend final : public Backend {
       const auto it = flights_.find(key);
       if (it == flights_.end()) {
         auto flight = std::make_shared<Flight>();
-        flight->holder = std::this_thread::get_id();
+        flight->holder = detail::current_lease_holder();
         flight->expires = now + timeout;
         flight->generation = detail::atfork_generation();
         flights_.emplace(std::string(key), std::move(flight));
@@ -111,11 +114,11 @@ class MemoryBackend final : public Backend {
       }
       const std::shared_ptr<Flight> flight = it->second;
       const std::uint64_t generation = detail::atfork_generation();
-      if (flight->holder == std::this_thread::get_id() || now >= flight->expires ||
-          flight->generation != generation) {
+      const detail::LeaseHolder holder = detail::current_lease_holder();
+      if (flight->holder == holder || now >= flight->expires || flight->generation != generation) {
         // Ours already (asked again before putting), expired, or a parent
         // process's: invariant 3.
-        flight->holder = std::this_thread::get_id();
+        flight->holder = holder;
         flight->expires = now + timeout;
         flight->generation = generation;
         return false;
@@ -135,21 +138,23 @@ class MemoryBackend final : public Backend {
  private:
   struct Flight {
     std::condition_variable ended;
-    std::thread::id holder;
+    detail::LeaseHolder holder = 0;  // detail::current_lease_holder() of the taker
     Clock::time_point expires;
     std::uint64_t generation = 0;  // detail::atfork_generation() of the holder's process
   };
 
-  // Ends the flight of `key` (if holder_only, only when this thread holds
-  // its lease) and wakes its waiters.
+  // Ends the flight of `key` (if holder_only, only when the caller holds its
+  // lease: a holder that was taken over holds it no more) and wakes its
+  // waiters.
   void end_flight(std::string_view key, bool holder_only) noexcept {
-    // Relaxed is enough: a holder reads its own increment; another thread
-    // that reads 0 had no flight of its own to end (the holder will).
+    // Relaxed is enough: a holder reads its own increment (or, on another
+    // thread, one the lease's hand-over synchronised it with); another
+    // thread that reads 0 had no flight of its own to end (the holder will).
     if (flight_count_.load(std::memory_order_relaxed) == 0) return;
     std::lock_guard lock(flights_mutex_);
     const auto it = flights_.find(key);
     if (it == flights_.end()) return;
-    if (holder_only && it->second->holder != std::this_thread::get_id()) return;
+    if (holder_only && it->second->holder != detail::current_lease_holder()) return;
     it->second->ended.notify_all();
     flights_.erase(it);
     flight_count_.store(flights_.size(), std::memory_order_relaxed);

@@ -18,17 +18,18 @@
 // lease of the caller that took over.
 //
 // Invariants:
-//  1. leases_ holds this process's tokens by Redis key and thread, from the
-//     acquisition until put() or release_lease() by that thread takes it out
-//     (or, for tokens abandoned by a failing caller, until it is purged after
-//     its expiry). A token is sent to Redis for deletion only by the thread
-//     that acquired it, or from orphans_ (3).
+//  1. leases_ holds this process's tokens by Redis key and holder (the
+//     thread, or the detail::LeaseHolder it acts for: detail/lease_holder.h),
+//     from the acquisition until put() or release_lease() by that holder
+//     takes it out (or, for tokens abandoned by a failing caller, until it is
+//     purged after its expiry). A token is sent to Redis for deletion only by
+//     the holder that acquired it, or from orphans_ (3).
 //  2. A token is never reused: a repeated acquisition (a retried command
 //     whose first reply was lost) finds its own token and counts as taken.
 //  3. A token that may hold a lease no caller holds is an orphan: the token
 //     is chosen before its acquisition is sent, and if the command fails
 //     (its reply may come after command_timeout, the lease set all the
-//     same), or a put or release carrying a token fails, or a thread
+//     same), or a put or release carrying a token fails, or a holder
 //     acquires a key again over its own unreleased token, the token goes to
 //     orphans_ (until its lease's PX would have run out). Every later
 //     put, release_lease or acquisition of this backend, any key, sends a
@@ -56,6 +57,7 @@
 #include <xxhash.h>
 
 #include "backend/redis_uri.h"
+#include "tcache/detail/lease_holder.h"
 #include "util/fail.h"
 #include "util/proc.h"
 
@@ -497,7 +499,7 @@ bool RedisBackend::owns(std::string_view rkey) const {
 std::string RedisBackend::lease_table_key(std::string_view rkey) const {
   std::string k(rkey);
   k += '\0';
-  k += std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  k += std::to_string(detail::current_lease_holder());
   return k;
 }
 
@@ -515,7 +517,7 @@ void RedisBackend::remember_lease(const std::string& rkey, std::string token,
     old = std::move(l);
     l = Lease{std::move(token), now + timeout};
   }
-  // This thread acquired the key again without a put or release of its
+  // This holder acquired the key again without a put or release of its
   // previous lease: that one is nobody's now.
   if (!old.token.empty() && old.expires > now) {
     orphan(rkey + std::string(kLeaseSuffix), std::move(old.token), old.expires);

@@ -7,7 +7,10 @@
 //
 // Thread safety: a Function may be used from any number of Python threads;
 // calls hold the GIL except while a lease is waited for. A lease token may be
-// completed (store/abandon) from another thread than the one that took it.
+// completed (store/abandon) from another thread than the one that took it:
+// it carries the detail::LeaseHolder it was taken as, and completes under
+// an ActAsLeaseHolder of it (detail/lease_holder.h), since the memory and
+// Redis backends end a lease only for its holder.
 // Process safety: a forked child resolves its backend again at its next
 // call (the parent's files and connections are not used there).
 
@@ -34,6 +37,7 @@
 #include "tcache/decorators.h"
 #include "tcache/detail/async_state.h"
 #include "tcache/detail/byte_state.h"
+#include "tcache/detail/lease_holder.h"
 
 namespace pyb = pybind11;
 
@@ -49,29 +53,40 @@ constexpr std::uint32_t kLookupFailure = 0x20000;
 using Setup = std::shared_ptr<const detail::ByteSetup>;
 
 // A lease the caller holds on a key (or, inert, none: the call computes
-// without caching). Completed by Function.store or Function.abandon; one
-// dropped uncompleted gives its lease up.
+// without caching). Completed by Function.store or Function.abandon, on any
+// thread, as `holder` (the holder that took it); one dropped uncompleted
+// gives its lease up.
 struct Lease {
   Setup setup;  // the backend the lease is in (kept alive by the token)
   std::string key;
   bool held = false;
+  detail::LeaseHolder holder = 0;
 
-  Lease(Setup s, std::string_view k, bool h) : setup(std::move(s)), key(k), held(h) {}
+  Lease(Setup s, std::string_view k, bool h, detail::LeaseHolder who)
+      : setup(std::move(s)), key(k), held(h), holder(who) {}
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
   ~Lease() { release(); }
   void release() noexcept {
-    if (held) setup->backend->release_lease(key);
+    if (held) {
+      detail::ActAsLeaseHolder as(holder);
+      setup->backend->release_lease(key);
+    }
     held = false;
   }
 };
 
-pyb::object lease_object(Setup s, std::string_view key, bool held) {
-  return pyb::cast(std::make_unique<Lease>(std::move(s), key, held));
+// A token for the lease on `key` taken as `holder` (held), or an inert one.
+pyb::object lease_object(Setup s, std::string_view key, bool held, detail::LeaseHolder holder = 0) {
+  return pyb::cast(std::make_unique<Lease>(std::move(s), key, held, holder));
 }
 
-// A lease taken (or a value found) for lookup_nowait on tcache's pool.
+// A lease taken (or a value found) for lookup_nowait on tcache's pool. The
+// pool thread takes it as `holder`, a holder of its own (not the pool
+// thread's: another lookup on that thread must not find the lease its own),
+// and hands it to the caller's Lease token.
 struct Pending {
+  const detail::LeaseHolder holder = detail::new_lease_holder();
   std::mutex mutex;
   bool done = false;
   bool have = false;      // a value, else the lease (unless error)
@@ -241,7 +256,10 @@ Function::~Function() {
   std::lock_guard lock(pending_mutex_);
   for (auto& [key, p] : pending_) {
     std::lock_guard plock(p->mutex);
-    if (p->done && !p->have && !p->error) setup_->backend->release_lease(key);
+    if (p->done && !p->have && !p->error) {
+      detail::ActAsLeaseHolder as(p->holder);
+      setup_->backend->release_lease(key);
+    }
     p->orphaned = true;
   }
 }
@@ -397,9 +415,9 @@ pyb::tuple Function::lookup(pyb::handle bound) {
     } catch (const Error& e) {
       return computed_without_cache(s, k, e);
     }
-    if (!have) {
+    if (!have) {  // taken by this thread, as itself: completed as such
       misses_.fetch_add(1, std::memory_order_relaxed);
-      return pyb::make_tuple(false, lease_object(s, k, true));
+      return pyb::make_tuple(false, lease_object(s, k, true, detail::current_lease_holder()));
     }
     if (auto found = hit(s, k, stored)) return std::move(*found);
   }
@@ -424,9 +442,9 @@ pyb::tuple Function::lookup_nowait(pyb::handle bound) {
   }
   if (p) {  // done: no other thread touches it now
     if (p->error) return computed_without_cache(s, k, *p->error);
-    if (!p->have) {
+    if (!p->have) {  // the pool thread's lease, handed over
       misses_.fetch_add(1, std::memory_order_relaxed);
-      return pyb::make_tuple(false, lease_object(s, k, true));
+      return pyb::make_tuple(false, lease_object(s, k, true, p->holder));
     }
     if (auto found = hit(s, k, p->value)) return std::move(*found);
     return pyb::make_tuple(false, pyb::none());  // a bad entry, erased: look again
@@ -448,6 +466,7 @@ pyb::tuple Function::lookup_nowait(pyb::handle bound) {
     pending_.emplace(k, p);
   }
   detail::submit_to_pool([s, p, k] {
+    detail::ActAsLeaseHolder as(p->holder);
     bool have = false;
     std::string value;
     std::optional<Error> error;
@@ -496,6 +515,7 @@ void Function::store(Lease& lease, pyb::handle value) {
     throw;
   }
   try {
+    detail::ActAsLeaseHolder as(lease.holder);  // the put ends the holder's lease
     if (bytes.size() < kReleaseGilBytes) {
       s->backend->put(lease.key, bytes, s->ttl);
     } else {

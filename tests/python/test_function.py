@@ -222,6 +222,92 @@ def test_acache_lookup_nowait(tmp_cache_dir: pathlib.Path) -> None:
     assert b.lookup_nowait((2,))[1] is None
 
 
+def lease_within_minutes(take) -> object:
+    """Calls take() on a thread until it returns something else than None
+    (a lease, or lookup's answer), and returns that. Minutes without one
+    fail: a lease nobody ends makes the wait last its lease_timeout (an hour
+    in these tests)."""
+    got: list = []
+    done = threading.Event()
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            lease = take()
+            if lease is not None:
+                got.append(lease)
+                done.set()
+                return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=300)  # a backstop against a hang, not a measure of speed
+    stop.set()
+    assert done.is_set(), "the next call did not get the lease: the abandoned one still stands"
+    return got[0]
+
+
+def nowait_lease(f: Function, args: tuple):
+    found, lease = f.lookup_nowait(args)
+    assert not found
+    return lease
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_acache_abandon_on_another_thread_passes_the_lease_on(backend, request) -> None:
+    # lookup_nowait takes the lease on tcache's pool; this thread abandons it.
+    url = "memory" if backend == "memory" else request.getfixturevalue("redis_server").url
+    a = Function("acache", "handed", backend=url, lease_timeout=3600.0)
+    lease = lease_within_minutes(lambda: nowait_lease(a, (1,)))
+    assert lease.held
+    a.abandon(lease)
+    assert not lease.held
+    # The next caller (another thread: never one that took the lease before)
+    # takes the lease at once; its value, stored from here, is every one's.
+    found, again = lease_within_minutes(lambda: a.lookup((1,)))
+    assert not found and again.held
+    a.store(again, "v")
+    assert a.lookup_nowait((1,)) == (True, "v")
+
+
+def test_acache_lease_held_by_one_caller_is_not_another_callers(tmp_cache_dir) -> None:
+    # While one caller holds a lease from lookup_nowait, another lookup_nowait
+    # of the key waits on the pool (even on the pool thread that took the
+    # first lease) and gets the holder's value, never a second lease.
+    a = Function("acache", "single", backend="memory", lease_timeout=3600.0)
+    lease = lease_within_minutes(lambda: nowait_lease(a, (1,)))
+    assert a.lookup_nowait((1,)) == (False, None)  # waiting on the pool
+    a.store(lease, "v")
+    assert lease_within_minutes(lambda: a.lookup_nowait((1,))[1] or None) == "v"
+
+
+def test_lookup_lease_completed_on_another_thread(tmp_cache_dir: pathlib.Path) -> None:
+    f = Function("ucache", "handed", backend="memory", lease_timeout=3600.0)
+    taken: list = []
+    have_lease = threading.Event()
+    finish = threading.Event()
+
+    def holder() -> None:  # stays alive, so no later thread is taken for it
+        taken.append(f.lookup((1,)))
+        have_lease.set()
+        finish.wait()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        have_lease.wait()
+        found, lease = taken[0]
+        assert not found and lease.held
+        f.abandon(lease)  # here, not on the thread that took it
+        found, again = lease_within_minutes(lambda: f.lookup((1,)))
+        assert not found and again.held
+        f.store(again, "v")
+        assert f.lookup((1,)) == (True, "v")
+    finally:
+        finish.set()
+        t.join()
+
+
 def test_forked_child_resolves_again(tmp_cache_dir: pathlib.Path) -> None:
     f = Function("bcache", "fk")
     compute_once(f, (1,), "parent")
