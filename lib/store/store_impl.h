@@ -310,8 +310,6 @@ class StoreImpl {
   // ===========================================================================
 
  private:
-  friend class Compactor;
-
   // lease: the key's entry is a lease (out holds its LeaseRecord); a miss
   // for every reader but get_or_lease.
   enum class Probe { hit, miss, retry, lease };
