@@ -209,8 +209,164 @@ class StoreImpl {
   // it is reset to 0 (INVARIANTS.md, 10).
   bool untracked_all_dead();
 
+  // ===========================================================================
+  // The compactor's door (lib/compact/; INVARIANTS.md, 10).
+  //
+  // The compactor uses a StoreImpl only through these members and the public
+  // ones above; they are defined in door.cc. Below, the *old* file is the
+  // one being compacted (its users keep reading and writing it until the
+  // switch) and the *new* file the compactor's target (opened with a
+  // final_path; nobody but the compactor's threads uses it until the
+  // rename). Unless a member says otherwise it is safe from any thread of
+  // any process on either file: reads follow the seqlock protocol
+  // (INVARIANTS.md, 2) and writes the store's own CASes (1, 3, 4). None of
+  // them checks superseded() or calls enter_write(): the compactor is the
+  // one process that may touch a file while it is superseded.
+
+  // --- Geometry and bookkeeping ---
+  // The file's fixed geometry, copied out of the validated superblock.
+  struct Geometry {
+    std::uint64_t capacity_bytes;
+    std::uint64_t bucket_count;
+    std::uint64_t slots;  // bucket_count * kSlotsPerBucket: index slots
+    std::uint64_t max_pages;
+    std::uint64_t hash_seed;
+    std::uint32_t page_bytes;
+    std::uint32_t class_count;
+  };
+  Geometry geometry() const noexcept;
+  // Pages carved so far (Superblock::next_page, at most max_pages).
+  std::uint64_t pages_used() const noexcept;
+  // Size classes that own at least one page.
+  std::uint32_t classes_in_use() const noexcept;
+  std::uint32_t class_size(std::uint32_t cls) const noexcept { return class_bytes_[cls]; }
+  // The smallest class whose chunks hold `bytes` (header included).
+  std::uint32_t class_holding(std::uint64_t bytes) const noexcept { return class_for(bytes); }
+  // This attachment's count of evictions (the new file's, during a copy).
+  std::uint64_t evictions() const noexcept;
+  // Index slots in use (a walk of the whole index). REQUIRES: nobody
+  // writes the file (the new file after the final pass).
+  std::uint64_t published_slots() const noexcept;
+  // Adds every counter of `old` (its totals and its attached processes')
+  // to this file's totals, so that statistics carry on across a
+  // compaction. REQUIRES: the old file's writers are drained.
+  void add_counters_of(const StoreImpl& old) noexcept;
+
+  // --- Reading the old file ---
+  // A consistent copy of one entry, in its stored form (compressed or a
+  // BlobRef, as the chunk holds it) with the chunk's header words.
+  struct EntryCopy {
+    std::uint64_t word = 0;     // its slot's word, without the reference bit
+    std::uint32_t version = 0;  // the chunk's version when copied
+    std::uint64_t h = 0;        // hash of its key
+    std::uint64_t meta = 0;
+    std::uint32_t vf = 0;  // vlen_flags
+    std::uint32_t sum = 0;
+    std::string key;
+    std::string stored;
+  };
+  // Read a slot: the entry index slot `i` publishes. empty; entry (`r`
+  // filled); damaged (a word or chunk that get() never follows, or that
+  // does not fit its chunk); unstable (it changed while we read: again).
+  enum class SlotRead { empty, entry, damaged, unstable };
+  SlotRead read_slot(std::uint64_t i, EntryCopy& r) const;
+  // The word index slot `i` holds now (acquire), without the reference bit.
+  std::uint64_t slot_word(std::uint64_t i) const noexcept;
+  // Read a chunk: the version of the chunk `word` points at now, or 0 if
+  // it points at none (a damaged word).
+  std::uint32_t chunk_version(std::uint64_t word) const noexcept;
+  // The index's lookup: `key`'s first entry in its pair as get() finds it
+  // (find_entry), copied into `r` in its stored form. Unlike probe() it
+  // has no side effects (no expiry unlink, no checksum unlink, no
+  // reference bit, no blob read, no decompression) and judges neither
+  // expiry nor checksum: the caller decides what a copy keeps. entry (`r`
+  // filled), absent, or unstable (a chunk or slot changed: again).
+  enum class KeyRead { entry, absent, unstable };
+  KeyRead find_copy(std::string_view key, std::uint64_t h, EntryCopy& r) const;
+  // Adds to `out` every key (not already in it) of the pair of hash `h`
+  // whose hash is `h`, retrying a chunk that changes while read up to
+  // `retries` times (then skipping it).
+  void keys_with_hash(std::uint64_t h, int retries, std::vector<std::string>& out) const;
+  // Position of index slot `i` in the pair of hash `h` (below kPairPositions),
+  // or -1 if it is in neither bucket (get() never looks there).
+  int pair_position(std::uint64_t i, std::uint64_t h) const noexcept;
+  // Whether a slot at a position in [begin, end) of the pair of hash `h`
+  // holds that hash's tag (relaxed loads: a hint fixed by the final pass).
+  bool pair_has_tag(std::uint64_t h, int begin, int end) const noexcept;
+  static constexpr int kPairPositions = 2 * static_cast<int>(kSlotsPerBucket);
+  // Prefetches (hints only, racy reads): up to `limit` bytes of the chunk
+  // slot `i` points at; the pairs of the key slot `i` holds, here (to
+  // read) and in `other` (to write).
+  void prefetch_slot_chunk(std::uint64_t i, std::uint32_t limit) const noexcept;
+  void prefetch_key_pairs(std::uint64_t i, const StoreImpl& other, std::string& scratch) const;
+  // Maps (populates) the index, to be written, or the carved pages, to be
+  // read, in a few calls rather than a fault per 4 KiB.
+  void map_index() noexcept;
+  void map_pages_for_read() noexcept;
+
+  // --- Building the new file (REQUIRES for all: this is the new file) ---
+  // Append a page: claims the next uncarved page for class `cls` (the page
+  // table names it, the class counts it) and sets `page` and `first` (its
+  // offset); with `map`, populates its mapping (a page the caller builds in
+  // memory and writes with write_page() is not mapped). False if every page
+  // is taken; throws no_space if the disk cannot hold the page. Its chunks
+  // are the caller's, zero (never versioned) until it writes them, and
+  // unreachable until it publishes them or gives them to free_chunks().
+  bool append_page(std::uint32_t cls, bool map, std::uint64_t& page, std::uint64_t& first);
+  // Writes the page at offset `first` from `bytes` (page_bytes) with
+  // pwrite. Throws no_space (disk full) or io.
+  void write_page(std::uint64_t first, const char* bytes) const;
+  // Starts writing pages [begin, end) back to disk (no wait).
+  void start_writeback_pages(std::uint64_t begin, std::uint64_t end) noexcept;
+  // The free chunks [first, end) of class `cls` of a page from
+  // append_page() go onto the class's free list.
+  void free_chunks(std::uint32_t cls, std::uint64_t first, std::uint64_t end);
+  // A chunk as every writer gets one (allocate()): pops, carves or evicts.
+  std::uint64_t allocate_chunk(std::uint32_t cls) { return allocate(cls); }
+  char* chunk_at(std::uint64_t off) const noexcept { return chunk(off); }
+  // Import a chunk: writes entry `r` with `stored`, `vf` and `sum` (which
+  // may differ from r's when its value moved to a blob file) into the
+  // chunk at `at` (in the mapping, or in a page being built in memory) and
+  // makes its version even (release). Returns that version. REQUIRES: the
+  // caller owns the chunk (odd or zero version, unreachable).
+  static std::uint32_t import_chunk(char* at, const EntryCopy& r, std::string_view stored,
+                                    std::uint32_t vf, std::uint32_t sum) noexcept;
+  // Publishes the chunk at `off` (of key hash `h`, version `version`):
+  // in index slot `i`, which is empty and in the key's pair (release store:
+  // same geometry, copy pass); or with publish_entry, wherever publish()
+  // puts it, replacing the key's entry (true if it had one).
+  void publish_in_slot(std::uint64_t i, std::uint64_t h, std::uint64_t off,
+                       std::uint32_t version) noexcept;
+  bool publish_entry(std::string_view key, std::uint64_t h, std::uint64_t off);
+  // Unpublishes every entry of `key` (hash `h`); the winner retires each.
+  void remove_key(std::string_view key, std::uint64_t h);
+  // Blob files. make_blob_dir: checks (or creates) the blob directory,
+  // once before the first link_blob. link_blob: gives the new file its own
+  // name (a new id, set in `ref`) for the old file's blob file of `ref`,
+  // making room within the capacity first; false if the old name is gone
+  // (the entry was erased). drop_blob undoes it, or a store_blob
+  // (write_blob()). They throw what the file system makes them (io).
+  void make_blob_dir() { ensure_blob_dir(); }
+  bool link_blob(const StoreImpl& old, std::uint64_t h, BlobRef& ref);
+  void drop_blob(std::uint64_t h, const BlobRef& ref);
+  BlobRef store_blob(std::uint64_t h, std::string_view stored) { return write_blob(h, stored); }
+  // Removes the name of blob file `id` (key hash `h`) of this file.
+  void unlink_blob_name(std::uint64_t h, std::uint64_t id) const;
+
+  // --- The compaction protocol (the old file) ---
+  // The compaction word (Superblock::compaction), for atom<> CASes.
+  std::uint64_t* compaction_word() const noexcept { return &sb_->compaction; }
+  // The process table, and this attachment's slot in it (-1: untracked).
+  std::span<ProcessEntry> process_table() const noexcept { return {procs_, kMaxProcesses}; }
+  int process_slot() const noexcept { return proc_slot_; }
+  // Whether process entry `e` named the file as this attachment did (same
+  // directory, same name: ProcessEntry::name_dir_device, ...).
+  bool named_alike(const ProcessEntry& e) const noexcept;
+  // The mapped file: its descriptor, identity and size.
+  const Region& region() const noexcept { return region_; }
+  // ===========================================================================
+
  private:
-  friend class Compactor;
 
   // --- store_impl.h (inline, below the class) ---
   static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
