@@ -335,7 +335,7 @@ class TCACHE_API Store {
   explicit Store(std::unique_ptr<detail::StoreHandle> handle);
   // The file to read now: impl_, or the file a compaction replaced it with.
   detail::StoreImpl* reader() const;
-  // After `seen` was found superseded: the file to use now (see store.cc).
+  // After `seen` was found superseded: the file to use now (see lib/store/follow.cc).
   // A writer may wait there while a compaction switches files.
   detail::StoreImpl* follow(detail::StoreImpl* seen, bool writer) const;
   // Runs op(file) as a write that a compaction drains or redirects.

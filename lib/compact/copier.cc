@@ -1,5 +1,5 @@
 // compact/copier.cc: the copy pass of a compaction (step 3 of protocol.cc's
-// outline; INVARIANTS.md, 10): every live entry of the old file into the
+// outline; doc/INVARIANTS.md, 10): every live entry of the old file into the
 // new one while users carry on, remembering what each slot held for the
 // final pass (final_pass.cc).
 //

@@ -1,6 +1,6 @@
 // compact/copier.h: the copier, between the compaction protocol
 // (protocol.cc: claim, drain, switch, rename) and the copy itself
-// (copier.cc: copy pass; final_pass.cc: final pass). INVARIANTS.md, 10.
+// (copier.cc: copy pass; final_pass.cc: final pass). doc/INVARIANTS.md, 10.
 //
 // The protocol opens the old file, creates the new one, and calls, in
 // order: copy() while users carry on (step 3), then, after the switch and
@@ -67,7 +67,7 @@ class Copier {
   using EntryCopy = StoreImpl::EntryCopy;
   using SlotRead = StoreImpl::SlotRead;
 
-  // What the copy pass saw in each slot of `from` (S[i] in INVARIANTS.md,
+  // What the copy pass saw in each slot of `from` (S[i] in doc/INVARIANTS.md,
   // 16 bytes per slot): the chunk it pointed at, with the chunk's version,
   // and its key's hash (which gives the slot's tag). chunk 0 = nothing, or
   // nothing known: the final pass looks at whatever the slot holds then.

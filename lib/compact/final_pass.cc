@@ -1,5 +1,5 @@
 // compact/final_pass.cc: the final pass of a compaction (step 5 of
-// protocol.cc's outline; INVARIANTS.md, 10, "Final pass"), after the switch
+// protocol.cc's outline; doc/INVARIANTS.md, 10, "Final pass"), after the switch
 // and the drain: every slot whose chunk or chunk version differs from what
 // the copy pass (copier.cc) remembered names keys that may have changed
 // (the one it held then, found by its hash, and the one it holds now);

@@ -1,5 +1,5 @@
 // compact/protocol.cc: tcache::compact (tcache/compact.h), the compactor's
-// side of INVARIANTS.md, invariant 10: the multi-process handshake (claim,
+// side of doc/INVARIANTS.md, invariant 10: the multi-process handshake (claim,
 // drain, switch, rename). The copy itself is the copier's (copier.h); the
 // users' side (enter_write, check_superseded, Store::follow) is the
 // store's.
@@ -161,7 +161,7 @@ void drain(std::span<ProcessEntry> procs, std::uint64_t* word, std::uint64_t swi
 
 // Throws busy unless every live user of `from` named the file as we did
 // (StoreImpl::named_alike) and the file has one link: only then does every
-// user follow our rename (INVARIANTS.md, 10).
+// user follow our rename (doc/INVARIANTS.md, 10).
 void check_names(const StoreImpl& from, const std::string& path) {
   const std::span<ProcessEntry> procs = from.process_table();
   for (std::uint32_t i = 0; i < procs.size(); ++i) {

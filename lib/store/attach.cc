@@ -46,7 +46,7 @@ StoreImpl::StoreImpl(Region region, const StoreOptions& options,
   blob_dir_ += ".blobs";
   // How we name the file (ProcessEntry::name_dir_device): the directory we
   // resolve the name in, and the name in it. Users that agree on both see
-  // the same rename (INVARIANTS.md, 10).
+  // the same rename (doc/INVARIANTS.md, 10).
   struct stat dir {};
   if (::stat(name.parent_path().c_str(), &dir) == 0) {
     name_dir_device_ = static_cast<std::uint64_t>(dir.st_dev);
@@ -151,7 +151,7 @@ void StoreImpl::attach_process() {
   }
   // Table full: work untracked, and have the next exclusive opener sweep.
   // Our writes cannot be drained by a compactor, which therefore refuses to
-  // switch while we are counted here (seq_cst: INVARIANTS.md, 10). The
+  // switch while we are counted here (seq_cst: doc/INVARIANTS.md, 10). The
   // shared lock, taken before we are counted and held until we are not,
   // tells a compactor whether anyone counted is still alive.
   untracked_locked_ = lock_untracked_byte(F_RDLCK, /*wait=*/true);
@@ -201,7 +201,7 @@ bool StoreImpl::untracked_all_dead() {
   // Every live counted process holds a shared lock on the byte from before
   // it raised the count until after it lowered it, and an untracked opener
   // waits for our exclusive lock before it raises it: holding the lock, the
-  // count is of the dead only (INVARIANTS.md, 10).
+  // count is of the dead only (doc/INVARIANTS.md, 10).
   if (!lock_untracked_byte(F_WRLCK, /*wait=*/false)) return false;
   n.store(0, std::memory_order_seq_cst);
   lock_untracked_byte(F_UNLCK, false);

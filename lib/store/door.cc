@@ -1,9 +1,9 @@
 // store/door.cc: the compactor's door (store_impl.h, "The compactor's
 // door"): what lib/compact/ may do to a StoreImpl, the old file it reads
-// and the new file it builds (INVARIANTS.md, 10).
+// and the new file it builds (doc/INVARIANTS.md, 10).
 //
 // Thread safety: as each member's comment in store_impl.h says. Reads
-// follow the seqlock protocol (INVARIANTS.md, 2): a chunk is copied between
+// follow the seqlock protocol (doc/INVARIANTS.md, 2): a chunk is copied between
 // two loads of its version and the copy is kept only if both are the same
 // even version; writes to the new file publish after write (1).
 

@@ -6,7 +6,7 @@
 // Layer 4 (store_impl.h, "Rooms"): calls the slab (pop_free, carve_page,
 // carve_owned_page, push_chain), the index (slot_of_chunk, unlink_chunk) and
 // blob files (release_payload). Safe from any thread of any process
-// (INVARIANTS.md, 3-5).
+// (doc/INVARIANTS.md, 3-5).
 
 #include <algorithm>
 #include <string>

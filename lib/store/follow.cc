@@ -1,5 +1,5 @@
-// store/follow.cc: a user's side of compaction (INVARIANTS.md, 10; the
-// compactor is compact.cc). Writes announce themselves (enter_write,
+// store/follow.cc: a user's side of compaction (doc/INVARIANTS.md, 10; the
+// compactor is lib/compact/). Writes announce themselves (enter_write,
 // leave_write) so that a compactor can drain them; a user that finds its
 // file superseded decides what to do (check_superseded) and Store::follow
 // moves the handle to the file now at the path.
@@ -33,7 +33,7 @@ ProcState compactor_state(std::uint64_t w) {
 
 bool StoreImpl::enter_write() noexcept {
   // Raise, then look (both seq_cst): either the compactor's drain sees our
-  // count, or we see its switching phase (INVARIANTS.md, 10).
+  // count, or we see its switching phase (doc/INVARIANTS.md, 10).
   atom<std::uint64_t>(writes_).fetch_add(1, std::memory_order_seq_cst);
   if (compaction_superseded(atom<std::uint64_t>(&sb_->compaction).load(std::memory_order_seq_cst)))
       [[unlikely]] {

@@ -11,7 +11,7 @@
 //
 // Layer 3 (store_impl.h, "Rooms"): calls the slab (push_chain) and blob
 // files (read_blob, release_payload). Every function is safe from any thread
-// of any process (INVARIANTS.md, 1-3, 5, 6).
+// of any process (doc/INVARIANTS.md, 1-3, 5, 6).
 
 #include <lz4.h>
 

@@ -1,5 +1,5 @@
 // store/index.h: the hash index's addressing, on numbers alone: the two
-// buckets that may hold a key (two-choice hashing; FORMAT.md, "Index").
+// buckets that may hold a key (two-choice hashing; doc/FORMAT.md, "Index").
 // StoreImpl::slots_for (store_impl.h) and the tests use it.
 //
 // Thread safety: pure functions; safe from any thread.

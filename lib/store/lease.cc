@@ -4,7 +4,7 @@
 //
 // Layer 6 (store_impl.h, "Rooms"): calls write.cc (store_entry) and the
 // index (probe, unlink_entry). Safe from any thread of any process
-// (INVARIANTS.md, 9).
+// (doc/INVARIANTS.md, 9).
 
 #include <unistd.h>
 
@@ -68,7 +68,7 @@ StoreImpl::LeaseStep StoreImpl::lease_step(std::string_view key, std::string& va
     if (dead || now_unix_ms() >= rec.deadline_ms) {
       // Take it over: unlink exactly the lease we judged (its word names
       // the chunk's incarnation), never a newer one that took its chunk and
-      // slot while we read /proc (INVARIANTS.md, 9).
+      // slot while we read /proc (doc/INVARIANTS.md, 9).
       test_point(TestPoint::lease_takeover, key);
       unlink_entry(*f.slot, f.word);
       return LeaseStep::again;

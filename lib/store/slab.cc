@@ -6,7 +6,7 @@
 // evict.cc's job.
 //
 // Layer 1 (store_impl.h, "Rooms"): calls nothing above it. Every function is
-// safe from any thread of any process (INVARIANTS.md, 4 and 7), except
+// safe from any thread of any process (doc/INVARIANTS.md, 4 and 7), except
 // link_free_chunks and carve_owned_page, whose chunks the caller owns.
 
 #include <cstring>

@@ -12,7 +12,7 @@
 // threads of any number of processes on the same list at once. link_free_chunks
 // REQUIRES: the caller owns the chunks (no other thread can reach them).
 //
-// Invariants (INVARIANTS.md, 4):
+// Invariants (doc/INVARIANTS.md, 4):
 //  1. Every change of a head is one 16-byte CAS (util/atomic128.h) that
 //     also adds 1 to the tag, which never wraps (64 bits): a CAS that
 //     succeeds proves that the head did not change since the pair was read,

@@ -1,5 +1,5 @@
 // store/store.cc: tcache::Store, the public handle. Each member picks the
-// file to use (reader(), or write() for a write: INVARIANTS.md, 10) and
+// file to use (reader(), or write() for a write: doc/INVARIANTS.md, 10) and
 // forwards to StoreImpl; the work is done in the rooms listed at the top of
 // store_impl.h.
 
@@ -15,7 +15,7 @@ namespace tcache {
 
 //
 // A Store is a handle on a path. impl_ is the file it uses now; when a
-// compaction replaces the file (INVARIANTS.md, 10), the first operation that
+// compaction replaces the file (doc/INVARIANTS.md, 10), the first operation that
 // notices opens the path again and swaps impl_. Files moved away from stay
 // open (and mapped) until the Store is destroyed: a thread may still be
 // reading one, and the hot path keeps no count of readers.

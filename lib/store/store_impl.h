@@ -34,10 +34,13 @@
 //  11. follow.cc     a user's side of compaction: enter/leave_write,
 //                    check_superseded (the public "Compaction" block below),
 //                    Store::follow.
-//  12. compact.cc    the compactor, on top of all the above.
+//  12. door.cc       the compactor's door: the public block of members
+//                    that lib/compact/ (protocol.cc, copier.cc,
+//                    final_pass.cc) uses, on top of all the above; the
+//                    compactor has no other way in (no friendship).
 //  13. store.cc      the public tcache::Store facade over StoreImpl.
 //
-// Invariants (the full argument is in store/INVARIANTS.md):
+// Invariants (the full argument is in doc/INVARIANTS.md):
 //  1. Publish after write: a chunk's contents are complete and its version
 //     even (release) before the slot CAS that makes it reachable.
 //  2. Optimistic reads: a reader validates every copy with the chunk's
@@ -95,7 +98,7 @@
 namespace tcache::detail {
 
 // A chunk's checksum word: low 32 bits of XXH3-64 of its stored value, seeded
-// with the key hash and the header words (FORMAT.md, "Chunks").
+// with the key hash and the header words (doc/FORMAT.md, "Chunks").
 inline std::uint32_t value_checksum(const char* value, std::size_t n, std::uint64_t key_hash,
                                     std::uint64_t meta, std::uint32_t vlen_flags) {
   const std::uint64_t seed = key_hash ^ meta ^ (std::uint64_t{vlen_flags} << 32);
@@ -181,7 +184,7 @@ class StoreImpl {
   // duplicate slots, folds dead processes' counters. REQUIRES: exclusive.
   void recover();
 
-  // --- Compaction (INVARIANTS.md, 10) ---
+  // --- Compaction (doc/INVARIANTS.md, 10) ---
   // True once a compactor has entered its switching phase: this file is
   // being (or has been) replaced. One relaxed load; every operation's start.
   bool superseded() const noexcept {
@@ -206,11 +209,11 @@ class StoreImpl {
   bool forked() const noexcept { return fork_gen_ != fork_generation(); }
   // True if Superblock::untracked_processes is 0, or every process it counts
   // is dead (nobody holds a shared lock on kUntrackedLockByte), in which case
-  // it is reset to 0 (INVARIANTS.md, 10).
+  // it is reset to 0 (doc/INVARIANTS.md, 10).
   bool untracked_all_dead();
 
   // ===========================================================================
-  // The compactor's door (lib/compact/; INVARIANTS.md, 10).
+  // The compactor's door (lib/compact/; doc/INVARIANTS.md, 10).
   //
   // The compactor uses a StoreImpl only through these members and the public
   // ones above; they are defined in door.cc. Below, the *old* file is the
@@ -219,7 +222,7 @@ class StoreImpl {
   // final_path; nobody but the compactor's threads uses it until the
   // rename). Unless a member says otherwise it is safe from any thread of
   // any process on either file: reads follow the seqlock protocol
-  // (INVARIANTS.md, 2) and writes the store's own CASes (1, 3, 4). None of
+  // (doc/INVARIANTS.md, 2) and writes the store's own CASes (1, 3, 4). None of
   // them checks superseded() or calls enter_write(): the compactor is the
   // one process that may touch a file while it is superseded.
 
@@ -367,7 +370,6 @@ class StoreImpl {
   // ===========================================================================
 
  private:
-
   // --- store_impl.h (inline, below the class) ---
   static constexpr int kPairSlots = 2 * static_cast<int>(kSlotsPerBucket);
   struct Slots {
@@ -403,7 +405,7 @@ class StoreImpl {
   // Threads a page we exclusively own into chunks of `cls` and publishes them.
   void carve_owned_page(std::uint64_t page, std::uint32_t cls);
 
-  // --- blob.cc: blob files (values larger than a page); see FORMAT.md ---
+  // --- blob.cc: blob files (values larger than a page); see doc/FORMAT.md ---
   std::string blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const;
   BlobRef write_blob(std::uint64_t h, std::string_view stored);
   bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
@@ -430,7 +432,7 @@ class StoreImpl {
     std::uint64_t expiry = 0;      // the entry's expiry, Unix ms (0 = never)
     std::uint32_t vlen_flags = 0;  // its chunk's vlen_flags word
   };
-  // A consistent copy (seqlock read: INVARIANTS.md, 2) of the first entry
+  // A consistent copy (seqlock read: doc/INVARIANTS.md, 2) of the first entry
   // of `key` in pair `s`, as get() finds it: the slot, the word it held,
   // and its chunk's header words; with kCopy, its stored bytes in *stored.
   // found; absent (no chunk of the pair holds the key); or retry (a chunk
@@ -457,7 +459,7 @@ class StoreImpl {
   int chunk_has_key(const std::uint64_t& slot, std::uint64_t w,
                     std::string_view key) const noexcept;
   // Unpublishes `slot` if it still holds exactly `w`; the winner retires
-  // the chunk (INVARIANTS.md, 3).
+  // the chunk (doc/INVARIANTS.md, 3).
   bool unlink(std::uint64_t& slot, std::uint64_t w);
   // unlink() of the incarnation `w` names, whatever its reference bit is
   // now: for every unlink decided from a chunk's content (a key, a lease).
@@ -522,7 +524,7 @@ class StoreImpl {
   // --- attach.cc ---
   void open_attach();
   // In the exclusive open: resets a compaction state and untracked count
-  // that no live user of the file can own (INVARIANTS.md, 10).
+  // that no live user of the file can own (doc/INVARIANTS.md, 10).
   void reset_compaction_alone();
   void attach_process();
   void detach_process() noexcept;

@@ -5,7 +5,7 @@
 // Layer 5 (store_impl.h, "Rooms"): calls evict.cc (allocate), the index
 // (publish, chunk_has_key, unlink) and blob files (write_blob). Safe from any
 // thread of any process; a write runs inside enter_write()/leave_write()
-// (Store::write, INVARIANTS.md, 10).
+// (Store::write, doc/INVARIANTS.md, 10).
 
 #include <lz4.h>
 #include <unistd.h>
