@@ -17,18 +17,26 @@ def cache_value(build_dir: pathlib.Path, name: str) -> str:
     return m.group(1)
 
 
-def test_install_dir_is_on_debians_path_for_the_configured_prefix(
-        build_dir: pathlib.Path) -> None:
-    prefix = cache_value(build_dir, "CMAKE_INSTALL_PREFIX")
-    subdir = cache_value(build_dir, "TCACHE_PYTHON_INSTALL_DIR")
-    if prefix not in ("/usr/local", "/usr"):
-        return  # another prefix is reached through PYTHONPATH (README)
-    # Debian's site.py: /usr/lib/python3/dist-packages for /usr,
-    # /usr/local/lib/python3.X/dist-packages for /usr/local.
-    path = subprocess.run([PYTHON, "-c", "import sys; print('\\n'.join(sys.path))"],
-                          check=True, capture_output=True, text=True,
-                          env={"PATH": os.environ["PATH"]}).stdout.split()
-    assert os.path.join(prefix, subdir) in path
+def test_install_dir_is_debians_and_a_pth_file_reaches_it(build_dir: pathlib.Path,
+                                                          tmp_path: pathlib.Path) -> None:
+    # The package goes to <prefix>/lib/python3/dist-packages; for a prefix
+    # other than /usr, <prefix>/lib/python3.X/dist-packages/tcache.pth names
+    # that directory, so that /usr/local (a site directory of Debian's
+    # Python, unlike /usr/local/lib/python3/dist-packages) reaches it.
+    assert cache_value(build_dir, "TCACHE_PYTHON_INSTALL_DIR") == "lib/python3/dist-packages"
+    prefix = tmp_path / "prefix"
+    subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix),
+                    "--component", "python"], check=True, capture_output=True)
+    version = subprocess.run([PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    site_dir = prefix / "lib" / f"python{version}" / "dist-packages"
+    package_dir = prefix / "lib" / "python3" / "dist-packages"
+    assert (site_dir / "tcache.pth").read_text().strip() == str(package_dir)
+    # What Debian's site.py does with /usr/local/lib/python3.X/dist-packages.
+    probe = f"import site; site.addsitedir({str(site_dir)!r}); import tcache; print(tcache.__file__)"
+    out = subprocess.run([PYTHON, "-c", probe], check=True, capture_output=True, text=True,
+                         env={"PATH": os.environ["PATH"]}, cwd=tmp_path).stdout.strip()
+    assert out.startswith(str(package_dir)), out
 
 
 def test_cmake_install_into_a_prefix_imports(build_dir: pathlib.Path,
