@@ -74,7 +74,7 @@ if [[ -n $source_dir ]]; then
     "$cmake_bin" -S "$source_dir" -B "$build_dir" "${generator[@]}" "${launcher[@]}" \
     -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 \
     -DTCACHE_BUILD_TESTS=OFF -DTCACHE_BUILD_TOOLS=OFF -DTCACHE_BUILD_BENCH=OFF \
-    -DTCACHE_BUILD_FUZZ=OFF -DTCACHE_SANITIZE= "${defines[@]}"
+    -DTCACHE_BUILD_FUZZ=OFF -DTCACHE_BUILD_PYTHON=OFF -DTCACHE_SANITIZE= "${defines[@]}"
   step "building the library"
   run "$work/tcache-build.log" "building tcache with ${defines[*]}" \
     "$cmake_bin" --build "$build_dir" --target tcache
