@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings.h"
+#include "tcache/version.h"
 
 PYBIND11_MODULE(_tcache, m) {
   m.doc() = "tcache's compiled core: Store, Function and the codecs (import tcache instead)";
@@ -12,4 +13,7 @@ PYBIND11_MODULE(_tcache, m) {
   bind_function(m);
   bind_config(m);
   bind_codec(m);
+  // Whether this build has the Redis tier (CMake option TCACHE_WITH_REDIS):
+  // without it every redis:// URI raises ConfigurationError.
+  m.attr("WITH_REDIS") = pybind11::bool_(TCACHE_WITH_REDIS != 0);
 }

@@ -14,6 +14,9 @@ _Key = str | bytes
 _Path = str | os.PathLike[str]
 _Buffer = bytes | bytearray | memoryview
 
+# Whether this build has the Redis tier (CMake option TCACHE_WITH_REDIS).
+WITH_REDIS: bool
+
 class Store:
     """A tcache cache file: bytes keyed by str (its UTF-8) or bytes. Any number
     of threads and processes may use one file; a forked child reopens it."""

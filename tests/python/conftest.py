@@ -126,6 +126,9 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: pathlib.Path):
+    from tcache import _tcache
+    if not _tcache.WITH_REDIS:
+        pytest.skip("this build has no Redis tier (TCACHE_WITH_REDIS=OFF)")
     workdir = tmp_path / "redis"
     workdir.mkdir()
     server = RedisServer(workdir)
