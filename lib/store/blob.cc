@@ -36,8 +36,6 @@ namespace tcache::detail {
 
 namespace {
 
-constexpr std::uint64_t kOrphanAgeMs = 60'000;  // unreferenced files older than this are debris
-
 bool parse_blob_name(const char* name, std::uint64_t* h, std::uint64_t* id, bool* tmp) {
   unsigned long long a = 0, b = 0;
   int used = 0;
@@ -85,12 +83,7 @@ std::uint32_t StoreImpl::ensure_blob_dir() {
   return file_mode;
 }
 
-BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
-  const std::uint32_t file_mode = ensure_blob_dir();
-  const std::uint64_t budget = sb_->capacity_bytes;
-  if (atom<std::uint64_t>(&sb_->blob_bytes).load() + stored.size() > budget) {
-    evict_blobs(stored.size());
-  }
+BlobRef StoreImpl::new_blob_ref(std::uint64_t h, std::string_view stored) const {
   BlobRef ref{};
   if (::getrandom(&ref.id, sizeof ref.id, 0) != sizeof ref.id) {
     ref.id =
@@ -98,46 +91,41 @@ BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
   }
   ref.size = stored.size();
   ref.content_hash = checksum64(stored.data(), stored.size(), 0);
-  const std::string tmp = blob_path(h, ref.id, true);
-  for (int attempt = 0;; ++attempt) {
-    const int fd =
-        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, file_mode);
-    if (fd < 0) {
-      fail_errno(errno, "cannot create blob file", tmp,
-                 errno == EACCES ? "the blob directory must be writable by every user of a "
-                                   "shared cache file: check its permissions"
-                                 : "");
-    }
-    ::fchmod(fd, file_mode);  // umask does not apply
-    std::size_t done = 0;
-    int err = 0;
-    while (done < stored.size()) {
-      const ssize_t n = ::write(fd, stored.data() + done, stored.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        err = n < 0 ? errno : ENOSPC;
-        break;
-      }
-      done += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    if (err == 0 && ::rename(tmp.c_str(), blob_path(h, ref.id, false).c_str()) != 0) err = errno;
-    if (err == 0) break;
-    ::unlink(tmp.c_str());
-    if ((err == ENOSPC || err == EDQUOT || err == EFBIG) && attempt == 0 && !compaction_target_) {
-      count(kGrowFailures);
-      evict_blobs(stored.size());
-      continue;
-    }
-    if (err == ENOSPC || err == EDQUOT || err == EFBIG) {
-      fail(Errc::no_space, "no disk space for a " + std::to_string(stored.size()) +
-                               "-byte blob in '" + blob_dir_.string() + "' (" + std::strerror(err) +
-                               "); free disk space");
-    }
-    fail_errno(err, "cannot write blob file", tmp, "");
-  }
-  atom<std::uint64_t>(&sb_->blob_bytes).fetch_add(ref.size);
   return ref;
+}
+
+int StoreImpl::write_blob_file(std::uint64_t h, std::string_view stored, const BlobRef& ref,
+                               std::uint32_t file_mode) {
+  const std::string tmp = blob_path(h, ref.id, true);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, file_mode);
+  if (fd < 0) {
+    fail_errno(errno, "cannot create blob file", tmp,
+               errno == EACCES ? "the blob directory must be writable by every user of a "
+                                 "shared cache file: check its permissions"
+                               : "");
+  }
+  ::fchmod(fd, file_mode);  // umask does not apply
+  std::size_t done = 0;
+  int err = 0;
+  while (done < stored.size()) {
+    const ssize_t n = ::write(fd, stored.data() + done, stored.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : ENOSPC;
+      break;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  if (err == 0 && ::rename(tmp.c_str(), blob_path(h, ref.id, false).c_str()) != 0) err = errno;
+  if (err == 0) {
+    atom<std::uint64_t>(&sb_->blob_bytes).fetch_add(ref.size);
+    return 0;
+  }
+  ::unlink(tmp.c_str());
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG) return err;
+  fail_errno(err, "cannot write blob file", tmp, "");
 }
 
 bool StoreImpl::read_blob(std::uint64_t h, const BlobRef& ref, std::string& out) {
@@ -190,13 +178,10 @@ void StoreImpl::release_payload(std::uint64_t off) {
   }
 }
 
-void StoreImpl::evict_blobs(std::uint64_t need) {
-  struct Candidate {
-    std::uint64_t age_ms, h, id;
-  };
-  std::vector<Candidate> files;
+std::vector<StoreImpl::BlobFile> StoreImpl::blob_files_oldest_first() const {
+  std::vector<BlobFile> files;
   DIR* dir = ::opendir(blob_dir_.c_str());
-  if (dir == nullptr) return;
+  if (dir == nullptr) return files;
   while (const dirent* e = ::readdir(dir)) {
     std::uint64_t h = 0, id = 0;
     bool tmp = false;
@@ -205,43 +190,15 @@ void StoreImpl::evict_blobs(std::uint64_t need) {
     if (::fstatat(::dirfd(dir), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
     if (tmp) {
       // A writer died mid-write long ago.
-      if (file_age_ms(st) > kOrphanAgeMs) ::unlinkat(::dirfd(dir), e->d_name, 0);
+      if (file_age_ms(st) > kOrphanBlobAgeMs) ::unlinkat(::dirfd(dir), e->d_name, 0);
       continue;
     }
     files.push_back({file_age_ms(st), h, id});
   }
   ::closedir(dir);
   std::sort(files.begin(), files.end(),
-            [](const Candidate& a, const Candidate& b) { return a.age_ms > b.age_ms; });
-  const std::uint64_t budget = sb_->capacity_bytes;
-  for (const Candidate& f : files) {
-    if (atom<std::uint64_t>(&sb_->blob_bytes).load() + need <= budget) return;
-    const Slots s = slots_for(f.h);
-    bool referenced = false;
-    for (int i = 0; i < kPairSlots && !referenced; ++i) {
-      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
-      if (w == 0 || slot_tag(w) != hash_tag(f.h)) continue;
-      const std::uint64_t off = slot_offset(w);
-      const int cls = chunk_class(off);
-      if (cls < 0) continue;
-      const char* c = chunk(off);
-      const std::uint32_t vf =
-          atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
-      const std::uint32_t klen =
-          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
-      if ((vf & kFlagBlob) == 0 || kChunkHeaderBytes + klen + sizeof(BlobRef) > class_bytes_[cls])
-        continue;
-      BlobRef ref;
-      racy_read(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
-      if (ref.id != f.id) continue;
-      referenced = true;
-      if (unlink(s.at(i), w)) count(kEvictions);
-    }
-    if (!referenced && f.age_ms > kOrphanAgeMs && may_delete_unknown_blobs()) {
-      // Debris of a writer that died between writing and publishing.
-      ::unlink(blob_path(f.h, f.id, false).c_str());
-    }
-  }
+            [](const BlobFile& a, const BlobFile& b) { return a.age_ms > b.age_ms; });
+  return files;
 }
 
 bool StoreImpl::may_delete_unknown_blobs() const {

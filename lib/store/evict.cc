@@ -3,18 +3,25 @@
 // class's chunks, by moving a page from the class with the most pages, or
 // by borrowing a chunk of a larger class.
 //
+// write_blob() makes room for a value larger than a page the same way
+// within the blob files' budget (the capacity): the oldest blob files'
+// entries are evicted first.
+//
 // Layer 4 (store_impl.h, "Rooms"): calls the slab (pop_free, carve_page,
-// carve_owned_page, push_chain), the index (slot_of_chunk, unlink_chunk) and
-// blob files (release_payload). Safe from any thread of any process
+// carve_owned_page, push_chain), the index (slot_of_chunk, unlink_chunk,
+// unlink) and blob files (release_payload, new_blob_ref, write_blob_file,
+// blob_files_oldest_first). Safe from any thread of any process
 // (doc/INVARIANTS.md, 3-5).
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "store/slab.h"
 #include "store/store_impl.h"
 #include "util/fail.h"
 #include "util/proc.h"
+#include "util/racy.h"
 
 namespace tcache::detail {
 
@@ -190,6 +197,59 @@ bool StoreImpl::steal_page(std::uint32_t cls) {
     return true;
   }
   return false;
+}
+
+BlobRef StoreImpl::write_blob(std::uint64_t h, std::string_view stored) {
+  const std::uint32_t file_mode = ensure_blob_dir();
+  const std::uint64_t budget = sb_->capacity_bytes;
+  if (atom<std::uint64_t>(&sb_->blob_bytes).load() + stored.size() > budget) {
+    evict_blobs(stored.size());
+  }
+  const BlobRef ref = new_blob_ref(h, stored);
+  for (int attempt = 0;; ++attempt) {
+    const int err = write_blob_file(h, stored, ref, file_mode);
+    if (err == 0) return ref;
+    if (attempt == 0 && !compaction_target_) {  // a full disk: make room once
+      count(kGrowFailures);
+      evict_blobs(stored.size());
+      continue;
+    }
+    fail(Errc::no_space, "no disk space for a " + std::to_string(stored.size()) +
+                             "-byte blob in '" + blob_dir_.string() + "' (" + std::strerror(err) +
+                             "); free disk space");
+  }
+}
+
+void StoreImpl::evict_blobs(std::uint64_t need) {
+  const std::uint64_t budget = sb_->capacity_bytes;
+  for (const BlobFile& f : blob_files_oldest_first()) {
+    if (atom<std::uint64_t>(&sb_->blob_bytes).load() + need <= budget) return;
+    const Slots s = slots_for(f.h);
+    bool referenced = false;
+    for (int i = 0; i < kPairSlots && !referenced; ++i) {
+      const std::uint64_t w = atom<std::uint64_t>(&s.at(i)).load(std::memory_order_acquire);
+      if (w == 0 || slot_tag(w) != hash_tag(f.h)) continue;
+      const std::uint64_t off = slot_offset(w);
+      const int cls = chunk_class(off);
+      if (cls < 0) continue;
+      const char* c = chunk(off);
+      const std::uint32_t vf =
+          atom<std::uint32_t>(c + kChunkVlenOffset).load(std::memory_order_relaxed);
+      const std::uint32_t klen =
+          meta_key_len(atom<std::uint64_t>(c + kChunkMetaOffset).load(std::memory_order_relaxed));
+      if ((vf & kFlagBlob) == 0 || kChunkHeaderBytes + klen + sizeof(BlobRef) > class_bytes_[cls])
+        continue;
+      BlobRef ref;
+      racy_read(&ref, c + kChunkHeaderBytes + klen, sizeof ref);
+      if (ref.id != f.id) continue;
+      referenced = true;
+      if (unlink(s.at(i), w)) count(kEvictions);
+    }
+    if (!referenced && f.age_ms > kOrphanBlobAgeMs && may_delete_unknown_blobs()) {
+      // Debris of a writer that died between writing and publishing.
+      ::unlink(blob_path(f.h, f.id, false).c_str());
+    }
+  }
 }
 
 }  // namespace tcache::detail

@@ -13,15 +13,14 @@
 //                    slots_for), counters, log.
 //   1. slab.cc       size classes, free lists (16-byte head with ABA tag),
 //                    page claims, carving a page into chunks.
-//   2. blob.cc       blob files for values larger than a page. The one
-//                    edge that goes up: write_blob's evict_blobs (making
-//                    room for a blob) unlinks index entries (index.cc),
-//                    while index.cc reads and frees blobs.
+//   2. blob.cc       blob files for values larger than a page: naming,
+//                    writing, reading, releasing, listing, sweeping.
 //   3. index.cc      bucket pair lookups (find_entry, probe, get, contains,
 //                    get_many), publish / withdraw / dedupe, unlink and
 //                    retire, the slot of a chunk, an entry's liveness.
 //   4. evict.cc      making room: allocate, CLOCK, moving a page between
-//                    classes.
+//                    classes; write_blob and evict_blobs (room for a blob
+//                    file within the capacity).
 //   5. write.cc      put, erase, clear.
 //   6. lease.cc      single flight: lease_step, release_lease.
 //   7. walk.cc       for_each and the prefix walks, statistics, class
@@ -407,9 +406,23 @@ class StoreImpl {
 
   // --- blob.cc: blob files (values larger than a page); see doc/FORMAT.md ---
   std::string blob_path(std::uint64_t h, std::uint64_t id, bool tmp) const;
-  BlobRef write_blob(std::uint64_t h, std::string_view stored);
+  // A new blob file's reference for `stored` (a random id, its size and
+  // content hash).
+  BlobRef new_blob_ref(std::uint64_t h, std::string_view stored) const;
+  // Writes `stored` as blob file `ref` (a temporary name, then a rename)
+  // and adds it to blob_bytes: 0, or the errno of a full disk (ENOSPC,
+  // EDQUOT, EFBIG; nothing is left behind). Throws Error for other errors.
+  int write_blob_file(std::uint64_t h, std::string_view stored, const BlobRef& ref,
+                      std::uint32_t file_mode);
   bool read_blob(std::uint64_t h, const BlobRef& ref, std::string& out);
-  void evict_blobs(std::uint64_t need);
+  // Unreferenced blob files older than this are debris of a dead writer.
+  static constexpr std::uint64_t kOrphanBlobAgeMs = 60'000;
+  // This file's blob files, oldest first (a directory scan; temporary files
+  // older than kOrphanBlobAgeMs are deleted on the way).
+  struct BlobFile {
+    std::uint64_t age_ms, h, id;
+  };
+  std::vector<BlobFile> blob_files_oldest_first() const;
   // False while blob files this file does not know may be another file's
   // (a compaction in progress, or this is the compactor's new file).
   bool may_delete_unknown_blobs() const;
@@ -498,6 +511,12 @@ class StoreImpl {
   // unpublishing its entries) and gives it to `cls`. False if none could be
   // taken now.
   bool steal_page(std::uint32_t cls);
+  // A blob file for `stored` (a value larger than a page), after evicting
+  // the entries of the oldest blob files while the blob files would exceed
+  // the capacity, and once more if the disk is full. Throws Error: no_space,
+  // io.
+  BlobRef write_blob(std::uint64_t h, std::string_view stored);
+  void evict_blobs(std::uint64_t need);
 
   // --- write.cc ---
   // Writes a chunk for (key, stored) and publishes it. False (and the chunk
