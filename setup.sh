@@ -9,6 +9,8 @@
 #                     every fuzz target briefly on its seed corpus (build-fuzz/)
 #
 # Missing Debian packages are installed first (as root, or through sudo).
+# Both install the Python package built in build/ into /usr/local, so that
+# /usr/bin/python3 imports tcache afterwards (as root, or through sudo).
 # Exits non-zero if anything fails; the last line is the summary.
 # Environment: JOBS (default: nproc), FUZZ_SECONDS (per target, default 20).
 set -euo pipefail
@@ -82,11 +84,33 @@ build() {
   cmake --build "$root/$dir" -j"$jobs" "${targets[@]}"
 }
 
+# install_python_package: puts the Python package built in build/ where
+# /usr/bin/python3 imports it with no setting (cmake --install of the python
+# component into /usr/local: /usr/local/lib/python3/dist-packages/tcache and a
+# tcache.pth in /usr/local/lib/python3.X/dist-packages), so that
+# `/usr/bin/python3 -c "import tcache"` works after either command. As root
+# (or through sudo); otherwise it says how to use the build tree instead.
+install_python_package() {
+  local sudo=()
+  if ((EUID != 0)); then
+    if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
+      log "not root: the Python package stays in build/python; use it with PYTHONPATH=$root/build/python"
+      return
+    fi
+    sudo=(sudo)
+  fi
+  log "installing the Python package for /usr/bin/python3 into /usr/local"
+  "${sudo[@]}" cmake --install "$root/build" --component python --prefix /usr/local
+  (cd / && /usr/bin/python3 -c "import tcache") \
+    || die "/usr/bin/python3 cannot import the installed tcache package; see the install lines above"
+}
+
 run_demo() {
   install_packages
   log "building (Release, build/)"
   configure build -DCMAKE_BUILD_TYPE=Release -DTCACHE_BUILD_TOOLS=ON
   build build tcache-demo tcache-tool _tcache
+  install_python_package
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/tcache-demo.XXXXXX")
   log "running tcache-demo on $dir/demo.tcache"
@@ -162,6 +186,7 @@ stage_unit() {
   configure build -DCMAKE_BUILD_TYPE=Release -DTCACHE_BUILD_TOOLS=ON -DTCACHE_BUILD_TESTS=ON \
     -DTCACHE_SANITIZE=
   build build
+  install_python_package
   run_ctest build "$root/build-logs/unit.ctest"
 }
 
