@@ -32,9 +32,11 @@ def test_install_dir_is_debians_and_a_pth_file_reaches_it(build_dir: pathlib.Pat
     site_dir = prefix / "lib" / f"python{version}" / "dist-packages"
     package_dir = prefix / "lib" / "python3" / "dist-packages"
     assert (site_dir / "tcache.pth").read_text().strip() == str(package_dir)
-    # What Debian's site.py does with /usr/local/lib/python3.X/dist-packages.
+    # What Debian's site.py does with /usr/local/lib/python3.X/dist-packages
+    # (-S: without the machine's own site directories, where ./setup.sh
+    # installs tcache too).
     probe = f"import site; site.addsitedir({str(site_dir)!r}); import tcache; print(tcache.__file__)"
-    out = subprocess.run([PYTHON, "-c", probe], check=True, capture_output=True, text=True,
+    out = subprocess.run([PYTHON, "-S", "-c", probe], check=True, capture_output=True, text=True,
                          env={"PATH": os.environ["PATH"]}, cwd=tmp_path).stdout.strip()
     assert out.startswith(str(package_dir)), out
 
