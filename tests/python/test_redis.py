@@ -8,6 +8,10 @@ import socket
 import pytest
 
 import tcache
+from tcache import _tcache
+
+pytestmark = pytest.mark.skipif(
+    not _tcache.WITH_REDIS, reason="this build has no Redis tier (TCACHE_WITH_REDIS=OFF)")
 
 
 @pytest.fixture(autouse=True)
