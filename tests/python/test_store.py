@@ -8,12 +8,12 @@ import pathlib
 import signal
 import stat
 import threading
-import time
 
 import pytest
 
 from tcache import errors
 from tcache._tcache import Store, compact
+from waiting import wait_until
 
 MiB = 1 << 20
 
@@ -23,15 +23,6 @@ def store(tmp_path: pathlib.Path) -> Store:
     s = Store(tmp_path / "c.tcache", capacity_bytes=8 * MiB)
     yield s
     s.close()
-
-
-def wait_until(predicate, what: str, deadline: float = 30.0) -> None:
-    """Waits for a time-driven event (an expiry) without asserting on speed."""
-    end = time.monotonic() + deadline
-    while not predicate():
-        if time.monotonic() > end:
-            pytest.fail(f"{what} did not happen within {deadline} s")
-        time.sleep(0.005)
 
 
 def test_mapping_manners(store: Store) -> None:
