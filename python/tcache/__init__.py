@@ -19,7 +19,9 @@ Logging: warnings (a backend that fell back, once per cause) go to
 them to stderr, as C++ does without a logger.
 
 Fork: a child made with fork() uses the wrappers and stores it inherited;
-the package reopens them in the child (os.register_at_fork).
+the extension's stores and functions reopen in the child at their next call
+(they check the library's fork counter), and the package gives its caches
+fresh locks (os.register_at_fork).
 
 Thread safety: every public function and wrapper may be used from any
 number of threads; the files are shared by any number of processes.

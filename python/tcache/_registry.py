@@ -5,10 +5,11 @@ Each decorator registers its cache object (anything with ``name``,
 registry holds weak references: a wrapper that is garbage collected leaves.
 
 Fork: ``os.register_at_fork(after_in_child=...)`` gives every registered
-cache a fresh lock (one a parent thread held at fork would stay held); the
-extension registers its own handler (``_tcache.at_fork_child``), which makes
-its stores and functions reopen in the child, so a ``multiprocessing`` child
-made with fork uses its inherited wrappers as they are.
+cache a fresh lock (one a parent thread held at fork would stay held). The
+extension's stores and functions notice the fork by themselves (the
+library's fork counter, checked on each call) and reopen in the child, so a
+``multiprocessing`` child made with fork uses its inherited wrappers as they
+are.
 
 Thread safety: all functions may be called from any thread.
 """
